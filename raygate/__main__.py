@@ -1,0 +1,3 @@
+from raygate.cli.main import main
+
+main()

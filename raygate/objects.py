@@ -1,0 +1,308 @@
+"""The Kubernetes objects the embedded authority stores, validated like the API server would.
+
+`parse_object(doc)` turns one decoded manifest document into a typed object or raises
+`ManifestError` naming the kind, the object and the offending field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from raygate.errors import ManifestError
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+RBAC_API_VERSION = f"{RBAC_GROUP}/v1"
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _check_dns_subdomain(value: str, what: str) -> str:
+    if not value or len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid name: lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit, at most 253 characters"
+        )
+    return value
+
+
+def check_namespace_name(value: str) -> str:
+    if not value or len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"namespace {value!r} is not a valid name: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+# RBAC object names follow path-segment rules in Kubernetes (they may contain ':'),
+# so roles like `system:auth-delegator` stay valid.
+def _check_path_segment(value: str, what: str) -> str:
+    if not value or value in (".", "..") or "/" in value or "%" in value or len(value) > 253:
+        raise ValueError(f"{what} {value!r} is not a valid name: may not be empty, '.', '..' or contain '/' or '%'")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ObjectMeta(BaseModel):
+    # Unknown metadata fields (managedFields, finalizers...) are tolerated, as kubectl apply does.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    name: str
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    resource_version: str | None = Field(default=None, alias="resourceVersion")
+    creation_timestamp: str | None = Field(default=None, alias="creationTimestamp")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_ok(cls, v: str | None) -> str | None:
+        return None if v is None else check_namespace_name(v)
+
+
+class PolicyRule(_Model):
+    verbs: list[str] = Field(min_length=1)
+    api_groups: list[str] = Field(default_factory=list, alias="apiGroups")
+    resources: list[str] = Field(default_factory=list)
+    resource_names: list[str] = Field(default_factory=list, alias="resourceNames")
+    non_resource_urls: list[str] = Field(default_factory=list, alias="nonResourceURLs")
+
+    @model_validator(mode="after")
+    def _rule_shape(self) -> PolicyRule:
+        # Kubernetes' rule validation: a rule names resources or non-resource URLs, not both.
+        if self.non_resource_urls and (self.resources or self.api_groups):
+            raise ValueError("a rule may not mix nonResourceURLs with apiGroups/resources")
+        if not self.non_resource_urls and not self.resources:
+            raise ValueError("a rule must name resources (with apiGroups) or nonResourceURLs")
+        if self.resources and not self.api_groups:
+            raise ValueError("a rule with resources must name apiGroups (use \"\" for the core group)")
+        return self
+
+
+class LabelSelectorRequirement(_Model):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, alias="matchExpressions"
+    )
+
+
+class AggregationRule(_Model):
+    cluster_role_selectors: list[LabelSelector] = Field(
+        default_factory=list, alias="clusterRoleSelectors"
+    )
+
+
+class RoleRef(_Model):
+    api_group: Literal["rbac.authorization.k8s.io"] = Field(alias="apiGroup")
+    kind: Literal["Role", "ClusterRole"]
+    name: str
+
+
+class Subject(_Model):
+    kind: Literal["User", "Group", "ServiceAccount"]
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    api_group: str | None = Field(default=None, alias="apiGroup")
+
+    @model_validator(mode="after")
+    def _subject_shape(self) -> Subject:
+        if self.kind == "ServiceAccount" and self.api_group not in (None, ""):
+            raise ValueError('a ServiceAccount subject has apiGroup "" (or none)')
+        if self.kind in ("User", "Group") and self.api_group not in (None, RBAC_GROUP):
+            raise ValueError(f'a {self.kind} subject has apiGroup "{RBAC_GROUP}"')
+        if self.kind == "ServiceAccount" and not self.namespace:
+            raise ValueError("a ServiceAccount subject needs a namespace")
+        return self
+
+
+class _Object(_Model):
+    api_version: str = Field(alias="apiVersion")
+    metadata: ObjectMeta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str | None:
+        return self.metadata.namespace
+
+
+class ServiceAccount(_Object):
+    kind: Literal["ServiceAccount"]
+    api_version: Literal["v1"] = Field(alias="apiVersion")
+    secrets: list[dict[str, Any]] = Field(default_factory=list)
+    image_pull_secrets: list[dict[str, Any]] = Field(default_factory=list, alias="imagePullSecrets")
+    automount_service_account_token: bool | None = Field(
+        default=None, alias="automountServiceAccountToken"
+    )
+
+
+class Role(_Object):
+    kind: Literal["Role"]
+    api_version: Literal["rbac.authorization.k8s.io/v1"] = Field(alias="apiVersion")
+    rules: list[PolicyRule] = Field(default_factory=list)
+
+
+class ClusterRole(_Object):
+    kind: Literal["ClusterRole"]
+    api_version: Literal["rbac.authorization.k8s.io/v1"] = Field(alias="apiVersion")
+    rules: list[PolicyRule] = Field(default_factory=list)
+    aggregation_rule: AggregationRule | None = Field(default=None, alias="aggregationRule")
+
+
+class RoleBinding(_Object):
+    kind: Literal["RoleBinding"]
+    api_version: Literal["rbac.authorization.k8s.io/v1"] = Field(alias="apiVersion")
+    role_ref: RoleRef = Field(alias="roleRef")
+    subjects: list[Subject] = Field(default_factory=list)
+
+
+class ClusterRoleBinding(_Object):
+    kind: Literal["ClusterRoleBinding"]
+    api_version: Literal["rbac.authorization.k8s.io/v1"] = Field(alias="apiVersion")
+    role_ref: RoleRef = Field(alias="roleRef")
+    subjects: list[Subject] = Field(default_factory=list)
+
+
+KubeObject = Annotated[
+    ServiceAccount | Role | ClusterRole | RoleBinding | ClusterRoleBinding,
+    Field(discriminator="kind"),
+]
+
+MODELS: dict[str, type[_Object]] = {
+    "ServiceAccount": ServiceAccount,
+    "Role": Role,
+    "ClusterRole": ClusterRole,
+    "RoleBinding": RoleBinding,
+    "ClusterRoleBinding": ClusterRoleBinding,
+}
+NAMESPACED_KINDS = frozenset({"ServiceAccount", "Role", "RoleBinding"})
+
+# kubectl-style names for `get KIND`: plural, singular, short names, kind itself, kind.group.
+KIND_ALIASES: dict[str, str] = {}
+for _kind, _aliases in {
+    "ServiceAccount": ("serviceaccounts", "serviceaccount", "sa"),
+    "Role": ("roles", "role", f"roles.{RBAC_GROUP}", f"role.{RBAC_GROUP}"),
+    "ClusterRole": ("clusterroles", "clusterrole", f"clusterroles.{RBAC_GROUP}"),
+    "RoleBinding": ("rolebindings", "rolebinding", f"rolebindings.{RBAC_GROUP}"),
+    "ClusterRoleBinding": (
+        "clusterrolebindings",
+        "clusterrolebinding",
+        f"clusterrolebindings.{RBAC_GROUP}",
+    ),
+}.items():
+    KIND_ALIASES[_kind.lower()] = _kind
+    for _alias in _aliases:
+        KIND_ALIASES[_alias] = _kind
+
+
+def resolve_kind(text: str) -> str:
+    """`sa`, `roles`, `Role`, `roles.rbac.authorization.k8s.io` -> the Kind; ConfigError-free."""
+    kind = KIND_ALIASES.get(text.lower())
+    if kind is None:
+        known = ", ".join(sorted(k.lower() + "s" for k in MODELS))
+        raise ManifestError(f'the server doesn\'t have a resource type "{text}" (known: {known})')
+    return kind
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in MODELS:  # the discriminator's tag, not a field
+            continue
+        else:
+            path += ("." if path else "") + str(part)
+    return path or "(document)"
+
+
+def describe_document(doc: Any, index: int | None = None, source: str | None = None) -> str:
+    where = []
+    if source:
+        where.append(source)
+    if index is not None:
+        where.append(f"document {index + 1}")
+    label = ""
+    if isinstance(doc, dict):
+        kind = doc.get("kind") or "?"
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        name = meta.get("name") or "?"
+        label = f"{kind} {name!s}"
+    prefix = " ".join(where)
+    return f"{prefix} ({label})" if prefix and label else prefix or label or "document"
+
+
+def parse_object(doc: Any, index: int | None = None, source: str | None = None) -> _Object:
+    """Validate one manifest document. Raises ManifestError with document and field named."""
+    what = describe_document(doc, index, source)
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{what}: expected a mapping (an object), got {type(doc).__name__}")
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ManifestError(f"{what}: field kind: required")
+    if kind == "List":
+        raise ManifestError(f"{what}: kind List must be expanded before parsing")
+    model = MODELS.get(kind)
+    if model is None:
+        known = ", ".join(MODELS)
+        raise ManifestError(f'{what}: field kind: unknown kind "{kind}" (supported: {known})')
+    try:
+        obj = model.model_validate(doc)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = _field_path(tuple(first["loc"]))
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            msg = "required"
+        elif first["type"] == "extra_forbidden":
+            msg = "unknown field"
+        extra = f" (and {err.error_count() - 1} more errors)" if err.error_count() > 1 else ""
+        raise ManifestError(f"{what}: field {field}: {msg}{extra}") from None
+    except ValueError as err:
+        raise ManifestError(f"{what}: {err}") from None
+    try:
+        if kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+            _check_path_segment(obj.metadata.name, "metadata.name")
+        else:
+            _check_dns_subdomain(obj.metadata.name, "metadata.name")
+    except ValueError as err:
+        raise ManifestError(f"{what}: field {err}") from None
+    if kind not in NAMESPACED_KINDS and obj.metadata.namespace:
+        # The API server ignores namespace on cluster-scoped objects; so do we, silently.
+        obj = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"namespace": None})})
+    return obj
+
+
+def with_namespace(obj: _Object, namespace: str) -> _Object:
+    """Fill in the namespace of a namespaced object that named none (like `kubectl apply -n`)."""
+    if obj.kind not in NAMESPACED_KINDS or obj.metadata.namespace:  # type: ignore[attr-defined]
+        return obj
+    return obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"namespace": namespace})})
+
+
+def to_manifest(obj: _Object) -> dict[str, Any]:
+    """The object as Kubernetes would print it (camelCase, no empty defaults)."""
+    return obj.model_dump(by_alias=True, exclude_none=True, exclude_defaults=False, mode="json")
