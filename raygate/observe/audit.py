@@ -1,0 +1,90 @@
+"""One JSON line per authorization decision: who did what, and what was answered.
+
+Never holds a token: the record is built from the Identity and Attributes only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from raygate.identity import Attributes, Identity
+
+
+@dataclass
+class AuditRecord:
+    request_id: str
+    method: str
+    path: str
+    remote: str | None
+    started: float = field(default_factory=time.monotonic)
+    identity: Identity | None = None
+    attributes: list[Attributes] = field(default_factory=list)
+    decision: str = "none"  # allow | deny | unauthenticated | unavailable | error | none
+    reason: str = ""
+    status: int = 0
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "requestId": self.request_id,
+            "remote": self.remote,
+            "method": self.method,
+            "path": self.path,
+            "user": self.identity.user if self.identity else None,
+            "groups": list(self.identity.groups) if self.identity else [],
+            "decision": self.decision,
+            "reason": self.reason,
+            "status": self.status,
+            "latencyMs": round((time.monotonic() - self.started) * 1000, 3),
+        }
+        if self.attributes:
+            first = self.attributes[0]
+            data["verb"] = first.verb
+            if first.resource_request:
+                data["resource"] = {
+                    "namespace": first.namespace,
+                    "apiGroup": first.api_group,
+                    "resource": first.resource,
+                    "subresource": first.subresource,
+                    "name": first.name,
+                }
+            else:
+                data["nonResourcePath"] = first.path
+        return json.dumps(data, separators=(",", ":"))
+
+
+class AuditLog:
+    """Appends audit lines to a file (or a stream). Thread-safe; one write per line."""
+
+    def __init__(self, path: Path | None = None, stream: IO[str] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._path = path
+        self._file: IO[str] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self._stream = stream if stream is not None else (None if path else sys.stderr)
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def write(self, record: AuditRecord) -> None:
+        line = record.to_json() + "\n"
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line)
+            if self._stream is not None:
+                self._stream.write(line)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

@@ -1,0 +1,273 @@
+"""The gateway: authenticate, map to attributes, authorize, then forward. In that order, always.
+
+Each step is a small method; `handle` shows the order. Nothing reaches the upstream unless
+every Attributes of the request was allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from raygate.authn import TokenAuthenticator
+from raygate.authz import Authorizer
+from raygate.errors import BackendUnavailable
+from raygate.identity import Attributes, Identity
+from raygate.observe.audit import AuditLog, AuditRecord
+from raygate.observe.metrics import GatewayMetrics
+from raygate.proxy import forward, responses
+from raygate.proxy.headers import upstream_request_headers
+
+log = logging.getLogger("raygate.gateway")
+
+# Bearer tokens above this size are refused before any backend sees them.
+MAX_TOKEN_BYTES = 16 * 1024
+# Ray caps job packages at 100 MiB; the rest is multipart/JSON slack.
+DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024 + 1024 * 1024
+
+AttributesMapper = Callable[[Identity, web.Request], Sequence[Attributes]]
+CertificateAuthenticator = Callable[[web.Request], Identity | None]
+LocalHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class AuthHeaders:
+    """kube-rbac-proxy's --auth-header-* settings: identity passed to the upstream."""
+
+    enabled: bool = True
+    user_field: str = "X-Remote-User"
+    groups_field: str = "X-Remote-Group"
+    groups_separator: str = "|"
+
+
+@dataclass
+class GatewaySettings:
+    upstream: URL
+    authenticator: TokenAuthenticator
+    authorizer: Authorizer
+    attributes_for: AttributesMapper
+    upstream_token: str | None = None
+    auth_headers: AuthHeaders = field(default_factory=AuthHeaders)
+    audit: AuditLog | None = None
+    metrics: GatewayMetrics | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    upstream_connect_timeout: float = 10.0
+    # None: a log stream may be silent for minutes and must not be cut.
+    upstream_read_timeout: float | None = None
+    # Paths answered by the gateway itself, without authentication (OIDC discovery, JWKS).
+    public_routes: dict[str, LocalHandler] = field(default_factory=dict)
+    # kube-rbac-proxy --ignore-paths: forwarded without authentication or authorization.
+    is_ignored_path: Callable[[str], bool] = lambda _path: False
+    # kube-rbac-proxy --allow-paths: anything else is 404 before authentication.
+    is_allowed_path: Callable[[str], bool] = lambda _path: True
+    certificate_authenticator: CertificateAuthenticator | None = None
+    forward_client_authorization: bool = False
+    realm: str = "raygate"
+
+
+def _bearer_token(request: web.Request) -> str | None:
+    value = request.headers.get("Authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._identity_headers = (settings.auth_headers.user_field, settings.auth_headers.groups_field)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, _app: web.Application | None = None) -> None:
+        self._session = forward.make_client_session(
+            self.settings.upstream_connect_timeout, self.settings.upstream_read_timeout
+        )
+
+    async def stop(self, _app: web.Application | None = None) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the pipeline ------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        record = AuditRecord(
+            request_id=uuid.uuid4().hex[:16],
+            method=request.method,
+            path=request.path,
+            remote=request.remote,
+        )
+        try:
+            response = await self._pipeline(request, record)
+        except forward.BodyTooLarge as err:
+            record.reason = str(err)
+            response = responses.too_large(str(err))
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as err:
+            if request.get(forward.PREPARED_KEY):
+                raise  # the response already started: dropping the connection is all we can do
+            response = responses.upstream_unreachable(self.settings.upstream, err)
+        record.status = response.status
+        if record.decision != "none" or record.status >= 400:
+            self._record(record)
+        return response
+
+    async def _pipeline(self, request: web.Request, record: AuditRecord) -> web.StreamResponse:
+        path = request.path
+        local = self.settings.public_routes.get(path)
+        if local is not None and request.method in ("GET", "HEAD"):
+            return await local(request)
+        if not self.settings.is_allowed_path(path):
+            return responses.not_found()
+        if self.settings.is_ignored_path(path):
+            record.decision = "ignored-path"
+            return await self._forward(request, None)
+
+        identity = await self.authenticate(request, record)
+        if isinstance(identity, web.StreamResponse):
+            return identity
+        denied = await self.authorize(request, identity, record)
+        if denied is not None:
+            return denied
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers={"Allow": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"})
+        return await self._forward(request, identity)
+
+    async def authenticate(
+        self, request: web.Request, record: AuditRecord
+    ) -> Identity | web.StreamResponse:
+        token = _bearer_token(request)
+        identity: Identity | None = None
+        if token is None:
+            if self.settings.certificate_authenticator is not None:
+                identity = self.settings.certificate_authenticator(request)
+            if identity is None:
+                record.decision = "unauthenticated"
+                record.reason = "no bearer token"
+                return responses.unauthorized(self.settings.realm, missing=True)
+        elif len(token) > MAX_TOKEN_BYTES:
+            record.decision = "unauthenticated"
+            record.reason = "token too large"
+            return responses.unauthorized(self.settings.realm, missing=False)
+        else:
+            try:
+                identity = await self._timed("authn", self.settings.authenticator.authenticate_token(token))
+            except BackendUnavailable as err:
+                record.decision = "unavailable"
+                record.reason = str(err)
+                log.error("authentication backend unavailable: %s", err)
+                return responses.unavailable(str(err))
+            if identity is None:
+                record.decision = "unauthenticated"
+                record.reason = "invalid bearer token"
+                return responses.unauthorized(self.settings.realm, missing=False)
+        record.identity = identity
+        return identity
+
+    async def authorize(
+        self, request: web.Request, identity: Identity, record: AuditRecord
+    ) -> web.StreamResponse | None:
+        try:
+            attributes = list(self.settings.attributes_for(identity, request))
+        except ValueError as err:
+            record.decision = "deny"
+            record.reason = str(err)
+            return responses.bad_request(str(err))
+        record.attributes = attributes
+        if not attributes:  # a mapper that yields nothing allows nothing
+            record.decision = "deny"
+            record.reason = "no authorization attributes for this request"
+            return responses.forbidden(record.reason)
+        reasons = []
+        for attrs in attributes:
+            try:
+                decision = await self._timed("authz", self.settings.authorizer.authorize(attrs))
+            except BackendUnavailable as err:
+                record.decision = "unavailable"
+                record.reason = str(err)
+                log.error("authorization backend unavailable: %s", err)
+                return responses.unavailable(str(err))
+            if not decision.allowed:
+                record.decision = "deny"
+                record.reason = decision.reason
+                return responses.forbidden(attrs.describe(), decision.reason)
+            reasons.append(decision.reason)
+        record.decision = "allow"
+        record.reason = "; ".join(r for r in reasons if r)
+        return None
+
+    async def _forward(self, request: web.Request, identity: Identity | None) -> web.StreamResponse:
+        settings = self.settings
+        assert self._session is not None, "gateway not started"
+        headers = upstream_request_headers(
+            request.headers,
+            identity_headers=self._identity_headers,
+            remote=request.remote,
+            scheme=request.scheme,
+            host=request.host,
+            upstream_token=settings.upstream_token,
+            forward_client_authorization=settings.forward_client_authorization,
+        )
+        if identity is not None and settings.auth_headers.enabled:
+            headers[settings.auth_headers.user_field] = identity.user
+            if identity.groups:
+                headers[settings.auth_headers.groups_field] = settings.auth_headers.groups_separator.join(
+                    identity.groups
+                )
+        if (
+            request.content_length is not None
+            and request.content_length > settings.max_body_bytes
+        ):
+            return responses.too_large(f"request body exceeds {settings.max_body_bytes} bytes")
+        url = self._upstream_url(request)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await forward.forward_websocket(request, self._session, url, headers)
+        start = time.monotonic()
+        response = await forward.forward_http(request, self._session, url, headers, settings.max_body_bytes)
+        if settings.metrics is not None:
+            settings.metrics.upstream_latency.observe(time.monotonic() - start)
+        return response
+
+    def _upstream_url(self, request: web.Request) -> str:
+        base = str(self.settings.upstream).rstrip("/")
+        return base + request.rel_url.raw_path_qs
+
+    async def _timed(self, call: str, awaitable: Awaitable[Any]) -> Any:
+        metrics = self.settings.metrics
+        if metrics is None:
+            return await awaitable
+        start = time.monotonic()
+        try:
+            return await awaitable
+        finally:
+            metrics.backend_latency.labels(backend="authority", call=call).observe(time.monotonic() - start)
+
+    def _record(self, record: AuditRecord) -> None:
+        if self.settings.audit is not None:
+            self.settings.audit.write(record)
+        metrics = self.settings.metrics
+        if metrics is not None:
+            metrics.requests.labels(code=str(record.status)).inc()
+            metrics.decisions.labels(decision=record.decision).inc()
+
+
+def build_app(settings: GatewaySettings, *, client_max_size: int | None = None) -> web.Application:
+    gateway = Gateway(settings)
+    app = web.Application(client_max_size=client_max_size or settings.max_body_bytes)
+    app["gateway"] = gateway
+    app.on_startup.append(gateway.start)
+    app.on_cleanup.append(gateway.stop)
+    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    return app

@@ -1,0 +1,61 @@
+"""The answers the gateway gives itself. Bodies say what to do: the `ray` CLI prints them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from yarl import URL
+
+TOKEN_HINT = (
+    "Create a token for a service account with `raygate create token <name>` "
+    "(on Kubernetes: `kubectl create token <name>`) and pass it with every request, e.g.\n"
+    "  export RAY_JOB_HEADERS='{\"Authorization\": \"Bearer <token>\"}'\n"
+    "or with curl: -H 'Authorization: Bearer <token>'\n"
+)
+
+
+def _text(status: int, body: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=body, headers=headers, content_type="text/plain")
+
+
+def unauthorized(realm: str, *, missing: bool) -> web.Response:
+    first = (
+        "Unauthorized: this Ray cluster requires a bearer token and the request had none.\n"
+        if missing
+        else "Unauthorized: the bearer token is not valid (malformed, expired, not yet valid, "
+        "for another audience, or its service account was deleted).\n"
+    )
+    return _text(401, first + TOKEN_HINT, {"WWW-Authenticate": f'Bearer realm="{realm}"'})
+
+
+def forbidden(description: str, reason: str = "") -> web.Response:
+    body = f"Forbidden: {description}\n"
+    if reason:
+        body += f"Reason: {reason}\n"
+    body += "Ask a cluster admin for a Role and RoleBinding that grant it (see `raygate auth can-i`).\n"
+    return _text(403, body)
+
+
+def unavailable(detail: str) -> web.Response:
+    return _text(
+        503,
+        f"Service Unavailable: raygate cannot reach its identity or policy backend ({detail}); "
+        "nothing was forwarded. Try again shortly.\n",
+        {"Retry-After": "5"},
+    )
+
+
+def upstream_unreachable(upstream: URL, err: BaseException) -> web.Response:
+    kind = "timed out" if isinstance(err, TimeoutError) else "is unreachable"
+    return _text(502 if kind != "timed out" else 504, f"Bad Gateway: the Ray dashboard at {upstream} {kind}.\n")
+
+
+def too_large(detail: str) -> web.Response:
+    return _text(413, f"Payload Too Large: {detail}.\n")
+
+
+def bad_request(detail: str) -> web.Response:
+    return _text(400, f"Bad Request: {detail}\n")
+
+
+def not_found() -> web.Response:
+    return _text(404, "Not Found\n")

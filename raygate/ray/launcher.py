@@ -1,0 +1,222 @@
+"""Start and stop a local Ray head that only the gateway can talk to.
+
+Ray listens on more than its dashboard (GCS, client server, dashboard agent, all on every
+interface), so the head runs in Ray's token mode with a token only the gateway holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raygate.errors import UpstreamError
+
+# `ray start` refuses a dashboard port inside its worker port range.
+RAY_WORKER_PORTS = range(10002, 20000)
+# Ray puts Unix sockets under <temp-dir>/session_<date>_<pid>/sockets/...; sockets paths are
+# limited to 107 bytes, which leaves about 40 for the temp dir itself.
+MAX_TEMP_DIR_LEN = 40
+
+
+def free_port(host: str = "127.0.0.1", avoid: range = RAY_WORKER_PORTS) -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in avoid:
+            return port
+    raise UpstreamError("could not find a free loopback port outside Ray's worker port range")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def ray_temp_dir(state_dir: Path) -> Path:
+    """Ray's files go under the state dir unless its path is too long for Unix sockets."""
+    preferred = state_dir.resolve() / "ray"
+    if len(str(preferred)) <= MAX_TEMP_DIR_LEN:
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"raygate-{digest}"
+
+
+def ray_executable() -> str:
+    """The `ray` next to this Python (the venv's), else the one on PATH."""
+    candidate = Path(sys.executable).parent / "ray"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("ray")
+    if not found:
+        raise UpstreamError("the `ray` command was not found: install ray[default] (make venv does)")
+    return found
+
+
+@dataclass
+class RayHead:
+    process: subprocess.Popen[bytes]
+    dashboard_url: str
+    temp_dir: Path
+    log_path: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        stop_ray_head(self, timeout)
+
+
+def _ray_env(token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k == "RAY_JOB_HEADERS"}
+    env.pop("RAY_JOB_HEADERS", None)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_USAGE_STATS_ENABLED="0",
+        # Jobs run `python` from PATH: make it this environment's, which has Ray.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    )
+    return env
+
+
+def start_ray_head(
+    state_dir: Path,
+    token: str,
+    *,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    timeout: float = 120.0,
+) -> RayHead:
+    temp_dir = ray_temp_dir(state_dir)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "ray-head.log"
+    ports = {
+        "dashboard": free_port(),
+        "gcs": free_port(),
+        "client": free_port(),
+        "agent": free_port(),
+    }
+    cmd = [
+        ray_executable(), "start", "--head", "--block",
+        "--node-ip-address", "127.0.0.1",
+        "--port", str(ports["gcs"]),
+        "--ray-client-server-port", str(ports["client"]),
+        "--dashboard-host", "127.0.0.1",
+        "--dashboard-port", str(ports["dashboard"]),
+        "--dashboard-agent-listen-port", str(ports["agent"]),
+        "--temp-dir", str(temp_dir),
+        "--disable-usage-stats",
+    ]
+    if num_cpus is not None:
+        cmd += ["--num-cpus", str(num_cpus)]
+    if object_store_memory is not None:
+        cmd += ["--object-store-memory", str(object_store_memory)]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            cmd,
+            env=_ray_env(token),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=state_dir,
+        )
+    head = RayHead(process, f"http://127.0.0.1:{ports['dashboard']}", temp_dir, log_path, ports)
+    try:
+        _wait_until_ready(head, token, timeout)
+    except BaseException:
+        stop_ray_head(head, timeout=10)
+        raise
+    return head
+
+
+def _wait_until_ready(head: RayHead, token: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(
+        head.dashboard_url + "/api/version", headers={"Authorization": f"Bearer {token}"}
+    )
+    while time.monotonic() < deadline:
+        if head.process.poll() is not None:
+            raise UpstreamError(
+                f"Ray failed to start (exit code {head.process.returncode}): "
+                f"{_last_error_line(head.log_path)} (full log: {head.log_path})"
+            )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise UpstreamError(f"Ray's dashboard did not answer within {timeout:.0f}s (log: {head.log_path})")
+
+
+def _last_error_line(log_path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if "error" in line.lower() or "exception" in line.lower():
+            return line[-300:]
+    return lines[-1][-300:] if lines else "no output"
+
+
+def _session_pids(marker: str) -> list[int]:
+    """Processes whose command line names our Ray temp dir (Ray daemons may leave our group)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_ray_head(head: RayHead, timeout: float = 30.0) -> None:
+    """SIGINT lets `ray start --block` stop its processes; whatever is left is killed."""
+    process = head.process
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        leftovers = set(_session_pids(str(head.temp_dir)))
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in leftovers:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _session_pids(str(head.temp_dir)):
+            time.sleep(0.2)
+    if process.poll() is None:
+        process.wait(timeout=5)
