@@ -1,0 +1,153 @@
+"""Service-account tokens of the embedded authority, verified as kube-apiserver verifies them.
+
+Only RS256 is accepted (no `none`, no HMAC: a public key used as an HMAC secret proves nothing),
+then signature, issuer, audience, time window with a small leeway, the Kubernetes claims, and that
+the service account still exists with the uid the token names (deleting the account revokes it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from raygate.identity import Identity, service_account_identity, service_account_username
+from raygate.store.tokens import SIGNING_ALGORITHM, key_id
+
+CREDENTIAL_ID_EXTRA = "authentication.kubernetes.io/credential-id"
+_REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti"]
+
+LookupUid = Callable[[str, str], str | None]
+
+
+def _as_public_key(key: rsa.RSAPublicKey | bytes | str) -> rsa.RSAPublicKey:
+    if isinstance(key, rsa.RSAPublicKey):
+        return key
+    loaded = serialization.load_pem_public_key(key.encode() if isinstance(key, str) else key)
+    if not isinstance(loaded, rsa.RSAPublicKey):
+        raise ValueError("service-account tokens are verified with RSA public keys")
+    return loaded
+
+
+class ServiceAccountTokenAuthenticator:
+    """TokenAuthenticator for the embedded authority's tokens.
+
+    `lookup_uid(namespace, name)` answers from memory (the gateway's current store snapshot)
+    with the account's uid, or None when it does not exist.
+    """
+
+    def __init__(
+        self,
+        public_keys: Iterable[rsa.RSAPublicKey | bytes | str],
+        issuer: str,
+        audiences: Sequence[str],
+        lookup_uid: LookupUid,
+        leeway_seconds: int = 5,
+    ) -> None:
+        keys = [_as_public_key(k) for k in public_keys]
+        if not keys:
+            raise ValueError("at least one public key is needed to verify tokens")
+        if not audiences:
+            raise ValueError("at least one audience is needed to verify tokens")
+        self._keys: Mapping[str, rsa.RSAPublicKey] = {key_id(k): k for k in keys}
+        self._issuer = issuer
+        self._audiences = list(audiences)
+        self._lookup_uid = lookup_uid
+        self._leeway = leeway_seconds
+        self._decoder = jwt.PyJWT(options={"require": _REQUIRED_CLAIMS})
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    def jwks(self) -> dict[str, Any]:
+        return jwks(self._keys.values())
+
+    def _candidate_keys(self, token: str) -> list[rsa.RSAPublicKey]:
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != SIGNING_ALGORITHM:
+            return []
+        kid = header.get("kid")
+        if isinstance(kid, str) and kid in self._keys:
+            return [self._keys[kid]]
+        # Kubernetes tries every key when the kid is absent or unknown.
+        return list(self._keys.values())
+
+    def _verified_claims(self, token: str) -> dict[str, Any] | None:
+        for key in self._candidate_keys(token):
+            try:
+                return self._decoder.decode(
+                    token,
+                    key,
+                    algorithms=[SIGNING_ALGORITHM],
+                    audience=self._audiences,
+                    issuer=self._issuer,
+                    leeway=self._leeway,
+                )
+            except jwt.InvalidSignatureError:
+                continue
+        return None
+
+    def identity_from_claims(self, claims: Mapping[str, Any]) -> Identity | None:
+        """The caller named by verified claims, or None if they are incomplete or the account
+        is gone. Separate from signature checks so it can be tested by tables."""
+        private = claims.get("kubernetes.io")
+        if not isinstance(private, Mapping):
+            return None
+        namespace = private.get("namespace")
+        account = private.get("serviceaccount")
+        if not isinstance(account, Mapping):
+            return None
+        name, uid = account.get("name"), account.get("uid")
+        jti = claims.get("jti")
+        if not all(isinstance(v, str) and v for v in (namespace, name, uid, jti)):
+            return None
+        if claims.get("sub") != service_account_username(namespace, name):
+            return None
+        iat = claims.get("iat")
+        if not isinstance(iat, int | float) or iat > time.time() + self._leeway:
+            return None
+        if self._lookup_uid(namespace, name) != uid:
+            return None  # deleted, or deleted and recreated under the same name
+        return replace(
+            service_account_identity(namespace, name, uid),
+            extra=MappingProxyType({CREDENTIAL_ID_EXTRA: (f"JTI={jti}",)}),
+        )
+
+    async def authenticate_token(self, token: str) -> Identity | None:
+        try:
+            claims = self._verified_claims(token)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if claims is None:
+            return None
+        return self.identity_from_claims(claims)
+
+
+def jwks(public_keys: Iterable[rsa.RSAPublicKey]) -> dict[str, Any]:
+    """The JSON Web Key Set kube-apiserver serves at /openid/v1/jwks."""
+    keys = []
+    for key in public_keys:
+        jwk = RSAAlgorithm.to_jwk(key, as_dict=True)
+        jwk.pop("key_ops", None)  # kube-apiserver's keys carry `use` only
+        jwk.update(use="sig", alg=SIGNING_ALGORITHM, kid=key_id(key))
+        keys.append(jwk)
+    return {"keys": keys}
+
+
+def openid_configuration(issuer: str, jwks_uri: str | None = None) -> dict[str, Any]:
+    """The discovery document kube-apiserver serves at /.well-known/openid-configuration."""
+    return {
+        "issuer": issuer,
+        "jwks_uri": jwks_uri or f"{issuer.rstrip('/')}/openid/v1/jwks",
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [SIGNING_ALGORITHM],
+    }

@@ -1,0 +1,62 @@
+"""What every raygate command shares: the `--state` and `-n` options and how errors end a command.
+
+    @click.command()
+    @state_option
+    @report_errors
+    def mycommand(state: Path | None) -> None: ...
+
+`report_errors` turns any raygate.errors.RaygateError into one `error: ...` line on stderr and
+exit status 1, so no command prints a traceback for a mistake the user can fix.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import click
+
+from raygate.errors import RaygateError
+from raygate.store.state import STATE_ENV
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_ERROR = 1
+
+
+def fail(message: str) -> click.exceptions.Exit:
+    """Print `message` to stderr as is and return the exit to raise: `raise fail(...)`."""
+    click.echo(message, err=True)
+    return click.exceptions.Exit(EXIT_ERROR)
+
+
+def report_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a click callback: a RaygateError becomes `error: <message>` and exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except RaygateError as err:
+            raise fail(f"error: {err}") from None
+
+    return wrapper
+
+
+state_option = click.option(
+    "--state",
+    envvar=STATE_ENV,
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"State directory of the embedded authority (default ${STATE_ENV}, else ./.raygate).",
+)
+
+namespace_option = click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="Namespace of namespaced objects (default: default).",
+)

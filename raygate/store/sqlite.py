@@ -1,0 +1,395 @@
+"""The embedded authority's objects, in SQLite in the state directory.
+
+One row per object; every write is one `BEGIN IMMEDIATE` transaction, so concurrent CLI writes
+queue instead of interleaving, and an apply of many objects lands whole or not at all. A global
+revision counter (a row, bumped by every change) gives each object its resourceVersion and lets a
+running gateway see, with one cheap query, that another process changed something.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from raygate.errors import NotFoundError, StoreError
+from raygate.objects import (
+    MODELS,
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+    ServiceAccount,
+    to_manifest,
+)
+from raygate.store.kinds import is_namespaced, resource_plural
+from raygate.store.state import ensure_state_dir
+
+StoredObject = ServiceAccount | Role | ClusterRole | RoleBinding | ClusterRoleBinding
+ApplyAction = Literal["created", "configured", "unchanged"]
+
+DB_FILE = "objects.db"
+DEFAULT_NAMESPACE = "default"
+BUSY_TIMEOUT_MS = 15_000
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,          -- '' for cluster-scoped kinds
+    name TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    resource_version INTEGER NOT NULL,
+    creation_timestamp TEXT NOT NULL,
+    manifest TEXT NOT NULL,           -- canonical JSON without the server-set metadata
+    PRIMARY KEY (kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS revision (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO revision (id, value) VALUES (1, 0);
+"""
+
+
+class AlreadyExistsError(StoreError):
+    """`create` of an object that exists (Kubernetes' AlreadyExists)."""
+
+
+def not_found_message(kind: str, name: str) -> str:
+    """The API server's wording: `roles.rbac.authorization.k8s.io "x" not found`."""
+    return f'{resource_plural(kind)} "{name}" not found'
+
+
+def object_key(kind: str, name: str, namespace: str | None) -> tuple[str, str, str]:
+    """(kind, namespace, name) as stored: namespaced kinds default to `default`, others ''."""
+    if kind not in MODELS:
+        raise StoreError(f"unknown kind {kind!r}")
+    ns = (namespace or DEFAULT_NAMESPACE) if is_namespaced(kind) else ""
+    return kind, ns, name
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every stored object at one revision; lookups are in memory, for the gateway's hot path."""
+
+    version: int
+    objects: tuple[StoredObject, ...]
+    _service_account_uids: Mapping[tuple[str, str], str] = field(repr=False)
+
+    @classmethod
+    def of(cls, version: int, objects: Iterable[StoredObject]) -> Snapshot:
+        objects = tuple(objects)
+        uids = {
+            (obj.metadata.namespace or DEFAULT_NAMESPACE, obj.metadata.name): obj.metadata.uid or ""
+            for obj in objects
+            if isinstance(obj, ServiceAccount)
+        }
+        return cls(version, objects, MappingProxyType(uids))
+
+    def service_account_uid(self, namespace: str, name: str) -> str | None:
+        return self._service_account_uids.get((namespace, name))
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _without_server_fields(obj: StoredObject, default_namespace: str) -> StoredObject:
+    meta = obj.metadata.model_copy(
+        update={
+            "uid": None,
+            "resource_version": None,
+            "creation_timestamp": None,
+            "namespace": (obj.metadata.namespace or default_namespace)
+            if is_namespaced(obj.kind)
+            else None,
+        }
+    )
+    return obj.model_copy(update={"metadata": meta})
+
+
+def _canonical_json(obj: StoredObject) -> str:
+    return json.dumps(to_manifest(obj), sort_keys=True, separators=(",", ":"))
+
+
+def _from_row(row: tuple[str, str, str, str, int, str, str]) -> StoredObject:
+    kind, _namespace, _name, uid, resource_version, created, manifest = row
+    doc: dict[str, Any] = json.loads(manifest)
+    doc["metadata"].update(
+        uid=uid, resourceVersion=str(resource_version), creationTimestamp=created
+    )
+    return MODELS[kind].model_validate(doc)  # type: ignore[return-value]
+
+
+_COLUMNS = "kind, namespace, name, uid, resource_version, creation_timestamp, manifest"
+
+
+class ObjectStore:
+    """The stored objects. Safe to share between threads; one connection per store."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None) -> None:
+        self._conn = conn
+        self._path = path  # None: nothing stored yet and opened read-only (reads see no objects)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, state_dir: Path, *, create: bool = True) -> ObjectStore:
+        """Open (with `create`, first creating) `objects.db` in the state directory.
+
+        Without `create` and with no database yet, the store is empty and refuses writes, so
+        read-only commands leave the file system untouched.
+        """
+        path = Path(state_dir) / DB_FILE
+        if not create and not path.exists():
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            conn.executescript(_SCHEMA)
+            return cls(conn, None)
+        if create:
+            ensure_state_dir(Path(state_dir))
+        try:
+            # The objects are not secret, but nobody but the owner needs to read them.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            conn = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            store = cls(conn, path)
+            with store._write_transaction():
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > _SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{path} was written by a newer raygate (schema {version}); upgrade raygate"
+                    )
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            return store
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot open {path}: {err}") from None
+        except OSError as err:
+            raise StoreError(f"cannot open {path}: {err.strerror or err}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot write {self._path}: {err}") from None
+            try:
+                yield self._conn
+            except BaseException:
+                with suppress(sqlite3.Error):  # SQLite may have rolled back already
+                    self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                with suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"cannot write {self._path}: {err}") from None
+
+    @contextmanager
+    def _read_transaction(self) -> Iterator[sqlite3.Connection]:
+        # One transaction so that multi-statement reads see a single revision.
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+                try:
+                    yield self._conn
+                finally:
+                    self._conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot read {self._path}: {err}") from None
+
+    def _require_writable(self) -> None:
+        if self._path is None:
+            raise StoreError("the store was opened read-only and has no database yet")
+
+    @staticmethod
+    def _bump_revision(conn: sqlite3.Connection) -> int:
+        return conn.execute(
+            "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value"
+        ).fetchone()[0]
+
+    @staticmethod
+    def _select(conn: sqlite3.Connection, key: tuple[str, str, str]) -> tuple | None:
+        return conn.execute(
+            f"SELECT {_COLUMNS} FROM objects WHERE kind = ? AND namespace = ? AND name = ?", key
+        ).fetchone()
+
+    def _put(
+        self, conn: sqlite3.Connection, obj: StoredObject, *, must_not_exist: bool
+    ) -> tuple[StoredObject, ApplyAction]:
+        desired = _without_server_fields(obj, DEFAULT_NAMESPACE)
+        key = object_key(desired.kind, desired.metadata.name, desired.metadata.namespace)
+        manifest = _canonical_json(desired)
+        row = self._select(conn, key)
+        if row is not None and must_not_exist:
+            raise AlreadyExistsError(f'{resource_plural(key[0])} "{key[2]}" already exists')
+        if row is not None and row[6] == manifest:
+            return _from_row(row), "unchanged"
+        revision = self._bump_revision(conn)
+        if row is None:
+            uid, created, action = str(uuid.uuid4()), _now_rfc3339(), "created"
+            conn.execute(
+                f"INSERT INTO objects ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, uid, revision, created, manifest),
+            )
+        else:
+            uid, created, action = row[3], row[5], "configured"
+            conn.execute(
+                "UPDATE objects SET resource_version = ?, manifest = ? "
+                "WHERE kind = ? AND namespace = ? AND name = ?",
+                (revision, manifest, *key),
+            )
+        return _from_row((*key, uid, revision, created, manifest)), action  # type: ignore[return-value]
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def apply(
+        self, objects: Iterable[StoredObject], *, dry_run: bool = False
+    ) -> list[tuple[StoredObject, ApplyAction]]:
+        """Create or replace each object, all in one transaction; like `kubectl apply`.
+
+        Returns each stored object (uid and creationTimestamp kept on update, resourceVersion
+        bumped only when something changed) with `created`, `configured` or `unchanged`.
+        With `dry_run` nothing is kept.
+        """
+        self._require_writable()
+        results: list[tuple[StoredObject, ApplyAction]] = []
+
+        class _DryRun(Exception):
+            pass
+
+        try:
+            with self._write_transaction() as conn:
+                for obj in objects:
+                    results.append(self._put(conn, obj, must_not_exist=False))
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot write {self._path}: {err}") from None
+        return results
+
+    def create(self, obj: StoredObject) -> StoredObject:
+        """Store a new object; AlreadyExistsError if its kind, namespace and name are taken."""
+        self._require_writable()
+        try:
+            with self._write_transaction() as conn:
+                stored, _ = self._put(conn, obj, must_not_exist=True)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot write {self._path}: {err}") from None
+        return stored
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete one object; False if it did not exist."""
+        return self.delete_many([(kind, name, namespace)])[0]
+
+    def delete_many(self, keys: Iterable[tuple[str, str, str | None]]) -> list[bool]:
+        """Delete (kind, name, namespace) keys in one transaction; per key, whether it existed."""
+        self._require_writable()
+        found: list[bool] = []
+        try:
+            with self._write_transaction() as conn:
+                for kind, name, namespace in keys:
+                    key = object_key(kind, name, namespace)
+                    gone = conn.execute(
+                        "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?", key
+                    ).rowcount
+                    if gone:
+                        self._bump_revision(conn)
+                    found.append(bool(gone))
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot write {self._path}: {err}") from None
+        return found
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> StoredObject | None:
+        key = object_key(kind, name, namespace)
+        with self._read_transaction() as conn:
+            row = self._select(conn, key)
+        return None if row is None else _from_row(row)
+
+    def require(self, kind: str, name: str, namespace: str | None = None) -> StoredObject:
+        """Like get, but NotFoundError (`serviceaccounts "x" not found`) when missing."""
+        obj = self.get(kind, name, namespace)
+        if obj is None:
+            raise NotFoundError(not_found_message(kind, name))
+        return obj
+
+    def list_objects(
+        self, kind: str | None = None, namespace: str | None = None
+    ) -> list[StoredObject]:
+        """Objects sorted by kind, namespace, name. `namespace=None` means all namespaces;
+        a namespace filter does not hide cluster-scoped kinds (they belong to none)."""
+        query = f"SELECT {_COLUMNS} FROM objects"
+        clauses: list[str] = []
+        params: list[str] = []
+        if kind is not None:
+            object_key(kind, "", None)  # validates the kind
+            clauses.append("kind = ?")
+            params.append(kind)
+        if namespace is not None:
+            clauses.append("(namespace = ? OR namespace = '')")
+            params.append(namespace)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        query += " ORDER BY kind, namespace, name"
+        with self._read_transaction() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def data_version(self) -> int:
+        """A number that changes whenever any process changes a stored object.
+
+        A read of one row: cheap enough to poll every half second.
+        """
+        with self._lock:
+            try:
+                return self._conn.execute("SELECT value FROM revision WHERE id = 1").fetchone()[0]
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot read {self._path}: {err}") from None
+
+    def snapshot(self) -> Snapshot:
+        """All objects at one revision, parsed, with in-memory lookups."""
+        with self._read_transaction() as conn:
+            version = conn.execute("SELECT value FROM revision WHERE id = 1").fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM objects ORDER BY kind, namespace, name"
+            ).fetchall()
+        return Snapshot.of(version, (_from_row(row) for row in rows))

@@ -1,0 +1,195 @@
+"""The embedded authority's signing key and the service-account tokens it issues.
+
+Tokens have the layout of Kubernetes bound service-account tokens (RS256, `kid` computed as
+kube-apiserver does), so tools that read those read these.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from raygate.errors import ConfigError, StoreError, TokenError
+from raygate.identity import service_account_username
+from raygate.store.state import read_secret, write_secret
+
+DEFAULT_ISSUER = "https://raygate.local"
+DEFAULT_AUDIENCE = DEFAULT_ISSUER
+SIGNING_ALGORITHM = "RS256"
+KEY_FILE = "sa.key"
+KEY_BITS = 2048
+DEFAULT_TOKEN_DURATION = timedelta(hours=1)
+MIN_TOKEN_DURATION = timedelta(minutes=10)  # kube-apiserver refuses shorter TokenRequests
+MAX_TOKEN_DURATION = timedelta(hours=48)
+
+
+def key_id(public_key: rsa.RSAPublicKey) -> str:
+    """kube-apiserver's `kid`: unpadded base64url of SHA-256 over the DER (PKIX) public key."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: rsa.RSAPrivateKey
+    kid: str
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.private_key.public_key()
+
+    @classmethod
+    def from_pem(cls, pem: bytes, source: str = "signing key") -> SigningKey:
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as err:
+            raise StoreError(f"{source} is not an unencrypted PEM private key: {err}") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise StoreError(f"{source} is not an RSA key (RS256 needs one)")
+        return cls(key, key_id(key.public_key()))
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+        return cls(key, key_id(key.public_key()))
+
+    def to_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def load_signing_key(state_dir: Path, *, create: bool = True) -> SigningKey:
+    """The key in `STATE/sa.key`; with `create`, generated (mode 0600) on first use.
+
+    Two processes creating it at once end up with the same key: the first write wins.
+    """
+    path = Path(state_dir) / KEY_FILE
+    if create and not path.exists():
+        write_secret(path, SigningKey.generate().to_pem(), exclusive=True)
+    return SigningKey.from_pem(read_secret(path), str(path))
+
+
+# -- durations, as Go's time.ParseDuration (what kubectl's --duration takes) --------------------
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """`1h`, `30m`, `3600s`, `1h30m`, `1.5h`, `10m0s` -> timedelta (Go duration syntax).
+
+    A bare number has no unit and is refused, as Go and kubectl refuse it.
+    """
+    raw = text.strip()
+    body = raw[1:] if raw[:1] in "+-" else raw
+    sign = -1.0 if raw.startswith("-") else 1.0
+    if body == "0":
+        return timedelta(0)
+    if not body:
+        raise ConfigError(f'invalid duration "{text}": expected a number with a unit, e.g. 1h')
+    if re.fullmatch(r"\d+(\.\d*)?", body):
+        raise ConfigError(
+            f'invalid duration "{text}": missing unit; write e.g. {body}s, {body}m or {body}h'
+        )
+    seconds = 0.0
+    position = 0
+    for match in _DURATION_PART.finditer(body):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if position != len(body):
+        raise ConfigError(
+            f'invalid duration "{text}": use numbers with units h, m, s, ms, e.g. 1h30m'
+        )
+    return timedelta(seconds=sign * seconds)
+
+
+def format_duration(duration: timedelta) -> str:
+    """timedelta -> Go's short form for messages: 48h0m0s -> `48h`, 5400s -> `1h30m`."""
+    total = int(duration.total_seconds())
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{v}{u}" for v, u in ((hours, "h"), (minutes, "m"), (seconds, "s")) if v]
+    return "".join(parts) or "0s"
+
+
+def check_token_duration(
+    duration: timedelta, *, maximum: timedelta = MAX_TOKEN_DURATION
+) -> timedelta:
+    """Refuse lifetimes the API server would refuse (under 10m) or above `maximum`."""
+    if duration < MIN_TOKEN_DURATION:
+        raise ConfigError(
+            f"--duration {format_duration(duration)} is too short: a token must be valid for at "
+            f"least {format_duration(MIN_TOKEN_DURATION)}"
+        )
+    if duration > maximum:
+        raise ConfigError(
+            f"--duration {format_duration(duration)} is too long: at most "
+            f"{format_duration(maximum)} is allowed"
+        )
+    return duration
+
+
+# -- issuing ------------------------------------------------------------------------------------
+
+
+def issue_token(
+    namespace: str,
+    name: str,
+    uid: str,
+    *,
+    signing_key: SigningKey,
+    duration: timedelta = DEFAULT_TOKEN_DURATION,
+    audiences: Sequence[str] = (DEFAULT_AUDIENCE,),
+    issuer: str = DEFAULT_ISSUER,
+    now: datetime | None = None,
+) -> str:
+    """A signed token for service account NAMESPACE/NAME, shaped like a Kubernetes bound token."""
+    if not audiences:
+        raise TokenError("a token needs at least one audience")
+    issued = int((now or datetime.now(UTC)).timestamp())
+    claims = {
+        "aud": list(audiences),
+        "exp": issued + int(duration.total_seconds()),
+        "iat": issued,
+        "iss": issuer,
+        "jti": str(uuid.uuid4()),
+        "kubernetes.io": {
+            "namespace": namespace,
+            "serviceaccount": {"name": name, "uid": uid},
+        },
+        "nbf": issued,
+        "sub": service_account_username(namespace, name),
+    }
+    # Kubernetes' header is exactly {"alg", "kid"}: no "typ".
+    return jwt.encode(
+        claims,
+        signing_key.private_key,
+        algorithm=SIGNING_ALGORITHM,
+        headers={"kid": signing_key.kid, "typ": None},
+    )
