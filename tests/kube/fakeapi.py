@@ -281,10 +281,15 @@ class FakeKubeAPI:
         return token
 
     def use_rbac(self, objects: Iterable[Any]) -> None:
-        """Decide with raygate's embedded RBAC engine, so the fake is an honest RBAC server."""
-        from raygate.rbac.index import PolicyIndex  # type: ignore[import-not-found]
+        """Decide with raygate's embedded RBAC engine, so the fake is an honest RBAC server.
 
-        self.authorize = PolicyIndex.build(list(objects)).authorize
+        `objects`: raygate.objects models or manifest dicts (Role, RoleBinding, ...).
+        """
+        from raygate.objects import parse_object
+        from raygate.rbac.index import PolicyIndex
+
+        parsed = [parse_object(o) if isinstance(o, dict) else o for o in objects]
+        self.authorize = PolicyIndex.build(parsed).authorize
 
     def write_kubeconfig(self, path: Path, *, token_file: Path | None = None) -> Path:
         """A kubeconfig for raygate: server, CA when TLS, and the gateway token (or a tokenFile)."""
