@@ -24,14 +24,19 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
+        return sorted(name for name in _COMMANDS if self.get_command(ctx, name) is not None)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = _COMMANDS.get(cmd_name)
         if target is None:
             return None
-        module = importlib.import_module(target[0])
-        return getattr(module, target[1])
+        try:
+            module = importlib.import_module(target[0])
+        except ModuleNotFoundError as err:
+            if err.name != target[0]:
+                raise
+            return None
+        return getattr(module, target[1], None)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,6 +20,7 @@ from yarl import URL
 
 from raygate.authn import TokenAuthenticator
 from raygate.authz import Authorizer
+from raygate.authz.attributes import AttributesConfig, request_attributes
 from raygate.errors import BackendUnavailable
 from raygate.identity import Attributes, Identity
 from raygate.observe.audit import AuditLog, AuditRecord
@@ -186,10 +187,12 @@ class Gateway:
             record.reason = str(err)
             return responses.bad_request(str(err))
         record.attributes = attributes
-        if not attributes:  # a mapper that yields nothing allows nothing
+        if not attributes:
+            # kube-rbac-proxy: a rewrite configured but no value sent. Nothing to authorize,
+            # so nothing is forwarded.
             record.decision = "deny"
-            record.reason = "no authorization attributes for this request"
-            return responses.forbidden(record.reason)
+            record.reason = "the request carries no value for the configured rewrite"
+            return responses.bad_request(record.reason)
         reasons = []
         for attrs in attributes:
             try:
@@ -261,6 +264,20 @@ class Gateway:
         if metrics is not None:
             metrics.requests.labels(code=str(record.status)).inc()
             metrics.decisions.labels(decision=record.decision).inc()
+
+
+def attributes_mapper(config: AttributesConfig) -> AttributesMapper:
+    """Bind the pure mapping to aiohttp requests; the query is only parsed when a rewrite reads it."""
+    rewrites = config.rewrites
+    reads_query = rewrites is not None and rewrites.by_query_parameter is not None
+
+    def map_request(identity: Identity, request: web.Request) -> Sequence[Attributes]:
+        query = {k: request.query.getall(k) for k in request.query} if reads_query else {}
+        return request_attributes(
+            identity, request.method, request.rel_url.raw_path, query, request.headers, config
+        )
+
+    return map_request
 
 
 def build_app(settings: GatewaySettings, *, client_max_size: int | None = None) -> web.Application:

@@ -1,0 +1,99 @@
+"""The embedded authority as the gateway sees it: a token authenticator and an RBAC authorizer
+over the local store, kept current by polling the store's revision.
+
+Every change another process makes (`raygate apply`, `delete`, `create sa`) is visible within
+one poll interval; the RBAC index and the service-account table are rebuilt off the hot path
+and swapped in whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from raygate.authn.jwt import ServiceAccountTokenAuthenticator, jwks, openid_configuration
+from raygate.errors import StoreError
+from raygate.rbac.authorizer import LocalRBACAuthorizer
+from raygate.rbac.index import PolicyIndex
+from raygate.store.sqlite import ObjectStore, Snapshot
+from raygate.store.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, load_signing_key
+
+log = logging.getLogger("raygate.embedded")
+
+POLL_INTERVAL = 0.25  # seconds; changes must show within one second
+
+
+class EmbeddedAuthority:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        issuer: str = DEFAULT_ISSUER,
+        audiences: tuple[str, ...] = (DEFAULT_AUDIENCE,),
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.state_dir = state_dir
+        self.store = ObjectStore.open(state_dir)
+        self._snapshot: Snapshot = self.store.snapshot()
+        key = load_signing_key(state_dir)
+        self.issuer = issuer
+        self.authenticator = ServiceAccountTokenAuthenticator(
+            [key.public_key], issuer, list(audiences), self._lookup_uid
+        )
+        self.authorizer = LocalRBACAuthorizer(PolicyIndex.build(self._snapshot.objects))
+        self._jwks = json.dumps(jwks([key.public_key]))
+        self._discovery = json.dumps(openid_configuration(issuer))
+        self._poll_interval = poll_interval
+        self._task: asyncio.Task[None] | None = None
+
+    def _lookup_uid(self, namespace: str, name: str) -> str | None:
+        return self._snapshot.service_account_uid(namespace, name)
+
+    def refresh(self) -> bool:
+        """Reload if the store changed. True when something was reloaded."""
+        if self.store.data_version() == self._snapshot.version:
+            return False
+        snapshot = self.store.snapshot()
+        index = PolicyIndex.build(snapshot.objects)
+        # Swap both together: the authorizer and the uid table always describe one revision.
+        self._snapshot = snapshot
+        self.authorizer.replace(index)
+        log.info("policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects))
+        return True
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except StoreError as err:
+                # Keep serving the last good policy; a broken store must not open the gate.
+                log.error("cannot reload policy, keeping revision %s: %s", self._snapshot.version, err)
+
+    async def start(self, _app: web.Application | None = None) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._watch())
+
+    async def stop(self, _app: web.Application | None = None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.store.close()
+
+    def public_routes(self) -> dict[str, object]:
+        """OIDC discovery and JWKS, served without authentication like kube-apiserver does."""
+
+        async def discovery(_request: web.Request) -> web.Response:
+            return web.Response(text=self._discovery, content_type="application/json")
+
+        async def keys(_request: web.Request) -> web.Response:
+            return web.Response(text=self._jwks, content_type="application/jwk-set+json")
+
+        return {"/.well-known/openid-configuration": discovery, "/openid/v1/jwks": keys}
