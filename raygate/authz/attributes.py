@@ -1,0 +1,252 @@
+"""From an HTTP request to Kubernetes authorization attributes. Pure: no I/O, no mutable state.
+
+The gateway calls `request_attributes` on every request, so the configuration is checked once
+(when it is loaded) and the per-request work is a dictionary lookup and, only with rewrites,
+a string substitution.
+
+Profiles (chosen with `authorization.profile`):
+
+- `kube-rbac-proxy` (default): what kube-rbac-proxy's `GetRequestAttributes` does, with a verb for
+  every method. With `resourceAttributes` configured, a resource request with exactly those
+  attributes; with `rewrites` too, one request per rewrite value (the caller must be allowed all of
+  them; no value at all gives an empty list, which the gateway answers with 400 like
+  kube-rbac-proxy). Without `resourceAttributes`, a non-resource request on the raw URL path.
+- `ray-k8s`: what Ray's built-in Kubernetes auth (Ray 2.55+) asks in its one SubjectAccessReview:
+  verb `ray:write` on `rayclusters/<name>` in API group `ray.io` in the cluster's namespace, for
+  every request. RBAC written for Ray's own auth (KubeRay's `ray-writer` ClusterRole) works as is.
+
+A future `ray` profile (one subresource per Ray route) adds a member to `Profile`, a mapper with
+the `_Mapper` signature and an entry in `_MAPPERS`; nothing else here changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from raygate.identity import Attributes, Identity
+
+RAY_API_GROUP = "ray.io"
+RAY_CLUSTERS_RESOURCE = "rayclusters"
+RAY_WRITE_VERB = "ray:write"
+
+# kube-rbac-proxy fills `{{.Value}}` (Go text/template) with the rewrite value. Only this one
+# template is meaningful there; anything else inside `{{ }}` is refused when the config loads.
+_VALUE_TEMPLATE = re.compile(r"\{\{\s*\.Value\s*\}\}")
+_ANY_TEMPLATE = re.compile(r"\{\{.*?\}\}")
+
+# The verb for each method. HEAD and OPTIONS are safe methods that read nothing a GET may not
+# read, so they need what a GET needs. (kube-rbac-proxy sends the verb "*" for them, which only
+# a wildcard rule grants; the gateway answers OPTIONS itself, but the mapping stays total so an
+# audit line always names a verb.)
+_METHOD_VERBS: Mapping[str, str] = {
+    "GET": "get",
+    "HEAD": "get",
+    "OPTIONS": "get",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
+def verb_for_method(method: str) -> str:
+    """The Kubernetes verb for an HTTP method; an unlisted method becomes its lowercased name,
+    which only a rule naming that verb (or `*`) allows."""
+    verb = _METHOD_VERBS.get(method)
+    return verb if verb is not None else method.lower()
+
+
+class Profile(StrEnum):
+    KUBE_RBAC_PROXY = "kube-rbac-proxy"
+    RAY_K8S = "ray-k8s"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ResourceAttributesConfig(_Model):
+    """kube-rbac-proxy's `authorization.resourceAttributes`; values may hold `{{.Value}}`."""
+
+    namespace: str = ""
+    api_group: str = ""
+    api_version: str = ""
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""
+
+    @field_validator("*")
+    @classmethod
+    def _only_value_template(cls, value: str) -> str:
+        for template in _ANY_TEMPLATE.findall(value):
+            if not _VALUE_TEMPLATE.fullmatch(template):
+                raise ValueError(
+                    f"unsupported template {template!r}; only {{{{.Value}}}} is filled"
+                )
+        return value
+
+    def has_templates(self) -> bool:
+        return any("{{" in v for v in self.model_dump().values())
+
+
+class RewriteSource(_Model):
+    name: str = ""
+
+
+class Rewrites(_Model):
+    """Where rewrite values come from: every value of a query parameter, then of a header."""
+
+    by_query_parameter: RewriteSource | None = None
+    by_http_header: RewriteSource | None = Field(default=None, alias="byHttpHeader")
+
+
+class RayClusterRef(_Model):
+    """The RayCluster the gateway stands in front of (ray-k8s profile)."""
+
+    name: str = Field(min_length=1)
+    namespace: str = Field(min_length=1)
+
+
+class AttributesConfig(_Model):
+    """What `request_attributes` needs; `authorization` in raygate's config extends it."""
+
+    profile: Profile = Profile.KUBE_RBAC_PROXY
+    resource_attributes: ResourceAttributesConfig | None = None
+    rewrites: Rewrites | None = None
+    ray_cluster: RayClusterRef | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttributesConfig:
+        if self.profile is Profile.RAY_K8S:
+            if self.ray_cluster is None:
+                raise ValueError("profile ray-k8s needs rayCluster: {name, namespace}")
+            if self.resource_attributes is not None or self.rewrites is not None:
+                raise ValueError(
+                    "profile ray-k8s fixes the attributes; remove resourceAttributes/rewrites"
+                )
+        elif self.rewrites is not None and self.resource_attributes is None:
+            raise ValueError("rewrites fill resourceAttributes templates; set resourceAttributes")
+        return self
+
+
+def _header_values(headers: Mapping[str, Any], name: str) -> list[str]:
+    """Every value of header `name`, case-insensitively; one entry per header line."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:  # aiohttp / multidict: repeated header lines stay separate
+        return list(getall(name, []))
+    wanted = name.lower()
+    values: list[str] = []
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            values.extend([value] if isinstance(value, str) else value)
+    return values
+
+
+def _fill(template: str, value: str) -> str:
+    if "{{" not in template:
+        return template
+    # A function replacement: the value is caller input and must not be read as a regex escape.
+    return _VALUE_TEMPLATE.sub(lambda _: value, template)
+
+
+def _kube_rbac_proxy(
+    identity: Identity,
+    method: str,
+    path: str,
+    query: Mapping[str, Sequence[str]],
+    headers: Mapping[str, Any],
+    config: AttributesConfig,
+) -> list[Attributes]:
+    verb = verb_for_method(method)
+    resource = config.resource_attributes
+    if resource is None:
+        return [
+            Attributes(identity=identity, verb=verb, resource_request=False, path=_raw_path(path))
+        ]
+    rewrites = config.rewrites
+    if rewrites is None:
+        values: list[str] = [""]  # one request, templates (if any) filled with nothing
+    else:
+        values = []
+        if rewrites.by_query_parameter is not None and rewrites.by_query_parameter.name:
+            values.extend(query.get(rewrites.by_query_parameter.name, ()))
+        if rewrites.by_http_header is not None and rewrites.by_http_header.name:
+            values.extend(_header_values(headers, rewrites.by_http_header.name))
+    return [
+        Attributes(
+            identity=identity,
+            verb=verb,
+            resource_request=True,
+            namespace=_fill(resource.namespace, value),
+            api_group=_fill(resource.api_group, value),
+            api_version=_fill(resource.api_version, value),
+            resource=_fill(resource.resource, value),
+            subresource=_fill(resource.subresource, value),
+            name=_fill(resource.name, value),
+        )
+        for value in values
+    ]
+
+
+def _ray_k8s(
+    identity: Identity,
+    method: str,
+    path: str,
+    query: Mapping[str, Sequence[str]],
+    headers: Mapping[str, Any],
+    config: AttributesConfig,
+) -> list[Attributes]:
+    cluster = config.ray_cluster
+    assert cluster is not None  # AttributesConfig guarantees it for this profile
+    return [
+        Attributes(
+            identity=identity,
+            verb=RAY_WRITE_VERB,
+            resource_request=True,
+            namespace=cluster.namespace,
+            api_group=RAY_API_GROUP,
+            resource=RAY_CLUSTERS_RESOURCE,
+            name=cluster.name,
+        )
+    ]
+
+
+_Mapper = Callable[
+    [Identity, str, str, Mapping[str, Sequence[str]], Mapping[str, Any], AttributesConfig],
+    list[Attributes],
+]
+
+_MAPPERS: Mapping[Profile, _Mapper] = {
+    Profile.KUBE_RBAC_PROXY: _kube_rbac_proxy,
+    Profile.RAY_K8S: _ray_k8s,
+}
+
+
+def _raw_path(path: str) -> str:
+    return path.partition("?")[0] or "/"
+
+
+def request_attributes(
+    identity: Identity,
+    method: str,
+    path: str,
+    query: Mapping[str, Sequence[str]],
+    headers: Mapping[str, Any],
+    config: AttributesConfig,
+) -> list[Attributes]:
+    """The attributes to authorize for one request; every one must be allowed.
+
+    `path` is the raw (still percent-encoded) request path, as forwarded upstream; a query part
+    is ignored. `query` maps each parameter to all its values. `headers` may be a plain mapping
+    or an aiohttp multidict (then repeated header lines count as separate values).
+    An empty list means the request carries no rewrite value: answer 400, forward nothing.
+    """
+    return _MAPPERS[config.profile](identity, method, path, query, headers, config)
