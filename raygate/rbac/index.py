@@ -30,6 +30,12 @@ SOURCE = "rbac"
 
 # Subjects are filed under ("user", name) or ("group", name); service accounts are users.
 _SubjectKey = tuple[str, str]
+# A role's rules, each with its text for reasons, described once per role rather than per decision.
+_RoleRules = tuple[tuple[PolicyRule, str], ...]
+
+
+def _described(rules: Iterable[PolicyRule]) -> _RoleRules:
+    return tuple((rule, describe_rule(rule)) for rule in rules)
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +49,7 @@ class _Grant:
     role_kind: str
     role_name: str
     subjects: tuple[Subject, ...]
-    rules: tuple[PolicyRule, ...]
+    rules: _RoleRules
     problem: str  # why the binding grants nothing, e.g. its role does not exist
 
     def describe(self, subject_index: int) -> str:
@@ -93,13 +99,13 @@ class PolicyIndex:
     @classmethod
     def build(cls, objects: Iterable[object]) -> PolicyIndex:
         """Index parsed objects (raygate.objects); ServiceAccounts are ignored."""
-        roles: dict[tuple[str, str], tuple[PolicyRule, ...]] = {}
+        roles: dict[tuple[str, str], _RoleRules] = {}
         cluster_roles: list[ClusterRole] = []
         cluster_bindings: list[ClusterRoleBinding] = []
         role_bindings: list[RoleBinding] = []
         for obj in objects:
             if isinstance(obj, Role):
-                roles[(obj.namespace or "", obj.name)] = tuple(obj.rules)
+                roles[(obj.namespace or "", obj.name)] = _described(obj.rules)
             elif isinstance(obj, ClusterRole):
                 cluster_roles.append(obj)
             elif isinstance(obj, ClusterRoleBinding):
@@ -108,7 +114,10 @@ class PolicyIndex:
                 role_bindings.append(obj)
             elif not isinstance(obj, ServiceAccount):
                 raise TypeError(f"PolicyIndex cannot index {type(obj).__name__} objects")
-        cluster_rules = effective_cluster_role_rules(cluster_roles)
+        cluster_rules = {
+            name: _described(rules)
+            for name, rules in effective_cluster_role_rules(cluster_roles).items()
+        }
 
         grants: list[_Grant] = []
         for crb in sorted(cluster_bindings, key=lambda b: b.name):
@@ -173,12 +182,9 @@ class PolicyIndex:
         for grant, subject_index in self._grants_for(attributes.identity, namespace):
             if grant.problem:
                 problems.append(f"{grant.describe(subject_index)}: {grant.problem}")
-            for rule in grant.rules:
+            for rule, rule_text in grant.rules:
                 if rule_allows(rule, attributes):
-                    reason = (
-                        f"RBAC: allowed by {grant.describe(subject_index)}, "
-                        f"rule: {describe_rule(rule)}"
-                    )
+                    reason = f"RBAC: allowed by {grant.describe(subject_index)}, rule: {rule_text}"
                     return Decision(allowed=True, reason=reason, source=SOURCE)
         reason = "RBAC: no RBAC policy matched"
         if problems:
@@ -191,5 +197,5 @@ class PolicyIndex:
         return [
             (grant.describe(i), rule)
             for grant, i in self._grants_for(identity, namespace)
-            for rule in grant.rules
+            for rule, _ in grant.rules
         ]
