@@ -72,7 +72,7 @@ def apply(
       raygate apply -f rbac.yaml
       cat rbac.yaml | raygate apply -f -
     """
-    objects = load_manifests(filenames, namespace=namespace, stdin=click.get_text_stream("stdin"))
+    objects = load_manifests(filenames, namespace=namespace)
     if not objects:
         raise ConfigError("no objects passed to apply")
     with _open_store(state, write=True) as store:
@@ -135,9 +135,7 @@ def delete(
             "as well"
         )
     if filenames:
-        objects = load_manifests(
-            filenames, namespace=namespace, stdin=click.get_text_stream("stdin")
-        )
+        objects = load_manifests(filenames, namespace=namespace)
         targets = [(obj.kind, obj.name, obj.namespace) for obj in objects]
     elif args:
         targets = _delete_targets(args, namespace)
