@@ -117,7 +117,8 @@ def issue_cert(
     """A leaf certificate signed by `ca`: a server one (with SANs) or a client one."""
     key = ec.generate_private_key(ec.SECP256R1())
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    if common_name:
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
