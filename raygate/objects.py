@@ -131,8 +131,6 @@ class Subject(_Model):
             raise ValueError('a ServiceAccount subject has apiGroup "" (or none)')
         if self.kind in ("User", "Group") and self.api_group not in (None, RBAC_GROUP):
             raise ValueError(f'a {self.kind} subject has apiGroup "{RBAC_GROUP}"')
-        if self.kind == "ServiceAccount" and not self.namespace:
-            raise ValueError("a ServiceAccount subject needs a namespace")
         return self
 
 
@@ -184,6 +182,15 @@ class ClusterRoleBinding(_Object):
     api_version: Literal["rbac.authorization.k8s.io/v1"] = Field(alias="apiVersion")
     role_ref: RoleRef = Field(alias="roleRef")
     subjects: list[Subject] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _subjects_namespaced(self) -> ClusterRoleBinding:
+        # In a RoleBinding a ServiceAccount subject defaults to the binding's namespace;
+        # a ClusterRoleBinding has none to lend, so Kubernetes requires it.
+        for i, subject in enumerate(self.subjects):
+            if subject.kind == "ServiceAccount" and not subject.namespace:
+                raise ValueError(f"subjects[{i}].namespace: required for a ServiceAccount subject")
+        return self
 
 
 KubeObject = Annotated[

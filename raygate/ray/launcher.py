@@ -192,12 +192,16 @@ def _session_pids(marker: str) -> list[int]:
     return pids
 
 
-def stop_ray_head(head: RayHead, timeout: float = 30.0) -> None:
-    """SIGINT lets `ray start --block` stop its processes; whatever is left is killed."""
+def stop_ray_head(head: RayHead, timeout: float = 15.0) -> None:
+    """SIGTERM lets `ray start --block` drain and stop its processes; what is left is killed.
+
+    Only the `ray start` process is signalled first: signalling the whole group makes its
+    daemons race their parent's orderly shutdown.
+    """
     process = head.process
     if process.poll() is None:
         try:
-            os.killpg(process.pid, signal.SIGINT)
+            os.kill(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         try:
