@@ -34,7 +34,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from raygate.authz.attributes import AttributesConfig, ResourceAttributesConfig, Rewrites
+from raygate.authz.attributes import AttributesConfig
 from raygate.authz.paths import PathPolicy, validate_path_pattern
 from raygate.errors import ConfigError
 from raygate.identity import Attributes
@@ -508,9 +508,10 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
 # kube-rbac-proxy compatibility: its --config-file and its command line
 
 
-class _KubeRbacProxyAuthorization(_Model):
-    resource_attributes: ResourceAttributesConfig | None = None
-    rewrites: Rewrites | None = None
+class _KubeRbacProxyAuthorization(AttributesConfig):
+    """kube-rbac-proxy's keys (resourceAttributes, rewrites, static); raygate also reads
+    `profile` and `rayCluster` here, so the drop-in can use the ray-k8s profile."""
+
     static: tuple[StaticAuthorization, ...] = ()
 
 
@@ -634,8 +635,8 @@ def _flag_value(name: str, flag: _Flag, text: str) -> Any:
             case _:
                 return text
     except ValueError as err:
-        nouns = {"int": "an integer", "float": "a number"}
-        reason = nouns.get(flag.kind) and f"not {nouns[flag.kind]}" or str(err)
+        expected = {"int": "not an integer", "float": "not a number"}
+        reason = expected.get(flag.kind, str(err))
         raise ConfigError(f"invalid value {text!r} for flag --{name}: {reason}") from None
 
 
