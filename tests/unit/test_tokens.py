@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from raygate.authn.jwt import (
     ServiceAccountTokenAuthenticator,
     jwks,
     openid_configuration,
+    verified_token,
 )
 from raygate.errors import ConfigError
 from raygate.identity import Identity
@@ -436,3 +438,88 @@ def test_token_lifetime_bounds_are_inclusive() -> None:
     assert check_token_duration(timedelta(minutes=10)) == timedelta(minutes=10)
     assert check_token_duration(timedelta(hours=48)) == timedelta(hours=48)
     assert check_token_duration(timedelta(hours=72), maximum=timedelta(hours=72))
+
+
+# -- the cache of verified tokens -----------------------------------------------------------------
+
+
+def test_a_cached_token_is_still_revoked_by_deleting_the_account(
+    key: SigningKey, authenticator: ServiceAccountTokenAuthenticator, accounts: Accounts
+) -> None:
+    token = token_for(key)
+    assert authenticate(authenticator, token) is not None
+    accounts.uids[(NAMESPACE, NAME)] = "recreated-uid"
+    assert authenticate(authenticator, token) is None
+    del accounts.uids[(NAMESPACE, NAME)]
+    assert authenticate(authenticator, token) is None
+
+
+def test_a_cached_token_stops_working_when_it_expires(
+    key: SigningKey,
+    authenticator: ServiceAccountTokenAuthenticator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = token_for(key, duration=timedelta(minutes=10))
+    assert authenticate(authenticator, token) is not None
+    later = time.time() + 11 * 60
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert authenticate(authenticator, token) is None
+
+
+def test_cache_never_holds_more_than_its_size(key: SigningKey, accounts: Accounts) -> None:
+    authenticator = ServiceAccountTokenAuthenticator(
+        [key.public_key], DEFAULT_ISSUER, [DEFAULT_AUDIENCE], accounts.lookup, cache_size=2
+    )
+    tokens = [token_for(key) for _ in range(3)]
+    for token in tokens:
+        assert authenticate(authenticator, token) is not None
+    assert all(authenticate(authenticator, token) is not None for token in tokens)
+
+
+# -- claims to service account, by table ----------------------------------------------------------
+
+GOOD_CLAIMS: dict[str, object] = {
+    "sub": "system:serviceaccount:team:builder",
+    "jti": "j-1",
+    "iat": 1000,
+    "exp": 2000,
+    "kubernetes.io": {"namespace": "team", "serviceaccount": {"name": "builder", "uid": "u-1"}},
+}
+
+
+def _claims(**changes: object) -> dict[str, object]:
+    claims = json.loads(json.dumps(GOOD_CLAIMS))
+    for key, value in changes.items():
+        if value is None:
+            claims.pop(key, None)
+        else:
+            claims[key] = value
+    return claims
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        _claims(sub="system:serviceaccount:team:other"),
+        _claims(sub=None),
+        _claims(jti=None),
+        _claims(jti=""),
+        _claims(iat=1500),  # issued after "now"
+        _claims(exp="2000"),
+        _claims(**{"kubernetes.io": None}),
+        _claims(**{"kubernetes.io": "team"}),
+        _claims(**{"kubernetes.io": {"namespace": "team"}}),
+        _claims(**{"kubernetes.io": {"namespace": "team", "serviceaccount": {"name": "builder"}}}),
+        _claims(**{"kubernetes.io": {"namespace": 7, "serviceaccount": {"name": "b", "uid": "u"}}}),
+    ],
+)
+def test_incomplete_or_inconsistent_claims_name_no_account(claims: dict[str, object]) -> None:
+    assert verified_token(claims, now=1200) is None
+
+
+def test_complete_claims_name_the_account() -> None:
+    verified = verified_token(GOOD_CLAIMS, now=1200)
+    assert verified is not None
+    assert (verified.namespace, verified.name, verified.uid) == ("team", "builder", "u-1")
+    assert verified.identity.user == "system:serviceaccount:team:builder"
+    assert verified.identity.extra[CREDENTIAL_ID_EXTRA] == ("JTI=j-1",)
