@@ -7,6 +7,7 @@ interface), so the head runs in Ray's token mode with a token only the gateway h
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ RAY_WORKER_PORTS = range(10002, 20000)
 # Ray puts Unix sockets under <temp-dir>/session_<date>_<pid>/sockets/...; sockets paths are
 # limited to 107 bytes, which leaves about 40 for the temp dir itself.
 MAX_TEMP_DIR_LEN = 40
+RAY_INFO_FILE = "ray.json"
 
 
 def free_port(host: str = "127.0.0.1", avoid: range = RAY_WORKER_PORTS) -> int:
@@ -137,6 +139,12 @@ def start_ray_head(
             cwd=state_dir,
         )
     head = RayHead(process, f"http://127.0.0.1:{ports['dashboard']}", temp_dir, log_path, ports)
+    # Where Ray listens, for `raygate` users and tests that check the ports refuse strangers.
+    # No secret in it: the token stays in its own 0600 file.
+    (state_dir / RAY_INFO_FILE).write_text(
+        json.dumps({"pid": process.pid, "dashboard": head.dashboard_url, "ports": ports,
+                    "tempDir": str(temp_dir), "log": str(log_path)}, indent=2) + "\n"
+    )
     try:
         _wait_until_ready(head, token, timeout)
     except BaseException:

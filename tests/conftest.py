@@ -1,0 +1,133 @@
+"""Shared fixtures. The Ray head is started once per session, through the real `raygate up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def executable(name: str) -> str:
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed; run `make test-deps`")
+    return found
+
+
+@dataclass
+class RaygateUp:
+    """A running `raygate up`: its address, its state, and a way to run CLI commands on it."""
+
+    process: subprocess.Popen[str]
+    address: str
+    state: Path
+    workdir: Path
+    output: list[str] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env["RAYGATE_STATE"] = str(self.state)
+        env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command as a user would in terminal 2 (cwd: a copy of the repo's examples)."""
+        cmd = [executable(args[0]), *args[1:]]
+        return subprocess.run(
+            cmd, cwd=self.workdir, env=env or self.env(), capture_output=True, text=True,
+            timeout=timeout, input=input,
+        )
+
+    def raygate(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return self.run("raygate", *args, **kwargs)  # type: ignore[arg-type]
+
+    def token(self, account: str, namespace: str = "default", duration: str = "1h") -> str:
+        result = self.raygate("create", "token", account, "-n", namespace, f"--duration={duration}")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def ray_info(self) -> dict[str, object]:
+        return json.loads((self.state / "ray.json").read_text())
+
+
+def start_raygate_up(workdir: Path, *extra: str, port: int | None = None,
+                     timeout: float = 180) -> RaygateUp:
+    port = port or free_port()
+    state = workdir / ".raygate"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env.pop("RAYGATE_STATE", None)
+    process = subprocess.Popen(
+        [executable("raygate"), "up", "--port", str(port), "--num-cpus", "1",
+         "--object-store-memory", str(100 * 1024 * 1024), *extra],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    up = RaygateUp(process, f"http://localhost:{port}", state, workdir)
+    # A thread drains the output so `raygate up` never blocks on a full pipe.
+    reader = threading.Thread(target=_collect, args=(process, up.output), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "raygate is up" in "".join(up.output):
+            return up
+        if process.poll() is not None:
+            reader.join(timeout=5)
+            raise RuntimeError(f"raygate up exited with {process.returncode}:\n{''.join(up.output)}")
+        time.sleep(0.2)
+    stop_raygate_up(up)
+    raise RuntimeError(f"raygate up did not come up in {timeout}s:\n{''.join(up.output)}")
+
+
+def _collect(process: subprocess.Popen[str], sink: list[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        sink.append(line)
+
+
+def stop_raygate_up(up: RaygateUp, sig: int = signal.SIGINT, timeout: float = 60) -> int:
+    if up.process.poll() is None:
+        up.process.send_signal(sig)
+        try:
+            up.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.process.pid, signal.SIGKILL)
+            up.process.wait()
+    return up.process.returncode
+
+
+@pytest.fixture(scope="session")
+def raygate_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaygateUp]:
+    """`raygate up` in a fresh directory holding the repo's examples, as a newcomer has it."""
+    workdir = tmp_path_factory.mktemp("walkthrough")
+    shutil.copytree(REPO / "examples", workdir / "examples")
+    up = start_raygate_up(workdir)
+    try:
+        yield up
+    finally:
+        stop_raygate_up(up)
