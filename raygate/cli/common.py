@@ -19,7 +19,18 @@ from typing import ParamSpec, TypeVar
 import click
 
 from raygate.errors import RaygateError
+from raygate.objects import check_namespace_name
+from raygate.store.sqlite import DEFAULT_NAMESPACE
 from raygate.store.state import STATE_ENV
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "EXIT_ERROR",
+    "fail",
+    "namespace_option",
+    "report_errors",
+    "state_option",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,7 +52,8 @@ def report_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except RaygateError as err:
-            raise fail(f"error: {err}") from None
+            # One line, whatever a message quotes (a name from a manifest may hold a newline).
+            raise fail("error: " + str(err).replace("\n", "\\n")) from None
 
     return wrapper
 
@@ -54,9 +66,22 @@ state_option = click.option(
     help=f"State directory of the embedded authority (default ${STATE_ENV}, else ./.raygate).",
 )
 
+
+def _check_namespace(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_namespace_name(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+# None when not given: kubectl refuses a manifest's namespace only if -n was given explicitly.
+# Use `namespace or DEFAULT_NAMESPACE` for the effective namespace.
 namespace_option = click.option(
     "-n",
     "--namespace",
     default=None,
+    callback=_check_namespace,
     help="Namespace of namespaced objects (default: default).",
 )

@@ -155,6 +155,7 @@ class ObjectStore:
             return cls(conn, None)
         if create:
             ensure_state_dir(Path(state_dir))
+        conn: sqlite3.Connection | None = None
         try:
             # The objects are not secret, but nobody but the owner needs to read them.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -168,21 +169,31 @@ class ObjectStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             store = cls(conn, path)
-            with store._write_transaction():
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > _SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{path} was written by a newer raygate (schema {version}); upgrade raygate"
-                    )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            store._ensure_schema()
             return store
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot open {path}: {err}") from None
-        except OSError as err:
-            raise StoreError(f"cannot open {path}: {err.strerror or err}") from None
+        except (sqlite3.Error, OSError, StoreError) as err:
+            if conn is not None:
+                conn.close()
+            if isinstance(err, StoreError):
+                raise
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            raise StoreError(f"cannot open {path}: {reason}") from None
+
+    def _ensure_schema(self) -> None:
+        # Checked before taking the write lock, so readers of an existing store never queue.
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION:
+            return
+        with self._write_transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self._path} was written by a newer raygate (schema {version}); "
+                    "upgrade raygate"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:

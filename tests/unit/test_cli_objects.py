@@ -381,3 +381,17 @@ def test_installed_raygate_command_end_to_end(tmp_path: Path, rbac_file: Path) -
     assert "Traceback" not in unknown.stderr
     usage = cli("apply")
     assert usage.returncode == 2
+
+
+def test_invalid_namespace_flag_is_a_usage_error(state: Path) -> None:
+    result = run(state, "create", "sa", "ray-user", "-n", "Bad_NS")
+    assert result.exit_code == 2
+    assert "namespace 'Bad_NS' is not a valid name" in result.stderr
+    assert not state.exists()
+
+
+def test_error_naming_a_multi_line_value_stays_on_one_line(state: Path) -> None:
+    manifest = json.dumps({"kind": "Role", "metadata": {"name": "two\nlines"}})
+    result = run(state, "apply", "-f", "-", stdin=manifest)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: <stdin> document 1")
