@@ -212,7 +212,9 @@ class ObjectStore:
     # -- transactions -------------------------------------------------------------------------
 
     @contextmanager
-    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+    def _write_transaction(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock first, so concurrent writers queue (busy_timeout)
+        instead of failing when a read transaction tries to upgrade. `commit=False` rolls back."""
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -225,7 +227,7 @@ class ObjectStore:
                     self._conn.execute("ROLLBACK")
                 raise
             try:
-                self._conn.execute("COMMIT")
+                self._conn.execute("COMMIT" if commit else "ROLLBACK")
             except sqlite3.Error as err:
                 with suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
@@ -299,22 +301,11 @@ class ObjectStore:
         With `dry_run` nothing is kept.
         """
         self._require_writable()
-        results: list[tuple[StoredObject, ApplyAction]] = []
-
-        class _DryRun(Exception):
-            pass
-
         try:
-            with self._write_transaction() as conn:
-                for obj in objects:
-                    results.append(self._put(conn, obj, must_not_exist=False))
-                if dry_run:
-                    raise _DryRun
-        except _DryRun:
-            pass
+            with self._write_transaction(commit=not dry_run) as conn:
+                return [self._put(conn, obj, must_not_exist=False) for obj in objects]
         except sqlite3.Error as err:
             raise StoreError(f"cannot write {self._path}: {err}") from None
-        return results
 
     def create(self, obj: StoredObject) -> StoredObject:
         """Store a new object; AlreadyExistsError if its kind, namespace and name are taken."""
