@@ -110,7 +110,7 @@ class ServiceAccountTokenAuthenticator:
         if cached is not None:
             if now <= cached.expires + self._leeway:
                 return cached
-            del self._cache[token]
+            self._cache.pop(token, None)
             return None
         try:
             claims = self._verified_claims(token)
@@ -119,7 +119,8 @@ class ServiceAccountTokenAuthenticator:
         verified = None if claims is None else verified_token(claims, now, self._leeway)
         if verified is not None and self._cache_size > 0:
             if len(self._cache) >= self._cache_size:
-                del self._cache[next(iter(self._cache))]  # oldest first
+                # Oldest first; pop tolerates another thread having evicted it already.
+                self._cache.pop(next(iter(self._cache), ""), None)
             self._cache[token] = verified
         return verified
 
