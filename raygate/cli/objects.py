@@ -318,6 +318,8 @@ def get(
             )
         names = (name,)
     kind = resolve_kind(kind_text)
+    if names and all_namespaces and is_namespaced(kind):
+        raise ConfigError("a resource cannot be retrieved by name across all namespaces")
     ns = namespace or DEFAULT_NAMESPACE
     with _open_store(state, write=False) as store:
         if names:

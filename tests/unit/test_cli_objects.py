@@ -395,3 +395,11 @@ def test_error_naming_a_multi_line_value_stays_on_one_line(state: Path) -> None:
     result = run(state, "apply", "-f", "-", stdin=manifest)
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: <stdin> document 1")
+
+
+def test_get_by_name_across_all_namespaces_is_refused_like_kubectl(state: Path) -> None:
+    result = run(state, "get", "sa", "ray-user", "-A")
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "error: a resource cannot be retrieved by name across all namespaces\n",
+    )
