@@ -31,8 +31,20 @@ _DEFAULTS = ManifestOptions()
     "ray-k8s: ray:write on the RayCluster for everything (RBAC of Ray's own Kubernetes auth).",
 )
 @click.option("--ray-image", default=_DEFAULTS.ray_image, show_default=True, help="Ray's image.")
+@click.option(
+    "--ray-version",
+    default=None,
+    help="Ray's version for KubeRay (default: the --ray-image tag); 2.52.0 or newer.",
+)
 @report_errors
-def manifests(cluster_name: str, namespace: str, image: str, profile: str, ray_image: str) -> None:
+def manifests(
+    cluster_name: str,
+    namespace: str,
+    image: str,
+    profile: str,
+    ray_image: str,
+    ray_version: str | None,
+) -> None:
     """Print a RayCluster with the raygate sidecar and what it needs, as YAML.
 
     \b
@@ -46,5 +58,6 @@ def manifests(cluster_name: str, namespace: str, image: str, profile: str, ray_i
         image=image,
         profile=Profile(profile),
         ray_image=ray_image,
+        ray_version=ray_version,
     )
     click.echo(render_manifests(build_manifests(options), options), nl=False)

@@ -36,6 +36,9 @@ _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$")
 _RAY_VERSION_TAG = re.compile(r":(\d+\.\d+\.\d+)(?:-[A-Za-z0-9._-]+)?$")
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+# KubeRay refuses authOptions.mode token without rayVersion >= 2.52.0 (Ray's token mode).
+MIN_RAY_VERSION = (2, 52, 0)
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 AUTHENTICATOR_CLUSTER_ROLE = "raygate-authenticator"
@@ -51,6 +54,7 @@ class ManifestOptions:
     image: str = "raygate:0.1.0"
     profile: Profile = Profile.KUBE_RBAC_PROXY
     ray_image: str = "rayproject/ray:2.60.0"
+    ray_version: str | None = None  # default: the ray image's tag
 
     def validate(self) -> ManifestOptions:
         name = self.cluster_name
@@ -68,7 +72,28 @@ class ManifestOptions:
         for flag, image in (("--image", self.image), ("--ray-image", self.ray_image)):
             if not _IMAGE.match(image):
                 raise ConfigError(f"{flag} {image!r} is not a container image reference")
+        version = self.effective_ray_version
+        if version is None:
+            raise ConfigError(
+                f"cannot tell Ray's version from --ray-image {self.ray_image!r}; pass --ray-version"
+            )
+        parsed = _VERSION.match(version)
+        if parsed is None:
+            raise ConfigError(f"--ray-version {version!r} is not a version like 2.60.0")
+        if tuple(int(part) for part in parsed.groups()) < MIN_RAY_VERSION:
+            minimum = ".".join(map(str, MIN_RAY_VERSION))
+            raise ConfigError(
+                f"Ray {version} has no token mode; KubeRay's authOptions needs Ray "
+                f"{minimum} or newer"
+            )
         return self
+
+    @property
+    def effective_ray_version(self) -> str | None:
+        if self.ray_version:
+            return self.ray_version
+        match = _RAY_VERSION_TAG.search(self.ray_image)
+        return match.group(1) if match else None
 
     @property
     def service_account(self) -> str:
@@ -139,11 +164,6 @@ def _token_env(options: ManifestOptions) -> list[dict[str, Any]]:
             "valueFrom": {"secretKeyRef": {"name": options.token_secret, "key": "auth_token"}},
         },
     ]
-
-
-def _ray_version(ray_image: str) -> str | None:
-    match = _RAY_VERSION_TAG.search(ray_image)
-    return match.group(1) if match else None
 
 
 def _sidecar(options: ManifestOptions) -> dict[str, Any]:
@@ -240,9 +260,7 @@ def ray_cluster(options: ManifestOptions) -> dict[str, Any]:
             }
         ],
     }
-    version = _ray_version(options.ray_image)
-    if version:
-        spec = {"rayVersion": version, **spec}
+    spec = {"rayVersion": options.effective_ray_version, **spec}
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",

@@ -328,6 +328,9 @@ def test_cluster_pods_reach_each_other(policies, port: int) -> None:
         (["--namespace", "a" * 64], "--namespace"),
         (["--image", "raygate 0.1"], "--image"),
         (["--ray-image", ""], "--ray-image"),
+        (["--ray-image", "rayproject/ray:latest"], "pass --ray-version"),
+        (["--ray-image", "rayproject/ray:2.46.0"], "needs Ray 2.52.0 or newer"),
+        (["--ray-version", "2.60"], "--ray-version '2.60'"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], message: str) -> None:
@@ -373,6 +376,11 @@ def test_images_and_names_are_used() -> None:
     assert one(docs, "RayCluster")["spec"]["rayVersion"] == "2.61.0"
     namespaced = [d for d in docs if d["kind"] not in ("ClusterRole", "ClusterRoleBinding")]
     assert {d["metadata"]["namespace"] for d in namespaced} == {"ns9"}
+
+
+def test_ray_version_can_be_given_for_an_untagged_image() -> None:
+    docs = run_cli("--ray-image", "reg.io/ray@sha256:abc", "--ray-version", "2.55.1")
+    assert one(docs, "RayCluster")["spec"]["rayVersion"] == "2.55.1"
 
 
 @pytest.mark.parametrize(
