@@ -49,7 +49,10 @@ def check_namespace_name(value: str) -> str:
 # so roles like `system:auth-delegator` stay valid.
 def _check_path_segment(value: str, what: str) -> str:
     if not value or value in (".", "..") or "/" in value or "%" in value or len(value) > 253:
-        raise ValueError(f"{what} {value!r} is not a valid name: may not be empty, '.', '..' or contain '/' or '%'")
+        raise ValueError(
+            f"{what} {value!r} is not a valid name: may not be empty, '.', '..' "
+            "or contain '/' or '%'"
+        )
     return value
 
 
@@ -90,7 +93,9 @@ class PolicyRule(_Model):
         if not self.non_resource_urls and not self.resources:
             raise ValueError("a rule must name resources (with apiGroups) or nonResourceURLs")
         if self.resources and not self.api_groups:
-            raise ValueError("a rule with resources must name apiGroups (use \"\" for the core group)")
+            raise ValueError(
+                'a rule with resources must name apiGroups (use "" for the core group)'
+            )
         return self
 
 
@@ -246,6 +251,11 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return path or "(document)"
 
 
+def _one_line(text: str) -> str:
+    """User-supplied text quoted in a message, kept to one line (errors are one line)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def describe_document(doc: Any, index: int | None = None, source: str | None = None) -> str:
     where = []
     if source:
@@ -257,7 +267,7 @@ def describe_document(doc: Any, index: int | None = None, source: str | None = N
         kind = doc.get("kind") or "?"
         meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
         name = meta.get("name") or "?"
-        label = f"{kind} {name!s}"
+        label = _one_line(f"{kind} {name!s}")
     prefix = " ".join(where)
     return f"{prefix} ({label})" if prefix and label else prefix or label or "document"
 
@@ -275,7 +285,9 @@ def parse_object(doc: Any, index: int | None = None, source: str | None = None) 
     model = MODELS.get(kind)
     if model is None:
         known = ", ".join(MODELS)
-        raise ManifestError(f'{what}: field kind: unknown kind "{kind}" (supported: {known})')
+        raise ManifestError(
+            f'{what}: field kind: unknown kind "{_one_line(kind)}" (supported: {known})'
+        )
     try:
         obj = model.model_validate(doc)
     except ValidationError as err:
@@ -299,7 +311,9 @@ def parse_object(doc: Any, index: int | None = None, source: str | None = None) 
         raise ManifestError(f"{what}: field {err}") from None
     if kind not in NAMESPACED_KINDS and obj.metadata.namespace:
         # The API server ignores namespace on cluster-scoped objects; so do we, silently.
-        obj = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"namespace": None})})
+        obj = obj.model_copy(
+            update={"metadata": obj.metadata.model_copy(update={"namespace": None})}
+        )
     return obj
 
 
@@ -307,7 +321,9 @@ def with_namespace(obj: _Object, namespace: str) -> _Object:
     """Fill in the namespace of a namespaced object that named none (like `kubectl apply -n`)."""
     if obj.kind not in NAMESPACED_KINDS or obj.metadata.namespace:  # type: ignore[attr-defined]
         return obj
-    return obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"namespace": namespace})})
+    return obj.model_copy(
+        update={"metadata": obj.metadata.model_copy(update={"namespace": namespace})}
+    )
 
 
 def to_manifest(obj: _Object) -> dict[str, Any]:
