@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 from pydantic import ValidationError
 
@@ -201,3 +203,19 @@ def test_inconsistent_configs_are_refused(data: dict, message: str) -> None:
 
 def test_default_profile_is_kube_rbac_proxy() -> None:
     assert AttributesConfig().profile is Profile.KUBE_RBAC_PROXY
+
+
+@given(
+    method=st.text(max_size=10),
+    path=st.text(max_size=30),
+    header_value=st.text(max_size=10),
+)
+def test_mapping_never_fails_and_never_keeps_the_query(
+    method: str, path: str, header_value: str
+) -> None:
+    headers = {"X-Ray-Cluster": header_value}
+    [non_resource] = attrs(NON_RESOURCE, method, path, headers=headers)
+    assert "?" not in non_resource.path
+    assert non_resource.verb == verb_for_method(method)
+    [by_header] = attrs(NAME_BY_HEADER, method, path, headers=headers)
+    assert by_header.name == header_value

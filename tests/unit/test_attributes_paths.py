@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from raygate.authz.paths import (
     PathAction,
@@ -89,3 +91,19 @@ def test_path_policy(policy: PathPolicy, path: str, action: PathAction) -> None:
 def test_allow_and_ignore_together_are_refused() -> None:
     with pytest.raises(ValueError, match="together"):
         PathPolicy.compile(["/a"], ["/b"])
+
+
+@given(st.text(alphabet="/ab*?[]^-\\.%2fF", max_size=12))
+def test_any_pattern_compiles_or_is_refused_with_value_error(pattern: str) -> None:
+    try:
+        compiled = compile_path_pattern(pattern)
+    except ValueError:
+        return
+    if not any(special in pattern for special in "*?[\\"):
+        assert compiled.fullmatch(pattern) is not None  # plain text matches itself
+
+
+@given(st.text(alphabet="/ab.%2fF\\", max_size=16))
+def test_star_never_crosses_a_segment(path: str) -> None:
+    matched = compile_path_pattern("/*").fullmatch(path) is not None
+    assert matched == (path.startswith("/") and path.count("/") == 1)
