@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import ipaddress
 import secrets
 import ssl
@@ -27,6 +28,7 @@ from typing import Any
 
 import jwt
 import kubernetes_validate
+import kubernetes_validate.utils
 import yaml
 from aiohttp import web
 from cryptography import x509
@@ -150,6 +152,15 @@ def issue_cert(
 
 class SchemaViolation(AssertionError):
     pass
+
+
+# kubernetes-validate reads its schema files on every call (~10 ms); the files never change, and
+# a flood test sends thousands of bodies, so keep them in memory. Only the file reads are cached:
+# validation itself is still the library's.
+if not hasattr(kubernetes_validate.utils.schema_contents, "cache_info"):
+    kubernetes_validate.utils.schema_contents = functools.cache(
+        kubernetes_validate.utils.schema_contents
+    )
 
 
 def validate_object(obj: dict[str, Any], direction: str) -> None:
