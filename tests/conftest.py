@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -122,12 +123,17 @@ def stop_raygate_up(up: RaygateUp, sig: int = signal.SIGINT, timeout: float = 60
 
 
 @pytest.fixture(scope="session")
-def raygate_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaygateUp]:
-    """`raygate up` in a fresh directory holding the repo's examples, as a newcomer has it."""
-    workdir = tmp_path_factory.mktemp("walkthrough")
+def raygate_up() -> Iterator[RaygateUp]:
+    """`raygate up` in a fresh directory holding the repo's examples, as a newcomer has it.
+
+    Not under pytest's tmp_path: pytest prunes old base temp dirs, and another pytest run on
+    the machine could delete the state of this live gateway.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="raygate-e2e-"))
     shutil.copytree(REPO / "examples", workdir / "examples")
     up = start_raygate_up(workdir)
     try:
         yield up
     finally:
         stop_raygate_up(up)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -93,6 +93,14 @@ def _check_names(cluster_name: str, namespace: str) -> None:
         raise ConfigError(f"--cluster-name {cluster_name!r} is not a valid object name")
 
 
+def _say(message: str) -> None:
+    """Progress on stderr; a closed terminal must not stop the shutdown half-way."""
+    try:
+        click.echo(message, err=True)
+    except OSError:
+        pass
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -141,9 +149,9 @@ def _run(
             # A second Ctrl-C must not leave Ray half-stopped.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            click.echo("Stopping Ray...", err=True)
+            _say("Stopping Ray...")
             head.stop()
-            click.echo("Stopped.", err=True)
+            _say("Stopped.")
 
 
 def _install_uvloop() -> None:
@@ -214,7 +222,7 @@ async def _serve(
     done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
-    click.echo("Shutting down the gateway...", err=True)
+    _say("Shutting down the gateway...")
     await runner.cleanup()
     audit.close()
     if ray_exit is not None and ray_exit in done:
