@@ -248,7 +248,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
             continue
         else:
             path += ("." if path else "") + str(part)
-    return path or "(document)"
+    return _one_line(path) or "(document)"
 
 
 def _one_line(text: str) -> str:

@@ -188,6 +188,21 @@ def test_random_manifests_are_stored_whole_or_rejected_with_a_manifest_error(
         assert len(store.snapshot().objects) >= 1
 
 
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"kind": "Ro\nle"},
+        {"kind": "Role", "metadata": {"name": "a\nb"}},
+        {"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": "a"}, "x\ny": 1},
+        {"kind": "Role", "apiVersion": "v1", "metadata": {"name": "a", "labels": {"a\nb": 1}}},
+    ],
+)
+def test_rejections_quoting_user_text_with_newlines_stay_one_line(document: dict) -> None:
+    with pytest.raises(ManifestError) as err:
+        load_manifests(["-"], stdin=io.StringIO(json.dumps(document)))
+    assert "\n" not in str(err.value)
+
+
 @settings(max_examples=300)
 @given(text=st.text(max_size=200))
 def test_random_text_never_crashes_the_reader(text: str) -> None:
