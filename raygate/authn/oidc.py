@@ -37,7 +37,7 @@ class OIDCOptions:
     username_prefix: str = ""
     groups_claim: str = "groups"
     groups_prefix: str = ""
-    signing_algs: tuple[str, ...] = ("RS256",)
+    signing_algorithms: tuple[str, ...] = ("RS256",)
     ca_file: str | None = None
     leeway: float = 0.0
 
@@ -46,8 +46,8 @@ class OIDCOptions:
             raise ConfigError(f"--oidc-issuer must be an https URL, got {self.issuer_url!r}")
         if not self.client_id:
             raise ConfigError("--oidc-clientID is required with --oidc-issuer")
-        unknown = set(self.signing_algs) - SUPPORTED_ALGORITHMS
-        if unknown or not self.signing_algs:
+        unknown = set(self.signing_algorithms) - SUPPORTED_ALGORITHMS
+        if unknown or not self.signing_algorithms:
             raise ConfigError(
                 f"--oidc-sign-alg: unsupported {sorted(unknown) or 'empty list'}; "
                 f"choose from {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
@@ -118,13 +118,13 @@ class OIDCAuthenticator:
         # Tokens of other issuers belong to other authenticators: no key fetch on their behalf.
         if unverified.get("iss") != self.options.issuer_url:
             return None
-        if header.get("alg") not in self.options.signing_algs:
+        if header.get("alg") not in self.options.signing_algorithms:
             return None
         keys = await self._keys_for(header.get("kid"))
         for key in keys:
             try:
                 claims = jwt.decode(
-                    token, key=key, algorithms=list(self.options.signing_algs),
+                    token, key=key, algorithms=list(self.options.signing_algorithms),
                     audience=self.options.client_id, issuer=self.options.issuer_url,
                     leeway=self.options.leeway, options={"require": ["iss", "aud", "exp"]},
                 )

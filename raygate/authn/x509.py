@@ -5,12 +5,19 @@ kube-rbac-proxy's TLS flags, and a reloader that picks up renewed certificate fi
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ipaddress
 import logging
 import os
+import socket
 import ssl
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from raygate.errors import ConfigError
@@ -58,7 +65,9 @@ def identity_from_ssl_object(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -
     return identity_from_certificate(x509.load_der_x509_certificate(der))
 
 
-def tls_version(name: str) -> ssl.TLSVersion:
+def tls_version(name: str | ssl.TLSVersion) -> ssl.TLSVersion:
+    if isinstance(name, ssl.TLSVersion):
+        return name
     try:
         return TLS_VERSIONS[name]
     except KeyError:
@@ -68,17 +77,26 @@ def tls_version(name: str) -> ssl.TLSVersion:
 
 
 def server_ssl_context(
-    cert_file: str | os.PathLike[str],
-    key_file: str | os.PathLike[str],
+    cert_file: str | os.PathLike[str] | None,
+    key_file: str | os.PathLike[str] | None,
     *,
-    min_version: str = DEFAULT_TLS_MIN_VERSION,
+    min_version: str | ssl.TLSVersion = DEFAULT_TLS_MIN_VERSION,
     client_ca_file: str | os.PathLike[str] | None = None,
 ) -> ssl.SSLContext:
     """The listener's context (`--tls-cert-file`, `--tls-private-key-file`, `--tls-min-version`,
-    `--client-ca-file`). A client certificate is optional, so bearer tokens keep working."""
+    `--client-ca-file`). A client certificate is optional, so bearer tokens keep working.
+
+    Without cert and key files, a self-signed certificate is made, as kube-rbac-proxy does for
+    `--secure-listen-address` alone.
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = tls_version(min_version)
-    _load_pair(context, cert_file, key_file)
+    if cert_file and key_file:
+        _load_pair(context, cert_file, key_file)
+    elif cert_file or key_file:
+        raise ConfigError("--tls-cert-file and --tls-private-key-file go together")
+    else:
+        _load_self_signed(context)
     if client_ca_file:
         try:
             context.load_verify_locations(cafile=os.fspath(client_ca_file))
@@ -97,6 +115,46 @@ def _load_pair(
         raise ConfigError(
             f"--tls-cert-file {cert_file} / --tls-private-key-file {key_file}: {_why(err)}"
         ) from None
+
+
+def self_signed_pem(hosts: Iterable[str] = ()) -> tuple[bytes, bytes]:
+    """A self-signed certificate and key (PEM) for `hosts` plus localhost and this host's name."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = {"localhost", socket.gethostname(), "127.0.0.1", "::1", *hosts}
+    sans: list[x509.GeneralName] = []
+    for name in sorted(names):
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "raygate")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _load_self_signed(context: ssl.SSLContext) -> None:
+    cert_pem, key_pem = self_signed_pem()
+    # load_cert_chain only reads files; keep the key on disk just long enough, owner-only.
+    with tempfile.TemporaryDirectory(prefix="raygate-tls-") as tmp:
+        cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+        cert_path.write_bytes(cert_pem)
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(key_pem)
+        context.load_cert_chain(cert_path, key_path)
+    log.info("serving TLS with a self-signed certificate (no --tls-cert-file given)")
 
 
 def _why(err: OSError | ssl.SSLError) -> str:

@@ -282,7 +282,7 @@ def test_identity_from_claims(
     [
         ({"issuer_url": "http://sso.example.com"}, "must be an https URL"),
         ({"client_id": ""}, "--oidc-clientID is required"),
-        ({"signing_algs": ("HS256",)}, "--oidc-sign-alg: unsupported"),
+        ({"signing_algorithms": ("HS256",)}, "--oidc-sign-alg: unsupported"),
     ],
 )
 def test_bad_oidc_options_name_the_flag(kwargs: dict[str, Any], message: str) -> None:

@@ -229,3 +229,28 @@ def test_renewed_certificate_is_served_to_new_connections(tmp_path: Path) -> Non
         assert reloader.reloads == 1
 
     asyncio.run(scenario())
+
+
+def test_without_certificate_files_a_self_signed_one_is_served() -> None:
+    async def scenario() -> None:
+        async with Listener(server_ssl_context(None, None)) as listener:
+            trust_anything = ssl.create_default_context()
+            trust_anything.check_hostname = False
+            trust_anything.verify_mode = ssl.CERT_NONE
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", listener.port, ssl=trust_anything
+            )
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            writer.close()
+            await writer.wait_closed()
+        served = x509.load_der_x509_certificate(der)
+        names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "localhost" in names.get_values_for_type(x509.DNSName)
+        assert served.issuer == served.subject
+
+    asyncio.run(scenario())
+
+
+def test_certificate_without_key_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        server_ssl_context(tmp_path / "tls.crt", None)
