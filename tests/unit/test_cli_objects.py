@@ -13,6 +13,8 @@ import jwt
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from raygate.authn.jwt import ServiceAccountTokenAuthenticator
 from raygate.cli.main import main
@@ -403,3 +405,41 @@ def test_get_by_name_across_all_namespaces_is_refused_like_kubectl(state: Path) 
         1,
         "error: a resource cannot be retrieved by name across all namespaces\n",
     )
+
+
+_field_values = st.none() | st.integers() | st.text(max_size=6) | st.lists(st.text(max_size=4))
+random_manifests = st.fixed_dictionaries(
+    {},
+    optional={
+        "apiVersion": st.sampled_from(["v1", "rbac.authorization.k8s.io/v1"]) | _field_values,
+        "kind": st.sampled_from(["ServiceAccount", "Role", "RoleBinding", "List"]) | _field_values,
+        "metadata": st.fixed_dictionaries({}, optional={"name": _field_values}) | _field_values,
+        "rules": st.lists(st.dictionaries(st.sampled_from(["verbs", "resources"]), _field_values)),
+        "roleRef": st.dictionaries(st.sampled_from(["kind", "name", "apiGroup"]), _field_values),
+        "items": _field_values,
+    },
+)
+
+
+def _snapshot_objects(state: Path) -> tuple[object, ...]:
+    with ObjectStore.open(state) as store:
+        return store.snapshot().objects
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(documents=st.lists(random_manifests, min_size=1, max_size=3))
+def test_random_apply_exits_0_or_1_and_changes_nothing_when_refused(
+    state: Path, documents: list[object]
+) -> None:
+    run(state, "create", "sa", "base")  # exists after the first example; that is fine
+    before = _snapshot_objects(state)
+    text = "\n---\n".join(yaml.safe_dump(doc) for doc in documents)
+    runner = CliRunner()
+    result = runner.invoke(main, ["apply", "-f", "-", "--state", str(state)], input=text)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code in (0, 1)
+    if result.exit_code == 1:
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        assert _snapshot_objects(state) == before
