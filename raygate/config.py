@@ -24,17 +24,14 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
-from raygate.authz.attributes import AttributesConfig
+from raygate.authz.attributes import AttributesConfig, ConfigModel
 from raygate.authz.paths import PathPolicy, validate_path_pattern
 from raygate.errors import ConfigError
 from raygate.identity import Attributes
@@ -114,8 +111,8 @@ def split_host_port(address: str) -> tuple[str, int]:
 _HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
-def _header_name(value: str) -> str:
-    if not _HEADER_TOKEN.match(value):
+def _header_name(value: object) -> object:
+    if isinstance(value, str) and not _HEADER_TOKEN.match(value):
         raise ValueError(f"{value!r} is not a valid HTTP header name")
     return value
 
@@ -126,12 +123,6 @@ HeaderName = Annotated[str, BeforeValidator(_header_name)]
 def _to_tuple(value: object) -> object:
     """Accept one string where a list is expected (`mode: kubernetes`)."""
     return (value,) if isinstance(value, str) else value
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +137,7 @@ TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
 }
 
 
-class TLSConfig(_Model):
+class TLSConfig(ConfigModel):
     """TLS on the listener. Without certFile/keyFile a self-signed certificate is made at start,
     as kube-rbac-proxy does for `--secure-listen-address` alone. With clientCAFile, client
     certificates signed by that CA authenticate as user CN, groups O."""
@@ -174,7 +165,7 @@ class TLSConfig(_Model):
         return not self.cert_file
 
 
-class ListenConfig(_Model):
+class ListenConfig(ConfigModel):
     address: str = DEFAULT_LISTEN_ADDRESS
     tls: TLSConfig | None = None
 
@@ -193,7 +184,7 @@ class ListenConfig(_Model):
         return split_host_port(self.address)[1]
 
 
-class UpstreamConfig(_Model):
+class UpstreamConfig(ConfigModel):
     """Ray's dashboard. When Ray runs in token mode the gateway sends Ray's token upstream in
     place of the caller's: read from `tokenFile` when set, else from the `tokenEnv` variable
     (default RAY_AUTH_TOKEN, which KubeRay's token mode sets); `tokenEnv: null` sends none."""
@@ -254,7 +245,7 @@ class AuthzMode(StrEnum):
     KUBERNETES = "kubernetes"  # SubjectAccessReview against the cluster's API server
 
 
-class OIDCConfig(_Model):
+class OIDCConfig(ConfigModel):
     issuer_url: str = Field(alias="issuerURL")
     client_id: str = Field(alias="clientID", min_length=1)
     ca_file: str | None = Field(default=None, alias="caFile")
@@ -284,7 +275,7 @@ class OIDCConfig(_Model):
         return value
 
 
-class AuthenticationConfig(_Model):
+class AuthenticationConfig(ConfigModel):
     """Who is calling. Client certificates (when listen.tls.clientCAFile is set) come first; then
     bearer tokens go through `mode`, one authenticator or a list tried in order."""
 
@@ -303,12 +294,12 @@ class AuthenticationConfig(_Model):
         return self
 
 
-class StaticUser(_Model):
+class StaticUser(ConfigModel):
     name: str = ""
     groups: tuple[str, ...] = ()
 
 
-class StaticAuthorization(_Model):
+class StaticAuthorization(ConfigModel):
     """kube-rbac-proxy's `authorization.static` entry: allows what it matches, before any other
     authorizer. An empty field matches anything; `resourceRequest` must equal the request's.
     As in kube-rbac-proxy, `user.groups` is informational: only `user.name` is compared."""
@@ -376,7 +367,7 @@ class AuthorizationConfig(AttributesConfig):
         return any(entry.matches(attributes) for entry in self.static)
 
 
-class CacheConfig(_Model):
+class CacheConfig(ConfigModel):
     """Decision caches in front of the authority (defaults as kube-rbac-proxy's)."""
 
     authentication_ttl: Duration = Field(default=120.0, alias="authenticationTTL")
@@ -385,14 +376,14 @@ class CacheConfig(_Model):
     max_entries: int = Field(default=10_000, ge=0)
 
 
-class ProxyEndpointsConfig(_Model):
+class ProxyEndpointsConfig(ConfigModel):
     """/healthz, /readyz and /metrics on their own port (host: listen's unless given)."""
 
     port: int | None = Field(default=None, ge=0, le=65535)
     host: str | None = None
 
 
-class LimitsConfig(_Model):
+class LimitsConfig(ConfigModel):
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=0)
     upstream_timeout: Duration = 300.0  # waiting for Ray's response headers
@@ -400,7 +391,7 @@ class LimitsConfig(_Model):
     backend_timeout: Duration = 5.0  # waiting for the authority before answering 503
 
 
-class AuthHeaderConfig(_Model):
+class AuthHeaderConfig(ConfigModel):
     """Identity headers sent upstream (kube-rbac-proxy's --auth-header-*)."""
 
     fields_enabled: bool = False
@@ -409,7 +400,7 @@ class AuthHeaderConfig(_Model):
     group_separator: str = "|"
 
 
-class GatewayConfig(_Model):
+class GatewayConfig(ConfigModel):
     listen: ListenConfig = ListenConfig()
     upstream: UpstreamConfig
     authentication: AuthenticationConfig = AuthenticationConfig()
@@ -515,7 +506,7 @@ class _KubeRbacProxyAuthorization(AttributesConfig):
     static: tuple[StaticAuthorization, ...] = ()
 
 
-class _KubeRbacProxyFile(_Model):
+class _KubeRbacProxyFile(ConfigModel):
     authorization: _KubeRbacProxyAuthorization | None = None
 
 

@@ -67,13 +67,16 @@ class Profile(StrEnum):
     RAY_K8S = "ray-k8s"
 
 
-class _Model(BaseModel):
+class ConfigModel(BaseModel):
+    """Base of raygate's configuration models: camelCase keys (as kube-rbac-proxy and Kubernetes
+    spell them), unknown keys refused, immutable once loaded."""
+
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
 
 
-class ResourceAttributesConfig(_Model):
+class ResourceAttributesConfig(ConfigModel):
     """kube-rbac-proxy's `authorization.resourceAttributes`; values may hold `{{.Value}}`."""
 
     namespace: str = ""
@@ -97,25 +100,25 @@ class ResourceAttributesConfig(_Model):
         return any("{{" in v for v in self.model_dump().values())
 
 
-class RewriteSource(_Model):
+class RewriteSource(ConfigModel):
     name: str = ""
 
 
-class Rewrites(_Model):
+class Rewrites(ConfigModel):
     """Where rewrite values come from: every value of a query parameter, then of a header."""
 
     by_query_parameter: RewriteSource | None = None
     by_http_header: RewriteSource | None = Field(default=None, alias="byHttpHeader")
 
 
-class RayClusterRef(_Model):
+class RayClusterRef(ConfigModel):
     """The RayCluster the gateway stands in front of (ray-k8s profile)."""
 
     name: str = Field(min_length=1)
     namespace: str = Field(min_length=1)
 
 
-class AttributesConfig(_Model):
+class AttributesConfig(ConfigModel):
     """What `request_attributes` needs; `authorization` in raygate's config extends it."""
 
     profile: Profile = Profile.KUBE_RBAC_PROXY

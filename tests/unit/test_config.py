@@ -6,6 +6,8 @@ import ssl
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raygate.config import (
     DEFAULT_MAX_BODY_BYTES,
@@ -332,3 +334,70 @@ def test_serve_args_with_own_config(tmp_path: Path) -> None:
         config_from_serve_args(["--config", str(path), "--upstream=http://x/"])
     with pytest.raises(ConfigError, match="takes no other flags"):
         config_from_serve_args(["--upstream=http://x/", "--config", str(path)])
+
+
+_KEYS = [
+    "listen",
+    "address",
+    "tls",
+    "certFile",
+    "keyFile",
+    "minVersion",
+    "clientCAFile",
+    "upstream",
+    "url",
+    "tokenEnv",
+    "tokenFile",
+    "authentication",
+    "mode",
+    "audiences",
+    "oidc",
+    "issuerURL",
+    "clientID",
+    "authorization",
+    "profile",
+    "resourceAttributes",
+    "namespace",
+    "name",
+    "rewrites",
+    "byQueryParameter",
+    "byHttpHeader",
+    "rayCluster",
+    "static",
+    "user",
+    "resourceRequest",
+    "path",
+    "allowPaths",
+    "ignorePaths",
+    "cache",
+    "allowTTL",
+    "limits",
+    "maxBodyBytes",
+    "authHeader",
+    "userFieldName",
+    "proxyEndpoints",
+    "port",
+    "bogus",
+]
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 70000)
+    | st.text(max_size=6)
+    | st.sampled_from(["http://x/", ":8265", "ray-k8s", "kubernetes", "oidc", "2m", "/a*"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(_KEYS), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=5))
+def test_any_config_document_loads_or_is_one_config_error(data: dict) -> None:
+    try:
+        config_from_mapping(data, "fuzz.yaml")
+    except ConfigError as err:
+        assert str(err).startswith("fuzz.yaml: ")
+        assert "\n" not in str(err)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raygate.authz.attributes import Profile, request_attributes
 from raygate.config import (
@@ -345,3 +347,56 @@ def test_empty_config_file_means_non_resource_checks(tmp_path: Path) -> None:
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         parse_kube_rbac_proxy_args([*BASE, f"--config-file={tmp_path / 'missing.yaml'}"])
+
+
+_FLAG_NAMES = [
+    "insecure-listen-address",
+    "secure-listen-address",
+    "upstream",
+    "config-file",
+    "allow-paths",
+    "ignore-paths",
+    "proxy-endpoints-port",
+    "tls-cert-file",
+    "tls-private-key-file",
+    "tls-min-version",
+    "client-ca-file",
+    "auth-header-fields-enabled",
+    "auth-token-audiences",
+    "oidc-issuer",
+    "oidc-clientID",
+    "oidc-sign-alg",
+    "v",
+    "logtostderr",
+    "nope",
+]
+_FLAG_VALUES = st.sampled_from(
+    [
+        "",
+        "0.0.0.0:8265",
+        ":8443",
+        "http://127.0.0.1:8443/",
+        "true",
+        "x",
+        "3",
+        "/a*,/b",
+        "https://issuer.example.com",
+        "VersionTLS13",
+        "/does/not/exist",
+    ]
+)
+_ARG = st.one_of(
+    st.builds(lambda n, v: f"--{n}={v}", st.sampled_from(_FLAG_NAMES), _FLAG_VALUES),
+    st.builds(lambda n: f"--{n}", st.sampled_from(_FLAG_NAMES)),
+    st.builds(lambda n: f"-{n}", st.sampled_from(_FLAG_NAMES)),
+    _FLAG_VALUES,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ARG, max_size=8))
+def test_any_command_line_parses_or_is_one_config_error(argv: list[str]) -> None:
+    try:
+        parse_kube_rbac_proxy_args(argv)
+    except ConfigError as err:
+        assert "\n" not in str(err)
