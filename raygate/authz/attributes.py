@@ -153,6 +153,15 @@ def _header_values(headers: Mapping[str, Any], name: str) -> list[str]:
     return values
 
 
+def _query_values(query: Mapping[str, Any], name: str) -> list[str]:
+    """Every value of query parameter `name`; a multidict (aiohttp's request.query) works too."""
+    getall = getattr(query, "getall", None)
+    if getall is not None:
+        return list(getall(name, []))
+    value = query.get(name, ())
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _fill(template: str, value: str) -> str:
     if "{{" not in template:
         return template
@@ -180,7 +189,7 @@ def _kube_rbac_proxy(
     else:
         values = []
         if rewrites.by_query_parameter is not None and rewrites.by_query_parameter.name:
-            values.extend(query.get(rewrites.by_query_parameter.name, ()))
+            values.extend(_query_values(query, rewrites.by_query_parameter.name))
         if rewrites.by_http_header is not None and rewrites.by_http_header.name:
             values.extend(_header_values(headers, rewrites.by_http_header.name))
     return [
@@ -248,8 +257,8 @@ def request_attributes(
     """The attributes to authorize for one request; every one must be allowed.
 
     `path` is the raw (still percent-encoded) request path, as forwarded upstream; a query part
-    is ignored. `query` maps each parameter to all its values. `headers` may be a plain mapping
-    or an aiohttp multidict (then repeated header lines count as separate values).
+    is ignored. `query` maps each parameter to all its values (or is a multidict); `headers` is
+    a plain mapping or a multidict (then repeated header lines count as separate values).
     An empty list means the request carries no rewrite value: answer 400, forward nothing.
     """
     return _MAPPERS[config.profile](identity, method, path, query, headers, config)

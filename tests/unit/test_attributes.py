@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDict
 from pydantic import ValidationError
 
 from raygate.authz.attributes import (
@@ -131,6 +131,14 @@ BOTH = AttributesConfig.model_validate(
         (NAMESPACE_BY_QUERY, {"namespace": ["a", "b"]}, {}, "namespace", ["a", "b"]),
         (NAMESPACE_BY_QUERY, {"namespace": [""]}, {}, "namespace", [""]),
         (NAMESPACE_BY_QUERY, {"other": ["x"]}, {}, "namespace", []),
+        (
+            NAMESPACE_BY_QUERY,
+            MultiDict([("namespace", "a"), ("namespace", "bc")]),
+            {},
+            "namespace",
+            ["a", "bc"],
+        ),
+        (NAMESPACE_BY_QUERY, {"namespace": "abc"}, {}, "namespace", ["abc"]),
         (NAME_BY_HEADER, {}, {"x-ray-cluster": "c1"}, "name", ["c1"]),
         (
             NAME_BY_HEADER,
