@@ -122,6 +122,7 @@ class KubeClient:
         self._authentication = kube.AuthenticationV1Api(api_client)
         self._authorization = kube.AuthorizationV1Api(api_client)
         self._core = kube.CoreV1Api(api_client)
+        self._version = kube.VersionApi(api_client)
 
     @classmethod
     async def from_kubeconfig(
@@ -181,6 +182,11 @@ class KubeClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    async def ping(self) -> str:
+        """The API server's version (GET /version, open to every caller); for readiness checks."""
+        info = await self._call("version request", self._version.get_code)
+        return str(info.git_version or "")
 
     async def create_token_review(
         self, token: str, audiences: Sequence[str] = ()

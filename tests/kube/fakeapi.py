@@ -222,6 +222,8 @@ class FakeKubeAPI:
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._authenticate_gateway])
+        app.router.add_get("/version", self._version)
+        app.router.add_get("/version/", self._version)
         app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
         app.router.add_post(
             "/apis/authorization.k8s.io/v1/subjectaccessreviews", self._subject_access_review
@@ -354,6 +356,18 @@ class FakeKubeAPI:
             self.schema_errors.append(str(err))
             raise
         return web.json_response(obj, status=status)
+
+    async def _version(self, request: web.Request) -> web.Response:
+        self.calls["version"] += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_with is not None:
+            return _status(self.fail_with, "InternalError", "the fake was told to fail")
+        return web.json_response({
+            "major": "1", "minor": K8S_VERSION.split(".")[1], "gitVersion": f"v{K8S_VERSION}.0",
+            "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+        })
 
     async def _token_review(self, request: web.Request) -> web.Response:
         body = await self._read(request, TOKEN_REVIEWS)

@@ -210,11 +210,15 @@ def test_stopped_api_server_is_unavailable_then_recovers(tmp_path: Path) -> None
             async with await client_for(fake, tmp_path, timeout=2.0) as client:
                 authn = TokenReviewAuthenticator(client)
                 assert await authn.authenticate_token("good-token") is not None
+                assert await client.ping() == "v1.37.0"
                 await fake.stop()
                 with pytest.raises(BackendUnavailable, match="cannot reach Kubernetes API server"):
                     await authn.authenticate_token("good-token")
+                with pytest.raises(BackendUnavailable, match="for a version request"):
+                    await client.ping()
                 await fake.start()
                 assert await authn.authenticate_token("good-token") is not None
+                assert await client.ping() == "v1.37.0"
 
     asyncio.run(scenario())
 
