@@ -34,6 +34,11 @@ log = logging.getLogger("raygate.gateway")
 MAX_TOKEN_BYTES = 16 * 1024
 # Ray caps job packages at 100 MiB; the rest is multipart/JSON slack.
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024 + 1024 * 1024
+# One header line (or the request line). aiohttp's own default (8 KiB) would refuse OIDC tokens
+# with many groups with a bare 400 before the gateway could say anything.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+# An authority that neither answers nor fails would hold every request: answer 503 instead.
+DEFAULT_BACKEND_TIMEOUT = 5.0
 
 AttributesMapper = Callable[[Identity, web.Request], Sequence[Attributes]]
 CertificateAuthenticator = Callable[[web.Request], Identity | None]
@@ -61,6 +66,8 @@ class GatewaySettings:
     audit: AuditLog | None = None
     metrics: GatewayMetrics | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    backend_timeout: float | None = DEFAULT_BACKEND_TIMEOUT
     upstream_connect_timeout: float = 10.0
     # None: a log stream may be silent for minutes and must not be cut.
     upstream_read_timeout: float | None = None
@@ -90,7 +97,10 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
-        self._identity_headers = (settings.auth_headers.user_field, settings.auth_headers.groups_field)
+        self._identity_headers = (
+            settings.auth_headers.user_field,
+            settings.auth_headers.groups_field,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, _app: web.Application | None = None) -> None:
@@ -116,7 +126,7 @@ class Gateway:
         except forward.BodyTooLarge as err:
             record.reason = str(err)
             response = responses.too_large(str(err))
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as err:
+        except (TimeoutError, aiohttp.ClientConnectionError, OSError) as err:
             if request.get(forward.PREPARED_KEY):
                 raise  # the response already started: dropping the connection is all we can do
             response = responses.upstream_unreachable(self.settings.upstream, err)
@@ -143,7 +153,9 @@ class Gateway:
         if denied is not None:
             return denied
         if request.method == "OPTIONS":
-            return web.Response(status=204, headers={"Allow": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"})
+            return web.Response(
+                status=204, headers={"Allow": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}
+            )
         return await self._forward(request, identity)
 
     async def authenticate(
@@ -164,7 +176,9 @@ class Gateway:
             return responses.unauthorized(self.settings.realm, missing=False)
         else:
             try:
-                identity = await self._timed("authn", self.settings.authenticator.authenticate_token(token))
+                identity = await self._timed(
+                    "authn", self.settings.authenticator.authenticate_token(token)
+                )
             except BackendUnavailable as err:
                 record.decision = "unavailable"
                 record.reason = str(err)
@@ -226,9 +240,8 @@ class Gateway:
         if identity is not None and settings.auth_headers.enabled:
             headers[settings.auth_headers.user_field] = identity.user
             if identity.groups:
-                headers[settings.auth_headers.groups_field] = settings.auth_headers.groups_separator.join(
-                    identity.groups
-                )
+                separator = settings.auth_headers.groups_separator
+                headers[settings.auth_headers.groups_field] = separator.join(identity.groups)
         if (
             request.content_length is not None
             and request.content_length > settings.max_body_bytes
@@ -238,24 +251,34 @@ class Gateway:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await forward.forward_websocket(request, self._session, url, headers)
         start = time.monotonic()
-        response = await forward.forward_http(request, self._session, url, headers, settings.max_body_bytes)
+        response = await forward.forward_http(
+            request, self._session, url, headers, settings.max_body_bytes
+        )
         if settings.metrics is not None:
             settings.metrics.upstream_latency.observe(time.monotonic() - start)
         return response
 
-    def _upstream_url(self, request: web.Request) -> str:
+    def _upstream_url(self, request: web.Request) -> URL:
+        # encoded=True: the path and query go on exactly as the client sent them (and as they
+        # were authorized); re-parsing would resolve `..` and decode `%2F`, `%7E`, ...
         base = str(self.settings.upstream).rstrip("/")
-        return base + request.rel_url.raw_path_qs
+        return URL(base + request.rel_url.raw_path_qs, encoded=True)
 
     async def _timed(self, call: str, awaitable: Awaitable[Any]) -> Any:
+        """Await the authority, within backend_timeout; a timeout is BackendUnavailable (503)."""
+        timeout = self.settings.backend_timeout
         metrics = self.settings.metrics
-        if metrics is None:
-            return await awaitable
         start = time.monotonic()
         try:
-            return await awaitable
+            async with asyncio.timeout(timeout):
+                return await awaitable
+        except TimeoutError:
+            raise BackendUnavailable(f"no {call} answer within {timeout:g}s") from None
         finally:
-            metrics.backend_latency.labels(backend="authority", call=call).observe(time.monotonic() - start)
+            if metrics is not None:
+                metrics.backend_latency.labels(backend="authority", call=call).observe(
+                    time.monotonic() - start
+                )
 
     def _record(self, record: AuditRecord) -> None:
         if self.settings.audit is not None:
@@ -266,8 +289,11 @@ class Gateway:
             metrics.decisions.labels(decision=record.decision).inc()
 
 
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
 def attributes_mapper(config: AttributesConfig) -> AttributesMapper:
-    """Bind the pure mapping to aiohttp requests; the query is only parsed when a rewrite reads it."""
+    """Bind the pure mapping to aiohttp requests; the query is parsed only if a rewrite reads it."""
     rewrites = config.rewrites
     reads_query = rewrites is not None and rewrites.by_query_parameter is not None
 
@@ -282,8 +308,14 @@ def attributes_mapper(config: AttributesConfig) -> AttributesMapper:
 
 def build_app(settings: GatewaySettings, *, client_max_size: int | None = None) -> web.Application:
     gateway = Gateway(settings)
-    app = web.Application(client_max_size=client_max_size or settings.max_body_bytes)
-    app["gateway"] = gateway
+    app = web.Application(
+        client_max_size=client_max_size or settings.max_body_bytes,
+        handler_args={
+            "max_field_size": settings.max_header_bytes,
+            "max_line_size": settings.max_header_bytes,
+        },
+    )
+    app[GATEWAY_KEY] = gateway
     app.on_startup.append(gateway.start)
     app.on_cleanup.append(gateway.stop)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from raygate.proxy.headers import downstream_response_headers
 
@@ -25,25 +26,43 @@ _WS_HANDSHAKE_HEADERS = frozenset(
 )
 
 
-PREPARED_KEY = "raygate_prepared"
+# Set on a request once its response started: after that an error can only drop the connection.
+PREPARED_KEY = web.RequestKey("raygate_prepared", bool)
 
 
 class BodyTooLarge(Exception):
     """The client sent more bytes than the configured limit."""
 
 
-async def _limited(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
-    sent = 0
-    async for chunk in stream.iter_any():
-        sent += len(chunk)
-        if sent > limit:
-            raise BodyTooLarge(f"request body exceeds {limit} bytes")
-        yield chunk
+class _LimitedBody:
+    """The client's body, streamed on to the upstream until it passes `limit` bytes.
+
+    aiohttp's client turns an error raised by a request body into a ClientConnectionError, so
+    `exceeded` tells the caller that it was the limit, not the upstream, that stopped the upload.
+    """
+
+    def __init__(self, stream: aiohttp.StreamReader, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        sent = 0
+        async for chunk in self._stream.iter_any():
+            sent += len(chunk)
+            if sent > self._limit:
+                self.exceeded = True
+                raise BodyTooLarge(f"request body exceeds {self._limit} bytes")
+            yield chunk
 
 
-def make_client_session(connect_timeout: float, read_timeout: float | None) -> aiohttp.ClientSession:
+def make_client_session(
+    connect_timeout: float, read_timeout: float | None
+) -> aiohttp.ClientSession:
     """One pooled session per gateway. No auto headers, no decompression: pass bytes as they are."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=connect_timeout, sock_read=read_timeout
+    )
     connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
@@ -57,23 +76,29 @@ def make_client_session(connect_timeout: float, read_timeout: float | None) -> a
 async def forward_http(
     request: web.Request,
     session: aiohttp.ClientSession,
-    url: str,
+    url: URL,
     headers: CIMultiDict[str],
     max_body_bytes: int,
 ) -> web.StreamResponse:
-    body: AsyncIterator[bytes] | None = None
+    body: _LimitedBody | None = None
     if request.body_exists:
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
-        body = _limited(request.content, max_body_bytes)
-    async with session.request(
-        request.method,
-        url,
-        headers=headers,
-        data=body,
-        allow_redirects=False,
-        compress=None,
-    ) as upstream:
+        body = _LimitedBody(request.content, max_body_bytes)
+    try:
+        upstream = await session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            compress=None,
+        )
+    except aiohttp.ClientConnectionError:
+        if body is not None and body.exceeded:
+            raise BodyTooLarge(f"request body exceeds {max_body_bytes} bytes") from None
+        raise
+    async with upstream:
         response = web.StreamResponse(
             status=upstream.status,
             reason=upstream.reason,
@@ -94,7 +119,7 @@ async def forward_http(
 async def forward_websocket(
     request: web.Request,
     session: aiohttp.ClientSession,
-    url: str,
+    url: URL,
     headers: CIMultiDict[str],
 ) -> web.StreamResponse:
     """Bridge a WebSocket. No heartbeats or read timeouts: Ray's log tail may idle for minutes."""
@@ -104,7 +129,7 @@ async def forward_websocket(
     for name in list(headers):
         if name.lower() in _WS_HANDSHAKE_HEADERS:
             del headers[name]
-    ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     try:
         upstream = await session.ws_connect(
             ws_url,
@@ -117,7 +142,9 @@ async def forward_websocket(
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
         )
     except aiohttp.WSServerHandshakeError as err:
-        return web.Response(status=err.status or 502, text=f"upstream refused the WebSocket: {err.message}\n")
+        return web.Response(
+            status=err.status or 502, text=f"upstream refused the WebSocket: {err.message}\n"
+        )
 
     client = web.WebSocketResponse(
         protocols=protocols, autoping=True, heartbeat=None, max_msg_size=0
@@ -139,7 +166,10 @@ async def forward_websocket(
             code = src.close_code or aiohttp.WSCloseCode.OK
             await dst.close(code=code)
 
-    tasks = [asyncio.create_task(pump(upstream, client)), asyncio.create_task(pump(client, upstream))]
+    tasks = [
+        asyncio.create_task(pump(upstream, client)),
+        asyncio.create_task(pump(client, upstream)),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -31,7 +31,10 @@ def forbidden(description: str, reason: str = "") -> web.Response:
     body = f"Forbidden: {description}\n"
     if reason:
         body += f"Reason: {reason}\n"
-    body += "Ask a cluster admin for a Role and RoleBinding that grant it (see `raygate auth can-i`).\n"
+    body += (
+        "Ask a cluster admin for a Role and RoleBinding that grant it "
+        "(see `raygate auth can-i`).\n"
+    )
     return _text(403, body)
 
 
@@ -45,8 +48,9 @@ def unavailable(detail: str) -> web.Response:
 
 
 def upstream_unreachable(upstream: URL, err: BaseException) -> web.Response:
-    kind = "timed out" if isinstance(err, TimeoutError) else "is unreachable"
-    return _text(502 if kind != "timed out" else 504, f"Bad Gateway: the Ray dashboard at {upstream} {kind}.\n")
+    if isinstance(err, TimeoutError):
+        return _text(504, f"Gateway Timeout: the Ray dashboard at {upstream} timed out.\n")
+    return _text(502, f"Bad Gateway: the Ray dashboard at {upstream} is unreachable.\n")
 
 
 def too_large(detail: str) -> web.Response:
