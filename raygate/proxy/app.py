@@ -21,6 +21,7 @@ from yarl import URL
 from raygate.authn import TokenAuthenticator
 from raygate.authz import Authorizer
 from raygate.authz.attributes import AttributesConfig, request_attributes
+from raygate.authz.paths import PathAction
 from raygate.errors import BackendUnavailable
 from raygate.identity import Attributes, Identity
 from raygate.observe.audit import AuditLog, AuditRecord
@@ -73,10 +74,8 @@ class GatewaySettings:
     upstream_read_timeout: float | None = None
     # Paths answered by the gateway itself, without authentication (OIDC discovery, JWKS).
     public_routes: dict[str, LocalHandler] = field(default_factory=dict)
-    # kube-rbac-proxy --ignore-paths: forwarded without authentication or authorization.
-    is_ignored_path: Callable[[str], bool] = lambda _path: False
-    # kube-rbac-proxy --allow-paths: anything else is 404 before authentication.
-    is_allowed_path: Callable[[str], bool] = lambda _path: True
+    # kube-rbac-proxy --allow-paths / --ignore-paths, on the raw path: None authorizes all.
+    path_action: Callable[[str], PathAction] | None = None
     certificate_authenticator: CertificateAuthenticator | None = None
     forward_client_authorization: bool = False
     realm: str = "raygate"
@@ -140,11 +139,13 @@ class Gateway:
         local = self.settings.public_routes.get(path)
         if local is not None and request.method in ("GET", "HEAD"):
             return await local(request)
-        if not self.settings.is_allowed_path(path):
-            return responses.not_found()
-        if self.settings.is_ignored_path(path):
-            record.decision = "ignored-path"
-            return await self._forward(request, None)
+        if self.settings.path_action is not None:
+            action = self.settings.path_action(request.rel_url.raw_path)
+            if action is PathAction.NOT_FOUND:
+                return responses.not_found()
+            if action is PathAction.SKIP_AUTH:
+                record.decision = "ignored-path"
+                return await self._forward(request, None)
 
         identity = await self.authenticate(request, record)
         if isinstance(identity, web.StreamResponse):
