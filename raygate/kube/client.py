@@ -8,6 +8,7 @@ Messages name the API server and what to check; they never contain a token.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -307,8 +308,6 @@ class KubeClient:
 
 def _status_message(body: Any) -> str:
     """The `message` of a metav1.Status body, shortened to one line."""
-    import json
-
     try:
         message = json.loads(body).get("message", "") if body else ""
     except (ValueError, AttributeError, TypeError):

@@ -163,10 +163,10 @@ if not hasattr(kubernetes_validate.utils.schema_contents, "cache_info"):
     )
 
 
-def validate_object(obj: dict[str, Any], direction: str) -> None:
-    """Raise SchemaViolation unless `obj` is valid for the pinned Kubernetes version."""
+def validate_object(obj: dict[str, Any], direction: str, version: str = K8S_VERSION) -> None:
+    """Raise SchemaViolation unless `obj` is valid for Kubernetes `version` (strict schemas)."""
     try:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as err:
         path = "/".join(str(p) for p in err.absolute_path) or "(root)"
         kind = obj.get("kind")
@@ -187,12 +187,13 @@ class FakeKubeAPI:
     def __init__(
         self, *, gateway_token: str | None = None, users: dict[str, FakeUser] | None = None,
         authorize: Callable[[Attributes], Decision] = deny_all, tls: bool = False,
-        host: str = "127.0.0.1",
+        host: str = "127.0.0.1", k8s_version: str = K8S_VERSION,
     ) -> None:
         self.gateway_tokens = {gateway_token or secrets.token_urlsafe(24)}
         self.users: dict[str, FakeUser] = dict(users or {})
         self.authorize = authorize
         self.host = host
+        self.k8s_version = k8s_version
         self.port = 0
         self.delay = 0.0
         self.fail_with: int | None = None  # answer every review with this HTTP status
@@ -343,7 +344,7 @@ class FakeKubeAPI:
         try:
             body = await request.json()
             self.received.append(body)
-            validate_object(body, "request")
+            validate_object(body, "request", self.k8s_version)
         except (ValueError, SchemaViolation) as err:
             self.schema_errors.append(str(err))
             return _status(422, "Invalid", str(err))
@@ -351,7 +352,7 @@ class FakeKubeAPI:
 
     def _answer(self, obj: dict[str, Any], status: int = 201) -> web.Response:
         try:
-            validate_object(obj, "response")
+            validate_object(obj, "response", self.k8s_version)
         except SchemaViolation as err:
             self.schema_errors.append(str(err))
             raise
@@ -364,7 +365,8 @@ class FakeKubeAPI:
         if self.fail_with is not None:
             return _status(self.fail_with, "InternalError", "the fake was told to fail")
         return web.json_response({
-            "major": "1", "minor": K8S_VERSION.split(".")[1], "gitVersion": f"v{K8S_VERSION}.0",
+            "major": "1", "minor": self.k8s_version.split(".")[1],
+            "gitVersion": f"v{self.k8s_version}.0",
             "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
             "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
         })

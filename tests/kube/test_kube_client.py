@@ -324,3 +324,21 @@ def test_in_cluster_token_is_reread_after_rotation(tmp_path: Path) -> None:
             assert fake.rejected_credentials == 0
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("k8s_version", ["1.27", "1.32", "1.37"])
+def test_bodies_validate_for_older_api_servers(tmp_path: Path, k8s_version: str) -> None:
+    async def scenario() -> None:
+        async with running_fake(
+            k8s_version=k8s_version, users={"good-token": ALICE}, authorize=only_alice_may_get
+        ) as fake:
+            async with await client_for(fake, tmp_path) as client:
+                authn = TokenReviewAuthenticator(client, [API_AUDIENCE])
+                identity = await authn.authenticate_token("good-token")
+                assert identity is not None
+                authz = SubjectAccessReviewAuthorizer(client)
+                assert (await authz.authorize(cluster_attributes(identity))).allowed
+                await client.create_token_request("default", "ray-user", audiences=["raygate"])
+            assert sum(fake.calls.values()) == 3
+
+    asyncio.run(scenario())
