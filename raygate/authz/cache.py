@@ -38,14 +38,18 @@ class SingleFlightCache(Generic[V]):
 
     Events reported through `on_event`: "hit", "miss" (this caller starts a backend call),
     "shared" (this caller joins a call already in flight), "evict" (an entry made room).
+    `max_entries=0` keeps nothing: only the single flight remains.
     """
 
     def __init__(
-        self, max_entries: int = DEFAULT_MAX_ENTRIES, *, clock: Clock = time.time,
+        self,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        *,
+        clock: Clock = time.time,
         on_event: EventHook | None = None,
     ) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
+        if max_entries < 0:
+            raise ValueError("max_entries must not be negative")
         self.max_entries = max_entries
         self.clock = clock
         self.on_event = on_event
@@ -89,7 +93,7 @@ class SingleFlightCache(Generic[V]):
         try:
             value = await load()
             ttl = ttl_of(value)
-            if ttl > 0:
+            if ttl > 0 and self.max_entries:
                 self._store(key, self.clock() + ttl, value)
             return value
         finally:
@@ -140,9 +144,14 @@ class CachingAuthenticator:
     """
 
     def __init__(
-        self, inner: TokenAuthenticator, *, ttl: float = DEFAULT_AUTHN_TTL,
-        failure_ttl: float = DEFAULT_AUTHN_FAILURE_TTL, max_entries: int = DEFAULT_MAX_ENTRIES,
-        clock: Clock = time.time, on_event: EventHook | None = None,
+        self,
+        inner: TokenAuthenticator,
+        *,
+        ttl: float = DEFAULT_AUTHN_TTL,
+        failure_ttl: float = DEFAULT_AUTHN_FAILURE_TTL,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Clock = time.time,
+        on_event: EventHook | None = None,
     ) -> None:
         self.inner = inner
         self.ttl = ttl
@@ -179,10 +188,19 @@ def attributes_key(attributes: Attributes) -> tuple[object, ...]:
     identity = attributes.identity
     extra = tuple(sorted((k, tuple(v)) for k, v in identity.extra.items()))
     return (
-        identity.user, identity.uid, identity.groups, extra,
-        attributes.verb, attributes.resource_request, attributes.namespace,
-        attributes.api_group, attributes.api_version, attributes.resource,
-        attributes.subresource, attributes.name, attributes.path,
+        identity.user,
+        identity.uid,
+        identity.groups,
+        extra,
+        attributes.verb,
+        attributes.resource_request,
+        attributes.namespace,
+        attributes.api_group,
+        attributes.api_version,
+        attributes.resource,
+        attributes.subresource,
+        attributes.name,
+        attributes.path,
     )
 
 
@@ -191,9 +209,14 @@ class CachingAuthorizer:
     `deny_ttl` (short, so a newly granted permission takes effect soon)."""
 
     def __init__(
-        self, inner: Authorizer, *, allow_ttl: float = DEFAULT_ALLOW_TTL,
-        deny_ttl: float = DEFAULT_DENY_TTL, max_entries: int = DEFAULT_MAX_ENTRIES,
-        clock: Clock = time.time, on_event: EventHook | None = None,
+        self,
+        inner: Authorizer,
+        *,
+        allow_ttl: float = DEFAULT_ALLOW_TTL,
+        deny_ttl: float = DEFAULT_DENY_TTL,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Clock = time.time,
+        on_event: EventHook | None = None,
     ) -> None:
         self.inner = inner
         self.allow_ttl = allow_ttl

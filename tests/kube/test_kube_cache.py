@@ -316,3 +316,15 @@ def test_a_caller_that_goes_away_does_not_cancel_the_shared_call() -> None:
 def test_default_clock_is_wall_time() -> None:
     # JWT `exp` is wall-clock seconds; the cache must compare it to the same clock.
     assert abs(SingleFlightCache().clock() - time.time()) < 60
+
+
+def test_zero_entries_keeps_nothing_but_still_shares_in_flight_calls() -> None:
+    async def scenario() -> None:
+        inner = CountingAuthenticator()
+        authn = CachingAuthenticator(inner, max_entries=0)
+        await asyncio.gather(*(authn.authenticate_token("t") for _ in range(10)))
+        assert inner.calls == 1
+        await authn.authenticate_token("t")
+        assert inner.calls == 2 and len(authn.cache) == 0
+
+    asyncio.run(scenario())
