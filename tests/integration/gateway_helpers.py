@@ -143,13 +143,16 @@ class RecordingUpstream:
     # Set by a test once it read the first chunk of /stream/chunks; the stream then goes on.
     first_chunk_read: asyncio.Event = field(default_factory=asyncio.Event)
     second_chunk_sent_early: bool = False
+    # The close code of each finished WebSocket, as the upstream saw it.
+    ws_close_codes: list[int | None] = field(default_factory=list)
+    ws_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/stream/gzip", self._gzip)
         app.router.add_get("/stream/chunks", self._chunks)
         app.router.add_get("/ws/echo", self._websocket)
-        app.router.add_get("/cookies", self._cookies)
+        app.router.add_route("*", "/cookies", self._cookies)
         app.router.add_route("*", "/{tail:.*}", self._record_and_answer)
         return app
 
@@ -216,6 +219,8 @@ class RecordingUpstream:
                 await ws.send_str("echo:" + msg.data)
             elif msg.type == aiohttp.WSMsgType.BINARY:
                 await ws.send_bytes(b"echo:" + msg.data)
+        self.ws_close_codes.append(ws.close_code)
+        self.ws_closed.set()
         return ws
 
 

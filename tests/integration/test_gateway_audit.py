@@ -1,0 +1,76 @@
+"""The audit log: one JSON line per decision, naming who, what and the answer, never the token."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from .gateway_helpers import bearer, client_session, gateway_stack
+
+RAY_USER = "system:serviceaccount:default:ray-user"
+OTHER = "system:serviceaccount:default:other"
+RAYCLUSTER = {
+    "namespace": "default",
+    "apiGroup": "ray.io",
+    "resource": "rayclusters",
+    "subresource": "",
+    "name": "ray-cluster-with-auth",
+}
+
+
+def test_one_audit_line_per_decision_without_the_token(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        accounts = {"ray-user": ["*"], "other": None}
+        async with gateway_stack(tmp_path / "state", accounts=accounts) as stack:
+            token = stack.token("ray-user")
+            other_token = stack.token("other")
+            garbage = "garbage-token-that-must-not-be-logged"
+            async with client_session() as client:
+                async with client.get(stack.url / "api/version") as resp:
+                    assert resp.status == 401
+                async with client.get(stack.url / "api/version", headers=bearer(garbage)) as resp:
+                    assert resp.status == 401
+                async with client.post(
+                    stack.url / "api/jobs/", headers=bearer(token), json={"entrypoint": "true"}
+                ) as resp:
+                    assert resp.status == 200
+                async with client.delete(
+                    stack.url / "api/jobs/raysubmit_1", headers=bearer(other_token)
+                ) as resp:
+                    assert resp.status == 403
+            lines = stack.audit_lines()
+            text = stack.audit_path.read_text()
+
+        assert [(line["decision"], line["status"]) for line in lines] == [
+            ("unauthenticated", 401),
+            ("unauthenticated", 401),
+            ("allow", 200),
+            ("deny", 403),
+        ]
+        assert [line["user"] for line in lines] == [None, None, RAY_USER, OTHER]
+        allowed, denied = lines[2], lines[3]
+        assert (allowed["method"], allowed["path"], allowed["verb"]) == (
+            "POST", "/api/jobs/", "create"
+        )
+        assert allowed["resource"] == RAYCLUSTER
+        assert "system:authenticated" in allowed["groups"]
+        assert (denied["verb"], denied["resource"]) == ("delete", RAYCLUSTER)
+        assert len({line["requestId"] for line in lines}) == len(lines)
+        for secret in (token, other_token, garbage):
+            assert secret not in text
+        # No piece of a JWT either (its header and payload segments stand alone in base64).
+        for segment in token.split("."):
+            assert segment not in text
+
+    asyncio.run(scenario())
+
+
+def test_public_discovery_routes_write_no_audit_lines(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state") as stack:
+            async with client_session() as client:
+                async with client.get(stack.url / "openid/v1/jwks") as resp:
+                    assert resp.status == 200
+            assert stack.audit_path.read_text() == ""
+
+    asyncio.run(scenario())
