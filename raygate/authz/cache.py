@@ -169,11 +169,10 @@ class CachingAuthenticator:
         return self.cache.misses
 
     async def authenticate_token(self, token: str) -> Identity | None:
-        expiry = jwt_expiry(token)
-
         def ttl_of(identity: Identity | None) -> float:
             if identity is None:
                 return self.failure_ttl
+            expiry = jwt_expiry(token)  # only on a miss: hits never parse the token
             if expiry is None:
                 return self.ttl
             return min(self.ttl, expiry - self.cache.clock())
