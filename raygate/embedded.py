@@ -63,7 +63,9 @@ class EmbeddedAuthority:
         # Swap both together: the authorizer and the uid table always describe one revision.
         self._snapshot = snapshot
         self.authorizer.replace(index)
-        log.info("policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects))
+        log.info(
+            "policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects)
+        )
         return True
 
     async def _watch(self) -> None:
@@ -73,7 +75,9 @@ class EmbeddedAuthority:
                 await asyncio.to_thread(self.refresh)
             except StoreError as err:
                 # Keep serving the last good policy; a broken store must not open the gate.
-                log.error("cannot reload policy, keeping revision %s: %s", self._snapshot.version, err)
+                log.error(
+                    "cannot reload policy, keeping revision %s: %s", self._snapshot.version, err
+                )
 
     async def start(self, _app: web.Application | None = None) -> None:
         if self._task is None:

@@ -55,13 +55,23 @@ class RaygateUp:
         env.update(extra)
         return env
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command as a user would in terminal 2 (cwd: a copy of the repo's examples)."""
         cmd = [executable(args[0]), *args[1:]]
         return subprocess.run(
-            cmd, cwd=self.workdir, env=env or self.env(), capture_output=True, text=True,
-            timeout=timeout, input=input,
+            cmd,
+            cwd=self.workdir,
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
 
     def raygate(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -76,17 +86,31 @@ class RaygateUp:
         return json.loads((self.state / "ray.json").read_text())
 
 
-def start_raygate_up(workdir: Path, *extra: str, port: int | None = None,
-                     timeout: float = 180) -> RaygateUp:
+def start_raygate_up(
+    workdir: Path, *extra: str, port: int | None = None, timeout: float = 180
+) -> RaygateUp:
     port = port or free_port()
     state = workdir / ".raygate"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     env.pop("RAYGATE_STATE", None)
     process = subprocess.Popen(
-        [executable("raygate"), "up", "--port", str(port), "--num-cpus", "1",
-         "--object-store-memory", str(100 * 1024 * 1024), *extra],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            executable("raygate"),
+            "up",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--object-store-memory",
+            str(100 * 1024 * 1024),
+            *extra,
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     up = RaygateUp(process, f"http://localhost:{port}", state, workdir)
@@ -99,7 +123,9 @@ def start_raygate_up(workdir: Path, *extra: str, port: int | None = None,
             return up
         if process.poll() is not None:
             reader.join(timeout=5)
-            raise RuntimeError(f"raygate up exited with {process.returncode}:\n{''.join(up.output)}")
+            raise RuntimeError(
+                f"raygate up exited with {process.returncode}:\n{''.join(up.output)}"
+            )
         time.sleep(0.2)
     stop_raygate_up(up)
     raise RuntimeError(f"raygate up did not come up in {timeout}s:\n{''.join(up.output)}")

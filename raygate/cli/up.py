@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 
 import click
-from aiohttp import web
 from yarl import URL
 
 from raygate.cli.common import fail, report_errors, state_option
+from raygate.config import GatewayConfig, config_from_mapping
 from raygate.errors import ConfigError, UpstreamError
+from raygate.observe.audit import AuditLog
+from raygate.ray.launcher import RayHead, port_in_use, start_ray_head
+from raygate.runtime import install_uvloop, serve
 from raygate.store.state import resolve_state_dir, write_secret
 
 RAY_TOKEN_FILE = "ray-auth-token"
@@ -23,7 +26,9 @@ AUDIT_FILE = "audit.log"
 log = logging.getLogger("raygate.up")
 
 
-def _validate_upstream(_ctx: click.Context, _param: click.Parameter, value: str | None) -> URL | None:
+def _validate_upstream(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> URL | None:
     if value is None:
         return None
     url = URL(value)
@@ -34,23 +39,55 @@ def _validate_upstream(_ctx: click.Context, _param: click.Parameter, value: str 
 
 @click.command()
 @state_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address the gateway listens on.")
-@click.option("--port", default=8265, show_default=True, type=click.IntRange(1, 65535),
-              help="Port the gateway listens on (Ray's usual dashboard port).")
-@click.option("--cluster-name", default="ray-cluster-with-auth", show_default=True,
-              help="RayCluster name requests are authorized against (rayclusters.ray.io/NAME).")
-@click.option("-n", "--namespace", default="default", show_default=True,
-              help="Namespace of that RayCluster.")
-@click.option("--num-cpus", type=click.IntRange(0, None), default=None,
-              help="CPUs the Ray head offers (default: all).")
-@click.option("--object-store-memory", type=click.IntRange(78_643_200, None), default=None,
-              help="Bytes for Ray's object store (default: Ray's choice).")
-@click.option("--upstream", callback=_validate_upstream, default=None,
-              help="Front an existing Ray dashboard at this URL instead of starting Ray.")
-@click.option("--upstream-token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="With --upstream: file holding the Ray token to send upstream (RAY_AUTH_TOKEN mode).")
-@click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where audit lines go (default: STATE/audit.log).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address the gateway listens on."
+)
+@click.option(
+    "--port",
+    default=8265,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port the gateway listens on (Ray's usual dashboard port).",
+)
+@click.option(
+    "--cluster-name",
+    default="ray-cluster-with-auth",
+    show_default=True,
+    help="RayCluster name requests are authorized against (rayclusters.ray.io/NAME).",
+)
+@click.option(
+    "-n", "--namespace", default="default", show_default=True, help="Namespace of that RayCluster."
+)
+@click.option(
+    "--num-cpus",
+    type=click.IntRange(0, None),
+    default=None,
+    help="CPUs the Ray head offers (default: all).",
+)
+@click.option(
+    "--object-store-memory",
+    type=click.IntRange(78_643_200, None),
+    default=None,
+    help="Bytes for Ray's object store (default: Ray's choice).",
+)
+@click.option(
+    "--upstream",
+    callback=_validate_upstream,
+    default=None,
+    help="Front an existing Ray dashboard at this URL instead of starting Ray.",
+)
+@click.option(
+    "--upstream-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --upstream: file holding the Ray token to send upstream (RAY_AUTH_TOKEN mode).",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where audit lines go (default: STATE/audit.log).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every reload and backend error to stderr.")
 @report_errors
 def up(
@@ -67,8 +104,6 @@ def up(
     verbose: bool,
 ) -> None:
     """Start a Ray head and the authenticating gateway in front of it (Ctrl-C stops both)."""
-    from raygate.ray.launcher import port_in_use
-
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -77,9 +112,19 @@ def up(
     _check_names(cluster_name, namespace)
     if port_in_use(host, port):
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
-    state_dir = resolve_state_dir(state, create=True)
-    _run(state_dir, host, port, cluster_name, namespace, num_cpus, object_store_memory,
-         upstream, upstream_token_file, audit_log or state_dir / AUDIT_FILE)
+    state_dir = resolve_state_dir(state, create=True).resolve()
+    _run(
+        state_dir,
+        host,
+        port,
+        cluster_name,
+        namespace,
+        num_cpus,
+        object_store_memory,
+        upstream,
+        upstream_token_file,
+        audit_log or state_dir / AUDIT_FILE,
+    )
 
 
 def _check_names(cluster_name: str, namespace: str) -> None:
@@ -117,34 +162,39 @@ def _run(
     upstream_token_file: Path | None,
     audit_path: Path,
 ) -> None:
-    from raygate.ray.launcher import start_ray_head
-
     head = None
     # Until the event loop takes over, SIGTERM must unwind like Ctrl-C so Ray is stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
+    token_file: Path | None = upstream_token_file
     if upstream is None:
+        token_file = state_dir / RAY_TOKEN_FILE
         token = secrets.token_urlsafe(32)
-        write_secret(state_dir / RAY_TOKEN_FILE, token.encode())
-        click.echo(f"Starting a Ray head (Ray's files in {state_dir})...", err=True)
+        write_secret(token_file, token.encode())
+        _say(f"Starting a Ray head (Ray's files in {state_dir})...")
         # Ray is started before the gateway binds, and stopped after it closes, so the
         # gateway never answers for a Ray that is not there.
-        head = start_ray_head(state_dir, token, num_cpus=num_cpus,
-                              object_store_memory=object_store_memory)
+        head = start_ray_head(
+            state_dir, token, num_cpus=num_cpus, object_store_memory=object_store_memory
+        )
         upstream = URL(head.dashboard_url)
-    else:
-        token = None
-        if upstream_token_file is not None:
-            try:
-                token = upstream_token_file.read_text().strip() or None
-            except OSError as err:
-                raise ConfigError(f"cannot read --upstream-token-file: {err.strerror}") from None
+    config = gateway_config(host, port, upstream, token_file, state_dir, cluster_name, namespace)
+    audit = AuditLog(audit_path)
     try:
-        _install_uvloop()
-        asyncio.run(_serve(state_dir, host, port, cluster_name, namespace, upstream, token,
-                           audit_path, head))
+        install_uvloop()
+        asyncio.run(
+            serve(
+                config,
+                audit=audit,
+                on_ready=lambda: _print_banner(
+                    _address(host, port), upstream, state_dir, audit_path, cluster_name, namespace
+                ),
+                watch=_ray_exit(head) if head is not None else None,
+            )
+        )
     except KeyboardInterrupt:
         pass
     finally:
+        audit.close()
         if head is not None:
             # A second Ctrl-C must not leave Ray half-stopped.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -154,89 +204,65 @@ def _run(
             _say("Stopped.")
 
 
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # optional: the gateway works on asyncio's own loop
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-async def _serve(
-    state_dir: Path,
+def gateway_config(
     host: str,
     port: int,
+    upstream: URL,
+    token_file: Path | None,
+    state_dir: Path,
     cluster_name: str,
     namespace: str,
-    upstream: URL,
-    upstream_token: str | None,
-    audit_path: Path,
-    head: object | None,
-) -> None:
-    from raygate.authz.attributes import AttributesConfig, ResourceAttributesConfig
-    from raygate.embedded import EmbeddedAuthority
-    from raygate.observe.audit import AuditLog
-    from raygate.observe.metrics import GatewayMetrics
-    from raygate.proxy.app import GatewaySettings, attributes_mapper, build_app
-
-    authority = EmbeddedAuthority(state_dir)
-    audit = AuditLog(audit_path)
-    config = AttributesConfig(
-        resource_attributes=ResourceAttributesConfig(
-            namespace=namespace, api_group="ray.io", api_version="v1",
-            resource="rayclusters", name=cluster_name,
-        )
+) -> GatewayConfig:
+    """What `raygate up` runs: the embedded authority, the guide's resource attributes."""
+    listen_host = f"[{host}]" if ":" in host else host
+    return config_from_mapping(
+        {
+            "listen": {"address": f"{listen_host}:{port}"},
+            "upstream": {
+                "url": str(upstream),
+                "tokenEnv": None,
+                "tokenFile": str(token_file) if token_file else None,
+            },
+            "authentication": {"mode": ["embedded"]},
+            "authorization": {
+                "mode": "embedded",
+                "profile": "kube-rbac-proxy",
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "apiGroup": "ray.io",
+                    "apiVersion": "v1",
+                    "resource": "rayclusters",
+                    "name": cluster_name,
+                },
+            },
+            "authHeader": {"fieldsEnabled": True},
+            "stateDir": str(state_dir),
+        },
+        source="raygate up",
     )
-    settings = GatewaySettings(
-        upstream=upstream,
-        authenticator=authority.authenticator,
-        authorizer=authority.authorizer,
-        attributes_for=attributes_mapper(config),
-        upstream_token=upstream_token,
-        audit=audit,
-        metrics=GatewayMetrics(),
-        public_routes=authority.public_routes(),  # type: ignore[arg-type]
-    )
-    app = build_app(settings)
-    app.on_startup.append(authority.start)
-    app.on_cleanup.append(authority.stop)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as err:
-        await runner.cleanup()
-        raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}") from None
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    address = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}"
-    _print_banner(address, upstream, state_dir, audit_path, cluster_name, namespace)
-
-    ray_exit = asyncio.create_task(_wait_for_exit(head)) if head is not None else None
-    waiters = [asyncio.create_task(stop.wait())] + ([ray_exit] if ray_exit else [])
-    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    _say("Shutting down the gateway...")
-    await runner.cleanup()
-    audit.close()
-    if ray_exit is not None and ray_exit in done:
-        raise UpstreamError("Ray exited unexpectedly; see " + str(getattr(head, "log_path", "")))
 
 
-async def _wait_for_exit(head: object) -> None:
-    process = head.process  # type: ignore[attr-defined]
-    while process.poll() is None:
+def _address(host: str, port: int) -> str:
+    shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
+    return f"http://{shown}:{port}"
+
+
+async def _ray_exit(head: RayHead) -> None:
+    while head.process.poll() is None:
         await asyncio.sleep(1)
+    raise UpstreamError(
+        f"Ray exited unexpectedly (code {head.process.returncode}); see {head.log_path}"
+    )
 
 
-def _print_banner(address: str, upstream: URL, state_dir: Path, audit_path: Path,
-                  cluster_name: str, namespace: str) -> None:
+def _print_banner(
+    address: str,
+    upstream: URL,
+    state_dir: Path,
+    audit_path: Path,
+    cluster_name: str,
+    namespace: str,
+) -> None:
     sa_user = f"system:serviceaccount:{namespace}:ray-user"
     ns_flag = "" if namespace == "default" else f" -n {namespace}"
     click.echo(

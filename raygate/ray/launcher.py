@@ -67,7 +67,9 @@ def ray_executable() -> str:
         return str(candidate)
     found = shutil.which("ray")
     if not found:
-        raise UpstreamError("the `ray` command was not found: install ray[default] (make venv does)")
+        raise UpstreamError(
+            "the `ray` command was not found: install ray[default] (make venv does)"
+        )
     return found
 
 
@@ -84,7 +86,9 @@ class RayHead:
 
 
 def _ray_env(token: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k == "RAY_JOB_HEADERS"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k == "RAY_JOB_HEADERS"
+    }
     env.pop("RAY_JOB_HEADERS", None)
     env.update(
         RAY_AUTH_MODE="token",
@@ -114,14 +118,24 @@ def start_ray_head(
         "agent": free_port(),
     }
     cmd = [
-        ray_executable(), "start", "--head", "--block",
-        "--node-ip-address", "127.0.0.1",
-        "--port", str(ports["gcs"]),
-        "--ray-client-server-port", str(ports["client"]),
-        "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(ports["dashboard"]),
-        "--dashboard-agent-listen-port", str(ports["agent"]),
-        "--temp-dir", str(temp_dir),
+        ray_executable(),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(ports["gcs"]),
+        "--ray-client-server-port",
+        str(ports["client"]),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(ports["dashboard"]),
+        "--dashboard-agent-listen-port",
+        str(ports["agent"]),
+        "--temp-dir",
+        str(temp_dir),
         "--disable-usage-stats",
     ]
     if num_cpus is not None:
@@ -142,8 +156,17 @@ def start_ray_head(
     # Where Ray listens, for `raygate` users and tests that check the ports refuse strangers.
     # No secret in it: the token stays in its own 0600 file.
     (state_dir / RAY_INFO_FILE).write_text(
-        json.dumps({"pid": process.pid, "dashboard": head.dashboard_url, "ports": ports,
-                    "tempDir": str(temp_dir), "log": str(log_path)}, indent=2) + "\n"
+        json.dumps(
+            {
+                "pid": process.pid,
+                "dashboard": head.dashboard_url,
+                "ports": ports,
+                "tempDir": str(temp_dir),
+                "log": str(log_path),
+            },
+            indent=2,
+        )
+        + "\n"
     )
     try:
         _wait_until_ready(head, token, timeout)
@@ -171,12 +194,16 @@ def _wait_until_ready(head: RayHead, token: str, timeout: float) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.3)
-    raise UpstreamError(f"Ray's dashboard did not answer within {timeout:.0f}s (log: {head.log_path})")
+    raise UpstreamError(
+        f"Ray's dashboard did not answer within {timeout:.0f}s (log: {head.log_path})"
+    )
 
 
 def _last_error_line(log_path: Path) -> str:
     try:
-        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [
+            ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()
+        ]
     except OSError:
         return "no log"
     for line in reversed(lines):

@@ -43,8 +43,14 @@ subjects:
 """
 
 
-def http(url: str, *, method: str = "GET", token: str | None = None, data: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, str]:
+def http(
+    url: str,
+    *,
+    method: str = "GET",
+    token: str | None = None,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
     request = urllib.request.Request(url, method=method, data=data, headers=dict(headers or {}))
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
@@ -87,19 +93,33 @@ def ray_job_env(up: RaygateUp, token: str) -> dict[str, str]:
 
 # -- nothing reaches Ray except through the gateway --------------------------------------------
 
-def test_ray_dashboard_and_agent_refuse_requests_that_bypass_the_gateway(raygate_up: RaygateUp) -> None:
+
+def test_ray_dashboard_and_agent_refuse_requests_that_bypass_the_gateway(
+    raygate_up: RaygateUp,
+) -> None:
     info = raygate_up.ray_info()
     ports = info["ports"]
     assert isinstance(ports, dict)
     dashboard = f"http://127.0.0.1:{ports['dashboard']}"
     assert http(f"{dashboard}/api/version")[0] == 401
-    assert http(f"{dashboard}/api/jobs/", method="POST", data=b'{"entrypoint": "echo hi"}',
-                headers={"Content-Type": "application/json"})[0] == 401
+    assert (
+        http(
+            f"{dashboard}/api/jobs/",
+            method="POST",
+            data=b'{"entrypoint": "echo hi"}',
+            headers={"Content-Type": "application/json"},
+        )[0]
+        == 401
+    )
     agent = f"http://127.0.0.1:{ports['agent']}"
     # The agent starts a few seconds after the dashboard answers.
     assert wait_until(lambda: _listening(int(ports["agent"])), timeout=60), "agent never listened"
-    status, _ = http(f"{agent}/api/job_agent/jobs/", method="POST",
-                     data=b'{"entrypoint": "echo pwned"}', headers={"Content-Type": "application/json"})
+    status, _ = http(
+        f"{agent}/api/job_agent/jobs/",
+        method="POST",
+        data=b'{"entrypoint": "echo pwned"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 401
     # A guessed token is no better than none.
     assert http(f"{dashboard}/api/version", token="guess")[0] == 403
@@ -121,28 +141,47 @@ def test_ray_token_file_is_private(raygate_up: RaygateUp) -> None:
 
 # -- who gets in ------------------------------------------------------------------------------
 
+
 def test_account_without_binding_gets_403_and_job_list_is_unchanged(raygate_up: RaygateUp) -> None:
     owner = grant_submitter(raygate_up, "list-owner")
     before = job_ids(raygate_up, owner)
 
     assert raygate_up.raygate("create", "serviceaccount", "stranger").returncode == 0
     stranger = raygate_up.token("stranger")
-    status, body = http(f"{raygate_up.address}/api/jobs/", method="POST", token=stranger,
-                        data=b'{"entrypoint": "echo should-not-run"}',
-                        headers={"Content-Type": "application/json"})
+    status, body = http(
+        f"{raygate_up.address}/api/jobs/",
+        method="POST",
+        token=stranger,
+        data=b'{"entrypoint": "echo should-not-run"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 403
-    assert ('User "system:serviceaccount:default:stranger" cannot create resource "rayclusters" '
-            'in API group "ray.io" in the namespace "default"') in body
+    assert (
+        'User "system:serviceaccount:default:stranger" cannot create resource "rayclusters" '
+        'in API group "ray.io" in the namespace "default"'
+    ) in body
 
-    submitted = raygate_up.run("ray", "job", "submit", "--address", raygate_up.address, "--",
-                               "echo", "should-not-run", env=ray_job_env(raygate_up, stranger))
+    submitted = raygate_up.run(
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        raygate_up.address,
+        "--",
+        "echo",
+        "should-not-run",
+        env=ray_job_env(raygate_up, stranger),
+    )
     assert submitted.returncode != 0
-    assert "Authentication failed" in submitted.stdout + submitted.stderr or "403" in submitted.stderr
+    assert (
+        "Authentication failed" in submitted.stdout + submitted.stderr or "403" in submitted.stderr
+    )
     assert job_ids(raygate_up, owner) == before
 
 
-def _resign(token: str, private_pem: bytes, header: dict[str, object] | None = None,
-            **claims: object) -> str:
+def _resign(
+    token: str, private_pem: bytes, header: dict[str, object] | None = None, **claims: object
+) -> str:
     payload = jwt.decode(token, options={"verify_signature": False})
     payload.update(claims)
     kid = jwt.get_unverified_header(token)["kid"]
@@ -178,8 +217,11 @@ def test_bad_tokens_get_401(raygate_up: RaygateUp) -> None:
         serialization.load_pem_private_key(
             __import__("cryptography.hazmat.primitives.asymmetric.rsa", fromlist=["rsa"])
             .generate_private_key(public_exponent=65537, key_size=2048)
-            .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                           serialization.NoEncryption()),
+            .private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
             password=None,
         ),
         algorithm="RS256",
@@ -226,18 +268,35 @@ def test_new_binding_takes_effect_within_a_second(raygate_up: RaygateUp) -> None
 
 # -- what streams through ------------------------------------------------------------------------
 
+
 def test_job_logs_follow_streams_through_the_gateway(raygate_up: RaygateUp) -> None:
     token = grant_submitter(raygate_up, "log-follower")
     env = ray_job_env(raygate_up, token)
     script = "import time; print('first line', flush=True); time.sleep(6); print('second line', flush=True)"
-    submitted = raygate_up.run("ray", "job", "submit", "--address", raygate_up.address, "--no-wait",
-                               "--", "python", "-c", script, env=env)
+    submitted = raygate_up.run(
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        raygate_up.address,
+        "--no-wait",
+        "--",
+        "python",
+        "-c",
+        script,
+        env=env,
+    )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job_id = next(word.strip("'") for word in submitted.stdout.split() if word.startswith("'raysubmit_"))
+    job_id = next(
+        word.strip("'") for word in submitted.stdout.split() if word.startswith("'raysubmit_")
+    )
 
     follower = subprocess.Popen(
         [executable("ray"), "job", "logs", "--address", raygate_up.address, "--follow", job_id],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert follower.stdout is not None
     seen_first_while_running = False
@@ -264,16 +323,28 @@ def test_working_dir_job_uploads_through_the_gateway(raygate_up: RaygateUp, tmp_
     # Incompressible bytes make the package a real upload, not a few hundred bytes.
     (workdir / "blob.bin").write_bytes(__import__("os").urandom(8 * 1024 * 1024))
     result = raygate_up.run(
-        "ray", "job", "submit", "--address", raygate_up.address, "--working-dir", str(workdir),
-        "--", "python", "-c", "import helper, os; print(helper.MESSAGE, os.path.getsize('blob.bin'))",
-        env=ray_job_env(raygate_up, token), timeout=300,
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        raygate_up.address,
+        "--working-dir",
+        str(workdir),
+        "--",
+        "python",
+        "-c",
+        "import helper, os; print(helper.MESSAGE, os.path.getsize('blob.bin'))",
+        env=ray_job_env(raygate_up, token),
+        timeout=300,
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert f"hello from the working dir {8 * 1024 * 1024}" in out
     audit = (raygate_up.state / "audit.log").read_text()
-    assert any('"PUT"' in line and "/api/packages/" in line and '"allow"' in line
-               for line in audit.splitlines())
+    assert any(
+        '"PUT"' in line and "/api/packages/" in line and '"allow"' in line
+        for line in audit.splitlines()
+    )
 
 
 @pytest.mark.parametrize("header", ["X-Remote-User", "X-Remote-Group"])

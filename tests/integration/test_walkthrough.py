@@ -52,6 +52,9 @@ def test_guide_walkthrough_on_one_machine(raygate_up: RaygateUp) -> None:
     audit = (up.state / "audit.log").read_text()
     assert SA_USER in audit
     assert token not in audit
-    submits = [json.loads(line) for line in audit.splitlines()
-               if '"POST"' in line and '"/api/jobs/"' in line]
+    submits = [
+        json.loads(line)
+        for line in audit.splitlines()
+        if '"POST"' in line and '"/api/jobs/"' in line
+    ]
     assert submits and submits[-1]["user"] == SA_USER and submits[-1]["decision"] == "allow"

@@ -1,0 +1,86 @@
+"""`raygate serve`: the gateway alone, e.g. as the sidecar of a KubeRay head pod.
+
+Takes `--config FILE` (raygate's YAML) or kube-rbac-proxy's own flags, so a KubeRay sample can
+swap its sidecar image and keep its args and ConfigMap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import click
+
+from raygate.cli.common import report_errors
+
+AUDIT_ENV = "RAYGATE_AUDIT_LOG"
+
+HELP = """Usage: raygate serve --config FILE
+       raygate serve [kube-rbac-proxy flags]
+
+Run the gateway alone (the Kubernetes sidecar). Either raygate's own YAML config, or
+kube-rbac-proxy's command line, e.g. the KubeRay guide's sidecar args unchanged:
+
+  raygate serve --insecure-listen-address=0.0.0.0:8265 --upstream=http://127.0.0.1:8443/ \\
+      --config-file=/etc/kube-rbac-proxy/config-file.yaml --logtostderr=true
+
+kube-rbac-proxy flags understood: --insecure-listen-address, --secure-listen-address,
+--upstream, --config-file (authorization.resourceAttributes, rewrites, static),
+--auth-header-fields-enabled, --auth-header-user-field-name, --auth-header-groups-field-name,
+--auth-header-groups-field-separator, --auth-token-audiences, --allow-paths, --ignore-paths,
+--tls-cert-file, --tls-private-key-file, --tls-min-version, --tls-cipher-suites,
+--client-ca-file, --kubeconfig, --proxy-endpoints-port, --upstream-ca-file, --oidc-issuer,
+--oidc-clientID, --oidc-username-claim, --oidc-username-prefix, --oidc-groups-claim,
+--oidc-groups-prefix, --oidc-sign-alg, --oidc-ca-file, --logtostderr, -v. Unknown flags are
+errors.
+
+Ray's token (RAY_AUTH_TOKEN, as KubeRay's token mode sets it) is sent upstream in place of the
+caller's. Audit lines (JSON, one per decision) go to stdout, or to the file named by
+$RAYGATE_AUDIT_LOG.
+"""
+
+
+@click.command(
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@report_errors
+def serve(args: tuple[str, ...]) -> None:
+    """Run the gateway alone: --config FILE, or kube-rbac-proxy's flags (the sidecar)."""
+    if not args or any(a in ("-h", "--help", "-help") for a in args):
+        click.echo(HELP, nl=False)
+        if not args:
+            raise SystemExit(2)
+        return
+    from raygate.config import config_from_serve_args
+    from raygate.runtime import audit_log_for, install_uvloop
+    from raygate.runtime import serve as run
+
+    config = config_from_serve_args(list(args))
+    logging.basicConfig(
+        level=logging.DEBUG if config.log_verbosity >= 4 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    audit = audit_log_for(os.environ.get(AUDIT_ENV))
+
+    def ready() -> None:
+        scheme = "https" if config.listen.tls is not None else "http"
+        logging.getLogger("raygate.serve").info(
+            "serving on %s://%s, upstream %s", scheme, config.listen.address, config.upstream.url
+        )
+
+    install_uvloop()
+    try:
+        asyncio.run(run(config, audit=audit, on_ready=ready))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        audit.close()

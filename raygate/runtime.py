@@ -1,0 +1,365 @@
+"""From a GatewayConfig to a serving gateway: pick the authorities, wrap them in caches, open the
+listeners, and shut everything down in order. `raygate serve` and `raygate up` both run here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
+
+from raygate.authn import TokenAuthenticator
+from raygate.authz import Authorizer
+from raygate.config import AuthnMode, AuthzMode, GatewayConfig
+from raygate.errors import BackendUnavailable, ConfigError
+from raygate.observe.audit import AuditLog
+from raygate.observe.metrics import GatewayMetrics
+from raygate.proxy.app import AuthHeaders, GatewaySettings, attributes_mapper, build_app
+
+log = logging.getLogger("raygate.runtime")
+
+Hook = Callable[[], Awaitable[None]]
+ReadyCheck = Callable[[], Awaitable[None]]  # raises with a reason when not ready
+
+# Graceful shutdown: in-flight requests get this long to finish once the listener closes.
+SHUTDOWN_GRACE = 30.0
+
+
+@dataclass
+class Assembly:
+    """Everything a gateway needs, and how to start, check and stop its parts."""
+
+    settings: GatewaySettings
+    ssl_context: ssl.SSLContext | None = None
+    startup: list[Hook] = field(default_factory=list)
+    cleanup: list[Hook] = field(default_factory=list)
+    ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
+
+
+def _cache_hook(metrics: GatewayMetrics, cache: str) -> Callable[[str], None]:
+    counter = metrics.cache_events
+
+    def on_event(event: str) -> None:
+        counter.labels(cache=cache, result=event).inc()
+
+    return on_event
+
+
+async def assemble(
+    config: GatewayConfig, *, audit: AuditLog | None, metrics: GatewayMetrics
+) -> Assembly:
+    """Build the parts `config` asks for. Nothing listens yet."""
+    from raygate.authz.cache import CachingAuthenticator, CachingAuthorizer
+
+    startup: list[Hook] = []
+    cleanup: list[Hook] = []
+    ready: dict[str, ReadyCheck] = {}
+    public_routes: dict[str, Any] = {}
+
+    authn_modes = config.authentication.mode
+    authz_mode = config.authorization.mode
+    embedded = None
+    if AuthnMode.EMBEDDED in authn_modes or authz_mode is AuthzMode.EMBEDDED:
+        from raygate.embedded import EmbeddedAuthority
+        from raygate.store.state import resolve_state_dir
+
+        embedded = EmbeddedAuthority(resolve_state_dir(config.state_dir, create=True))
+        startup.append(embedded.start)
+        cleanup.append(embedded.stop)
+        public_routes.update(embedded.public_routes())
+        store = embedded.store
+
+        async def store_ready() -> None:
+            await asyncio.to_thread(store.data_version)
+
+        ready["embedded authority"] = store_ready
+
+    kube = None
+    if config.uses_kubernetes:
+        from raygate.kube.client import KubeClient
+
+        kube = await KubeClient.connect(config.kubeconfig, timeout=config.limits.backend_timeout)
+        cleanup.append(kube.close)
+
+        async def kube_ready() -> None:
+            await kube.ping()
+
+        ready["kubernetes API server"] = kube_ready
+
+    cache = config.cache
+    authenticators: list[TokenAuthenticator] = []
+    for mode in authn_modes:
+        if mode is AuthnMode.EMBEDDED:
+            assert embedded is not None
+            authenticators.append(embedded.authenticator)
+        elif mode is AuthnMode.KUBERNETES:
+            from raygate.authn.tokenreview import TokenReviewAuthenticator
+
+            assert kube is not None
+            reviewer: TokenAuthenticator = TokenReviewAuthenticator(
+                kube, config.authentication.audiences
+            )
+            if cache.max_entries:
+                reviewer = CachingAuthenticator(
+                    reviewer,
+                    ttl=cache.authentication_ttl,
+                    max_entries=cache.max_entries,
+                    on_event=_cache_hook(metrics, "authentication"),
+                )
+            authenticators.append(reviewer)
+        elif mode is AuthnMode.OIDC:
+            from raygate.authn.oidc import OIDCAuthenticator, OIDCOptions
+
+            oidc_config = config.authentication.oidc
+            assert oidc_config is not None
+            oidc = OIDCAuthenticator(
+                OIDCOptions(
+                    issuer_url=oidc_config.issuer_url,
+                    client_id=oidc_config.client_id,
+                    username_claim=oidc_config.username_claim,
+                    username_prefix=oidc_config.username_prefix,
+                    groups_claim=oidc_config.groups_claim,
+                    groups_prefix=oidc_config.groups_prefix,
+                    signing_algorithms=oidc_config.signing_algorithms,
+                    ca_file=oidc_config.ca_file,
+                ),
+                timeout=config.limits.backend_timeout,
+            )
+            cleanup.append(oidc.close)
+            authenticators.append(oidc)
+    if len(authenticators) == 1:
+        authenticator = authenticators[0]
+    else:
+        from raygate.authn.chain import ChainAuthenticator
+
+        authenticator = ChainAuthenticator(authenticators)
+
+    authorizer: Authorizer
+    if authz_mode is AuthzMode.EMBEDDED:
+        assert embedded is not None
+        authorizer = embedded.authorizer
+    else:
+        from raygate.authz.sar import SubjectAccessReviewAuthorizer
+
+        assert kube is not None
+        authorizer = SubjectAccessReviewAuthorizer(kube)
+        if cache.max_entries:
+            authorizer = CachingAuthorizer(
+                authorizer,
+                allow_ttl=cache.allow_ttl,
+                deny_ttl=cache.deny_ttl,
+                max_entries=cache.max_entries,
+                on_event=_cache_hook(metrics, "authorization"),
+            )
+    if config.authorization.static:
+        from raygate.authz.static import StaticThenAuthorizer
+
+        authorizer = StaticThenAuthorizer(config.authorization.static, authorizer)
+
+    ssl_context, certificate_authenticator = _listener_tls(config, startup, cleanup)
+
+    upstream_token = config.upstream.read_token()
+    authorization = config.authorization
+    path_policy = authorization.path_policy
+    settings = GatewaySettings(
+        upstream=URL(config.upstream.url),
+        authenticator=authenticator,
+        authorizer=authorizer,
+        attributes_for=attributes_mapper(authorization),
+        upstream_token=upstream_token,
+        auth_headers=AuthHeaders(
+            enabled=config.auth_header.fields_enabled,
+            user_field=config.auth_header.user_field_name,
+            groups_field=config.auth_header.groups_field_name,
+            groups_separator=config.auth_header.group_separator,
+        ),
+        audit=audit,
+        metrics=metrics,
+        max_body_bytes=config.limits.max_body_bytes,
+        max_header_bytes=config.limits.max_header_bytes,
+        backend_timeout=config.limits.backend_timeout,
+        public_routes=public_routes,
+        path_action=path_policy.action
+        if (authorization.allow_paths or authorization.ignore_paths)
+        else None,
+        certificate_authenticator=certificate_authenticator,
+        forward_client_authorization=config.upstream.forward_client_authorization,
+    )
+    ready["upstream"] = _upstream_check(config.upstream.url, upstream_token)
+    return Assembly(settings, ssl_context, startup, cleanup, ready)
+
+
+def _listener_tls(config: GatewayConfig, startup: list[Hook], cleanup: list[Hook]):  # type: ignore[no-untyped-def]
+    tls = config.listen.tls
+    if tls is None:
+        return None, None
+    from raygate.authn.x509 import CertReloader, identity_from_ssl_object, server_ssl_context
+
+    context = server_ssl_context(
+        tls.cert_file, tls.key_file, min_version=tls.min_version, client_ca_file=tls.client_ca_file
+    )
+    if tls.cert_file and tls.key_file:
+        reloader = CertReloader(context, tls.cert_file, tls.key_file, interval=2.0)
+
+        async def start_reloader() -> None:
+            reloader.start()
+
+        startup.append(start_reloader)
+        cleanup.append(reloader.stop)
+    certificate_authenticator = None
+    if tls.client_ca_file:
+
+        def certificate_authenticator(request: web.Request):  # type: ignore[no-untyped-def]
+            transport = request.transport
+            return identity_from_ssl_object(
+                transport.get_extra_info("ssl_object") if transport else None
+            )
+
+    return context, certificate_authenticator
+
+
+def _upstream_check(url: str, token: str | None) -> ReadyCheck:
+    version_url = url.rstrip("/") + "/api/version"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def upstream_ready() -> None:
+        timeout = aiohttp.ClientTimeout(total=3)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(version_url, headers=headers) as response,
+            ):
+                if response.status >= 500:
+                    raise BackendUnavailable(f"Ray answered {response.status}")
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise BackendUnavailable(
+                f"Ray's dashboard is unreachable: {err or type(err).__name__}"
+            ) from None
+
+    return upstream_ready
+
+
+def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
+    """/healthz, /readyz and /metrics: nothing else, so probes never pass authorization by."""
+    app = web.Application()
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        failures = []
+        for name, check in assembly.ready_checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=5)
+            except Exception as err:  # noqa: BLE001 - any failure means not ready, with its reason
+                failures.append(f"{name}: {err or type(err).__name__}")
+        if failures:
+            return web.Response(status=503, text="not ready: " + "; ".join(failures) + "\n")
+        return web.Response(text="ok\n")
+
+    async def metrics_handler(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+async def serve(
+    config: GatewayConfig,
+    *,
+    audit: AuditLog | None,
+    on_ready: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+    watch: Awaitable[None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (or `stop`, or `watch` finishing), then shut down gracefully."""
+    metrics = GatewayMetrics()
+    assembly = await assemble(config, audit=audit, metrics=metrics)
+    app = build_app(assembly.settings)
+    for hook in assembly.startup:
+        app.on_startup.append(lambda _app, hook=hook: hook())
+    for hook in reversed(assembly.cleanup):
+        app.on_cleanup.append(lambda _app, hook=hook: hook())
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+        keepalive_timeout=config.limits.idle_timeout,
+    )
+    await runner.setup()
+    runners = [runner]
+    try:
+        site = web.TCPSite(
+            runner,
+            config.listen.host,
+            config.listen.port,
+            ssl_context=assembly.ssl_context,
+            reuse_address=True,
+        )
+        await _start_site(site, config.listen.address)
+        admin_address = config.proxy_endpoints_address
+        if admin_address is not None:
+            admin_runner = web.AppRunner(
+                admin_app(assembly, metrics), handle_signals=False, access_log=None
+            )
+            await admin_runner.setup()
+            runners.append(admin_runner)
+            await _start_site(
+                web.TCPSite(admin_runner, *admin_address, reuse_address=True),
+                f"{admin_address[0]}:{admin_address[1]}",
+            )
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if on_ready is not None:
+            on_ready()
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if watch is not None:
+            waiters.append(asyncio.ensure_future(watch))
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.result()  # a watcher's error ends the gateway with that error
+    finally:
+        for each in reversed(runners):
+            await each.cleanup()
+
+
+async def _start_site(site: web.TCPSite, address: str) -> None:
+    try:
+        await site.start()
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {address}: {err.strerror or err}") from None
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # optional: the gateway works on asyncio's own loop
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def audit_log_for(path: str | None) -> AuditLog:
+    """`-` or none: stdout lines (a sidecar's logs); a path: that file."""
+    import sys
+
+    if path in (None, "-"):
+        return AuditLog(stream=sys.stdout)
+    return AuditLog(Path(path))
