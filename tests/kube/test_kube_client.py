@@ -14,7 +14,7 @@ from raygate.authn.tokenreview import TokenReviewAuthenticator
 from raygate.authz.sar import SubjectAccessReviewAuthorizer
 from raygate.errors import BackendUnavailable, ConfigError
 from raygate.identity import Attributes, Decision, Identity
-from raygate.kube.client import KubeClient
+from raygate.kube.client import KubeClient, TokenFile
 
 from .fakeapi import (
     API_AUDIENCE,
@@ -342,3 +342,21 @@ def test_bodies_validate_for_older_api_servers(tmp_path: Path, k8s_version: str)
             assert sum(fake.calls.values()) == 3
 
     asyncio.run(scenario())
+
+
+def test_token_file_keeps_the_last_token_while_the_file_is_swapped(tmp_path: Path) -> None:
+    token_file = TokenFile(tmp_path / "token")
+    rotate(tmp_path / "token", "first\n")
+    assert token_file.read() == "first"
+    (tmp_path / "token").unlink()
+    assert token_file.read() == "first"
+    rotate(tmp_path / "token", "second")
+    assert token_file.read() == "second"
+
+
+def test_missing_or_empty_token_file_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="cannot read token file"):
+        TokenFile(tmp_path / "absent").read()
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(BackendUnavailable, match="is empty"):
+        TokenFile(tmp_path / "empty").read()
