@@ -20,19 +20,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from raygate.config import TLS_VERSIONS  # Go's names, as `--tls-min-version` takes them
 from raygate.errors import ConfigError
 from raygate.identity import AUTHENTICATED_GROUP, Identity
 
 log = logging.getLogger(__name__)
 
-# Go's names, as `--tls-min-version` takes them. 1.0 and 1.1 are accepted so existing sidecar
-# args keep working; OpenSSL's security level may still refuse them at handshake time.
-TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
-    "VersionTLS10": ssl.TLSVersion.TLSv1,
-    "VersionTLS11": ssl.TLSVersion.TLSv1_1,
-    "VersionTLS12": ssl.TLSVersion.TLSv1_2,
-    "VersionTLS13": ssl.TLSVersion.TLSv1_3,
-}
 DEFAULT_TLS_MIN_VERSION = "VersionTLS12"
 
 
