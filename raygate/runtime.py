@@ -46,10 +46,10 @@ class Assembly:
     ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
 
 
-def _cache_hook(metrics: GatewayMetrics, cache: str) -> Callable[[str], None]:
+def _cache_hook(metrics: GatewayMetrics) -> Callable[[str, str], None]:
     counter = metrics.cache_events
 
-    def on_event(event: str) -> None:
+    def on_event(cache: str, event: str) -> None:
         counter.labels(cache=cache, result=event).inc()
 
     return on_event
@@ -59,8 +59,6 @@ async def assemble(
     config: GatewayConfig, *, audit: AuditLog | None, metrics: GatewayMetrics
 ) -> Assembly:
     """Build the parts `config` asks for. Nothing listens yet."""
-    from raygate.authz.cache import CachingAuthenticator, CachingAuthorizer
-
     startup: list[Hook] = []
     cleanup: list[Hook] = []
     ready: dict[str, ReadyCheck] = {}
@@ -86,57 +84,32 @@ async def assemble(
 
     kube = None
     if config.uses_kubernetes:
-        from raygate.kube.client import KubeClient
+        from raygate.kube.authority import connect_kube_authority
 
-        kube = await KubeClient.connect(config.kubeconfig, timeout=config.limits.backend_timeout)
+        kube = await connect_kube_authority(config, on_cache_event=_cache_hook(metrics))
         cleanup.append(kube.close)
+        ready["kubernetes API server"] = kube.ping
 
-        async def kube_ready() -> None:
-            await kube.ping()
-
-        ready["kubernetes API server"] = kube_ready
-
-    cache = config.cache
     authenticators: list[TokenAuthenticator] = []
     for mode in authn_modes:
         if mode is AuthnMode.EMBEDDED:
             assert embedded is not None
             authenticators.append(embedded.authenticator)
         elif mode is AuthnMode.KUBERNETES:
-            from raygate.authn.tokenreview import TokenReviewAuthenticator
-
             assert kube is not None
-            reviewer: TokenAuthenticator = TokenReviewAuthenticator(
-                kube, config.authentication.audiences
-            )
-            if cache.max_entries:
-                reviewer = CachingAuthenticator(
-                    reviewer,
-                    ttl=cache.authentication_ttl,
-                    max_entries=cache.max_entries,
-                    on_event=_cache_hook(metrics, "authentication"),
-                )
-            authenticators.append(reviewer)
+            authenticators.append(kube.authenticator)
         elif mode is AuthnMode.OIDC:
-            from raygate.authn.oidc import OIDCAuthenticator, OIDCOptions
+            from raygate.kube.authority import oidc_authenticator
 
-            oidc_config = config.authentication.oidc
-            assert oidc_config is not None
-            oidc = OIDCAuthenticator(
-                OIDCOptions(
-                    issuer_url=oidc_config.issuer_url,
-                    client_id=oidc_config.client_id,
-                    username_claim=oidc_config.username_claim,
-                    username_prefix=oidc_config.username_prefix,
-                    groups_claim=oidc_config.groups_claim,
-                    groups_prefix=oidc_config.groups_prefix,
-                    signing_algorithms=oidc_config.signing_algorithms,
-                    ca_file=oidc_config.ca_file,
-                ),
+            assert config.authentication.oidc is not None
+            oidc, cached_oidc = oidc_authenticator(
+                config.authentication.oidc,
+                config.cache,
                 timeout=config.limits.backend_timeout,
+                on_cache_event=_cache_hook(metrics),
             )
             cleanup.append(oidc.close)
-            authenticators.append(oidc)
+            authenticators.append(cached_oidc)
     if len(authenticators) == 1:
         authenticator = authenticators[0]
     else:
@@ -149,18 +122,8 @@ async def assemble(
         assert embedded is not None
         authorizer = embedded.authorizer
     else:
-        from raygate.authz.sar import SubjectAccessReviewAuthorizer
-
         assert kube is not None
-        authorizer = SubjectAccessReviewAuthorizer(kube)
-        if cache.max_entries:
-            authorizer = CachingAuthorizer(
-                authorizer,
-                allow_ttl=cache.allow_ttl,
-                deny_ttl=cache.deny_ttl,
-                max_entries=cache.max_entries,
-                on_event=_cache_hook(metrics, "authorization"),
-            )
+        authorizer = kube.authorizer
     if config.authorization.static:
         from raygate.authz.static import StaticThenAuthorizer
 
