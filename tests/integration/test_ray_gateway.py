@@ -352,3 +352,53 @@ def test_forged_identity_headers_do_not_grant_access(raygate_up: RaygateUp, head
     value = "system:masters" if header == "X-Remote-Group" else "admin"
     status, _ = http(f"{raygate_up.address}/api/version", headers={header: value})
     assert status == 401
+
+
+def test_log_stream_follows_through_the_gateway(raygate_up: RaygateUp) -> None:
+    """`ray logs --follow` reads Ray's chunked /api/v0/logs/stream; lines must arrive as written."""
+    token = grant_submitter(raygate_up, "log-streamer")
+    script = (
+        "import time\nfor i in range(8):\n    print(f'tick {i}', flush=True)\n    time.sleep(1)\n"
+    )
+    submitted = raygate_up.run(
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        raygate_up.address,
+        "--no-wait",
+        "--",
+        "python",
+        "-c",
+        script,
+        env=ray_job_env(raygate_up, token),
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = next(w.strip("'") for w in submitted.stdout.split() if w.startswith("'raysubmit_"))
+
+    def job_status() -> str:
+        return json.loads(http(f"{raygate_up.address}/api/jobs/{job_id}", token=token)[1])["status"]
+
+    assert wait_until(lambda: job_status() == "RUNNING", timeout=60)
+    nodes = json.loads(http(f"{raygate_up.address}/nodes?view=summary", token=token)[1])
+    node_id = nodes["data"]["summary"][0]["raylet"]["nodeId"]
+    url = (
+        f"{raygate_up.address}/api/v0/logs/stream?node_id={node_id}"
+        f"&filename=job-driver-{job_id}.log&lines=-1&interval=0.2"
+    )
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    received = ""
+    first_tick_while_running = None
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        assert response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        deadline = time.monotonic() + 60
+        while "tick 7" not in received and time.monotonic() < deadline:
+            chunk = response.read1(65536).decode(errors="replace")
+            if not chunk:
+                break
+            received += chunk
+            if first_tick_while_running is None and "tick 0" in received:
+                first_tick_while_running = job_status() == "RUNNING"
+    assert "tick 0" in received and "tick 7" in received, received[-500:]
+    assert first_tick_while_running, "lines only arrived once the job had finished"
