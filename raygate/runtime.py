@@ -20,7 +20,7 @@ from yarl import URL
 
 from raygate.authn import TokenAuthenticator
 from raygate.authz import Authorizer
-from raygate.config import AuthnMode, AuthzMode, GatewayConfig
+from raygate.config import AuthnMode, AuthzMode, GatewayConfig, UpstreamConfig
 from raygate.errors import BackendUnavailable, ConfigError
 from raygate.observe.audit import AuditLog
 from raygate.observe.metrics import GatewayMetrics
@@ -158,7 +158,7 @@ async def assemble(
         certificate_authenticator=certificate_authenticator,
         forward_client_authorization=config.upstream.forward_client_authorization,
     )
-    ready["upstream"] = _upstream_check(config.upstream.url, upstream_token)
+    ready["upstream"] = _upstream_check(config.upstream, upstream_token)
     return Assembly(settings, ssl_context, startup, cleanup, ready)
 
 
@@ -191,9 +191,21 @@ def _listener_tls(config: GatewayConfig, startup: list[Hook], cleanup: list[Hook
     return context, certificate_authenticator
 
 
-def _upstream_check(url: str, token: str | None) -> ReadyCheck:
-    version_url = url.rstrip("/") + "/api/version"
+def _token_source(upstream: UpstreamConfig) -> str:
+    if upstream.token_file:
+        return f"upstream.tokenFile ({upstream.token_file})"
+    if upstream.token_env:
+        return f"${upstream.token_env}"
+    return "upstream.tokenEnv or upstream.tokenFile"
+
+
+def _upstream_check(upstream: UpstreamConfig, token: str | None) -> ReadyCheck:
+    version_url = upstream.url.rstrip("/") + "/api/version"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # Ray in token mode refuses raygate itself when its token is missing or wrong: then every
+    # request would fail upstream, so the gateway is not ready (and says which setting to fix).
+    # With forwardClientAuthorization the callers' own tokens go to Ray, so a refusal is normal.
+    check_token = not upstream.forward_client_authorization
 
     async def upstream_ready() -> None:
         timeout = aiohttp.ClientTimeout(total=3)
@@ -202,12 +214,23 @@ def _upstream_check(url: str, token: str | None) -> ReadyCheck:
                 aiohttp.ClientSession(timeout=timeout) as session,
                 session.get(version_url, headers=headers) as response,
             ):
-                if response.status >= 500:
-                    raise BackendUnavailable(f"Ray answered {response.status}")
+                status = response.status
         except (aiohttp.ClientError, TimeoutError) as err:
             raise BackendUnavailable(
                 f"Ray's dashboard is unreachable: {err or type(err).__name__}"
             ) from None
+        if status >= 500:
+            raise BackendUnavailable(f"Ray answered {status}")
+        if check_token and status in (401, 403):
+            if token is None:
+                raise BackendUnavailable(
+                    f"Ray answered {status}: it requires its token and raygate has none; "
+                    f"set {_token_source(upstream)} to Ray's token"
+                )
+            raise BackendUnavailable(
+                f"Ray answered {status}: it does not accept the token from "
+                f"{_token_source(upstream)}"
+            )
 
     return upstream_ready
 
@@ -219,6 +242,10 @@ def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    # Kubelet reports a failed probe by status code only: log each change of the answer, so
+    # the reason shows in the sidecar's logs without a line per probe.
+    last_answer = [""]
+
     async def readyz(_request: web.Request) -> web.Response:
         failures = []
         for name, check in assembly.ready_checks.items():
@@ -226,8 +253,12 @@ def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
                 await asyncio.wait_for(check(), timeout=5)
             except Exception as err:  # noqa: BLE001 - any failure means not ready, with its reason
                 failures.append(f"{name}: {err or type(err).__name__}")
+        answer = "not ready: " + "; ".join(failures) if failures else "ready"
+        if answer != last_answer[0]:
+            (log.warning if failures else log.info)("%s", answer)
+            last_answer[0] = answer
         if failures:
-            return web.Response(status=503, text="not ready: " + "; ".join(failures) + "\n")
+            return web.Response(status=503, text=answer + "\n")
         return web.Response(text="ok\n")
 
     async def metrics_handler(_request: web.Request) -> web.Response:
