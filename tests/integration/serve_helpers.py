@@ -70,10 +70,18 @@ class FakeThread:
     def close(self) -> None:
         try:
             self.run(self.fake.stop())
+            self.run(_cancel_pending())  # e.g. a review the fake was told to delay
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
             self.loop.close()
+
+
+async def _cancel_pending() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextmanager
