@@ -177,26 +177,33 @@ def start_ray_head(
 
 
 def _wait_until_ready(head: RayHead, token: str, timeout: float) -> None:
+    """Ready means the dashboard answers and the head node is alive: the dashboard comes up
+    first, and a raylet that fails to start (bad resources, no memory) fails after it."""
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(
-        head.dashboard_url + "/api/version", headers={"Authorization": f"Bearer {token}"}
-    )
+    headers = {"Authorization": f"Bearer {token}"}
     while time.monotonic() < deadline:
         if head.process.poll() is not None:
             raise UpstreamError(
                 f"Ray failed to start (exit code {head.process.returncode}): "
                 f"{_last_error_line(head.log_path)} (full log: {head.log_path})"
             )
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+        if _head_node_alive(head.dashboard_url, headers):
+            return
         time.sleep(0.3)
     raise UpstreamError(
         f"Ray's dashboard did not answer within {timeout:.0f}s (log: {head.log_path})"
     )
+
+
+def _head_node_alive(dashboard_url: str, headers: dict[str, str]) -> bool:
+    request = urllib.request.Request(dashboard_url + "/nodes?view=summary", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            body = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    nodes = (body.get("data") or {}).get("summary") or []
+    return any(node.get("raylet", {}).get("state") == "ALIVE" for node in nodes)
 
 
 def _last_error_line(log_path: Path) -> str:
@@ -207,8 +214,9 @@ def _last_error_line(log_path: Path) -> str:
     except OSError:
         return "no log"
     for line in reversed(lines):
-        if "error" in line.lower() or "exception" in line.lower():
-            return line[-300:]
+        lowered = line.lower()
+        if "error" in lowered or "exception" in lowered:
+            return line[:300]
     return lines[-1][-300:] if lines else "no output"
 
 

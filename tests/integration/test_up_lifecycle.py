@@ -1,0 +1,138 @@
+"""`raygate up` starts, refuses and stops the way a user expects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import (
+    REPO,
+    RaygateUp,
+    executable,
+    free_port,
+    start_raygate_up,
+    stop_raygate_up,
+)
+from tests.integration.test_ray_gateway import grant_submitter, http
+
+
+def _pids_mentioning(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_busy_port_is_one_line_error_and_nonzero_exit(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [executable("raygate"), "up", "--port", str(port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already in use" in lines[0], result.stderr
+    assert not (tmp_path / ".raygate" / "ray.json").exists(), "Ray was started anyway"
+
+
+def test_ray_that_fails_to_start_is_one_line_error(tmp_path: Path) -> None:
+    # An object store larger than the machine makes the raylet fail after the dashboard is up.
+    result = subprocess.run(
+        [
+            executable("raygate"),
+            "up",
+            "--port",
+            str(free_port()),
+            "--num-cpus",
+            "1",
+            "--object-store-memory",
+            str(10**15),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Ray failed to start" in errors[0], result.stderr
+    assert "raygate is up" not in result.stdout
+
+
+def test_sigterm_stops_gateway_and_ray_leaving_no_process(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    up = start_raygate_up(tmp_path)
+    temp_dir = str(up.ray_info()["tempDir"])
+    ray_pid = int(up.ray_info()["pid"])  # type: ignore[arg-type]
+    assert _pids_mentioning(temp_dir), "Ray's processes were not found while running"
+    assert stop_raygate_up(up, signal.SIGTERM) == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _pids_mentioning(temp_dir):
+        time.sleep(0.2)
+    assert _pids_mentioning(temp_dir) == []
+    assert not Path(f"/proc/{ray_pid}").exists() or "Z" in Path(f"/proc/{ray_pid}/stat").read_text()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(up.address.rsplit(":", 1)[1]))) != 0
+
+
+def test_up_with_upstream_fronts_an_existing_dashboard(
+    raygate_up: RaygateUp, tmp_path: Path
+) -> None:
+    """`raygate up --upstream URL` puts a second gateway, with its own authority, in front."""
+    dashboard = str(raygate_up.ray_info()["dashboard"])
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYGATE_"))}
+    process = subprocess.Popen(
+        [
+            executable("raygate"),
+            "up",
+            "--port",
+            str(port),
+            "--upstream",
+            dashboard,
+            "--upstream-token-file",
+            str(raygate_up.state / "ray-auth-token"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    second = RaygateUp(process, f"http://localhost:{port}", tmp_path / ".raygate", tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            time.sleep(0.2)
+        token = grant_submitter(second, "front-user")
+        status, body = http(f"{second.address}/api/version", token=token)
+        assert status == 200 and "ray_version" in body
+        # The first gateway's authority knows nothing of this account.
+        assert http(f"{raygate_up.address}/api/version", token=token)[0] == 401
+        # Nothing was started: --upstream fronts, it does not launch Ray.
+        assert not (tmp_path / ".raygate" / "ray.json").exists()
+    finally:
+        stop_raygate_up(second)
