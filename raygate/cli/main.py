@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -23,6 +24,28 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class _LazyGroup(click.Group):
+    def main(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        """Usage errors as one line, kubectl-style: `error: ... (see 'raygate get --help')`."""
+        try:
+            # Without standalone mode click returns a command's exit code instead of exiting.
+            code = super().main(*args, standalone_mode=False, **kwargs)
+            sys.exit(code if isinstance(code, int) else 0)
+        except click.exceptions.NoArgsIsHelpError as err:
+            click.echo(err.ctx.get_help() if err.ctx is not None else err.format_message())
+            sys.exit(0)
+        except click.UsageError as err:
+            path = err.ctx.command_path if err.ctx is not None else "raygate"
+            click.echo(f"error: {err.format_message()} (see '{path} --help')", err=True)
+            sys.exit(err.exit_code)
+        except click.exceptions.Exit as err:
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(name for name in _COMMANDS if self.get_command(ctx, name) is not None)
 
