@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -88,6 +89,12 @@ def _validate_upstream(
     default=None,
     help="Where audit lines go (default: STATE/audit.log).",
 )
+@click.option(
+    "--admin-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Serve /healthz, /readyz and Prometheus /metrics on this port (0: off).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every reload and backend error to stderr.")
 @report_errors
 def up(
@@ -101,6 +108,7 @@ def up(
     upstream: URL | None,
     upstream_token_file: Path | None,
     audit_log: Path | None,
+    admin_port: int,
     verbose: bool,
 ) -> None:
     """Start a Ray head and the authenticating gateway in front of it (Ctrl-C stops both)."""
@@ -114,17 +122,35 @@ def up(
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
     state_dir = resolve_state_dir(state, create=True).resolve()
     _run(
-        state_dir,
-        host,
-        port,
-        cluster_name,
-        namespace,
-        num_cpus,
-        object_store_memory,
-        upstream,
-        upstream_token_file,
-        audit_log or state_dir / AUDIT_FILE,
+        UpOptions(
+            state_dir=state_dir,
+            host=host,
+            port=port,
+            cluster_name=cluster_name,
+            namespace=namespace,
+            num_cpus=num_cpus,
+            object_store_memory=object_store_memory,
+            upstream=upstream,
+            upstream_token_file=upstream_token_file,
+            audit_path=audit_log or state_dir / AUDIT_FILE,
+            admin_port=admin_port,
+        )
     )
+
+
+@dataclass
+class UpOptions:
+    state_dir: Path
+    host: str
+    port: int
+    cluster_name: str
+    namespace: str
+    num_cpus: int | None
+    object_store_memory: int | None
+    upstream: URL | None
+    upstream_token_file: Path | None
+    audit_path: Path
+    admin_port: int = 0
 
 
 def _check_names(cluster_name: str, namespace: str) -> None:
@@ -150,22 +176,13 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _run(
-    state_dir: Path,
-    host: str,
-    port: int,
-    cluster_name: str,
-    namespace: str,
-    num_cpus: int | None,
-    object_store_memory: int | None,
-    upstream: URL | None,
-    upstream_token_file: Path | None,
-    audit_path: Path,
-) -> None:
+def _run(options: UpOptions) -> None:
+    state_dir = options.state_dir
+    upstream = options.upstream
     head = None
     # Until the event loop takes over, SIGTERM must unwind like Ctrl-C so Ray is stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
-    token_file: Path | None = upstream_token_file
+    token_file: Path | None = options.upstream_token_file
     if upstream is None:
         token_file = state_dir / RAY_TOKEN_FILE
         token = secrets.token_urlsafe(32)
@@ -174,20 +191,21 @@ def _run(
         # Ray is started before the gateway binds, and stopped after it closes, so the
         # gateway never answers for a Ray that is not there.
         head = start_ray_head(
-            state_dir, token, num_cpus=num_cpus, object_store_memory=object_store_memory
+            state_dir,
+            token,
+            num_cpus=options.num_cpus,
+            object_store_memory=options.object_store_memory,
         )
         upstream = URL(head.dashboard_url)
-    config = gateway_config(host, port, upstream, token_file, state_dir, cluster_name, namespace)
-    audit = AuditLog(audit_path)
+    config = gateway_config(options, upstream, token_file)
+    audit = AuditLog(options.audit_path)
     try:
         install_uvloop()
         asyncio.run(
             serve(
                 config,
                 audit=audit,
-                on_ready=lambda: _print_banner(
-                    _address(host, port), upstream, state_dir, audit_path, cluster_name, namespace
-                ),
+                on_ready=lambda: _print_banner(options, upstream),
                 watch=_ray_exit(head) if head is not None else None,
             )
         )
@@ -204,42 +222,34 @@ def _run(
             _say("Stopped.")
 
 
-def gateway_config(
-    host: str,
-    port: int,
-    upstream: URL,
-    token_file: Path | None,
-    state_dir: Path,
-    cluster_name: str,
-    namespace: str,
-) -> GatewayConfig:
+def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -> GatewayConfig:
     """What `raygate up` runs: the embedded authority, the guide's resource attributes."""
-    listen_host = f"[{host}]" if ":" in host else host
-    return config_from_mapping(
-        {
-            "listen": {"address": f"{listen_host}:{port}"},
-            "upstream": {
-                "url": str(upstream),
-                "tokenEnv": None,
-                "tokenFile": str(token_file) if token_file else None,
-            },
-            "authentication": {"mode": ["embedded"]},
-            "authorization": {
-                "mode": "embedded",
-                "profile": "kube-rbac-proxy",
-                "resourceAttributes": {
-                    "namespace": namespace,
-                    "apiGroup": "ray.io",
-                    "apiVersion": "v1",
-                    "resource": "rayclusters",
-                    "name": cluster_name,
-                },
-            },
-            "authHeader": {"fieldsEnabled": True},
-            "stateDir": str(state_dir),
+    listen_host = f"[{options.host}]" if ":" in options.host else options.host
+    data = {
+        "listen": {"address": f"{listen_host}:{options.port}"},
+        "upstream": {
+            "url": str(upstream),
+            "tokenEnv": None,
+            "tokenFile": str(token_file) if token_file else None,
         },
-        source="raygate up",
-    )
+        "authentication": {"mode": ["embedded"]},
+        "authorization": {
+            "mode": "embedded",
+            "profile": "kube-rbac-proxy",
+            "resourceAttributes": {
+                "namespace": options.namespace,
+                "apiGroup": "ray.io",
+                "apiVersion": "v1",
+                "resource": "rayclusters",
+                "name": options.cluster_name,
+            },
+        },
+        "authHeader": {"fieldsEnabled": True},
+        "stateDir": str(options.state_dir),
+    }
+    if options.admin_port:
+        data["proxyEndpoints"] = {"port": options.admin_port, "host": options.host}
+    return config_from_mapping(data, source="raygate up")
 
 
 def _address(host: str, port: int) -> str:
@@ -255,14 +265,15 @@ async def _ray_exit(head: RayHead) -> None:
     )
 
 
-def _print_banner(
-    address: str,
-    upstream: URL,
-    state_dir: Path,
-    audit_path: Path,
-    cluster_name: str,
-    namespace: str,
-) -> None:
+def _print_banner(options: UpOptions, upstream: URL) -> None:
+    address = _address(options.host, options.port)
+    namespace, cluster_name = options.namespace, options.cluster_name
+    state_dir, audit_path = options.state_dir, options.audit_path
+    admin = (
+        f"\n  Health and metrics: http://{options.host}:{options.admin_port}/metrics"
+        if options.admin_port
+        else ""
+    )
     sa_user = f"system:serviceaccount:{namespace}:ray-user"
     ns_flag = "" if namespace == "default" else f" -n {namespace}"
     click.echo(
@@ -271,7 +282,7 @@ raygate is up.
   Gateway (Ray dashboard and Jobs API): {address}
   Ray dashboard behind it (token-protected, not for direct use): {upstream}
   Authorizing as: rayclusters.ray.io/{cluster_name} in namespace {namespace}
-  State: {state_dir}    Audit log: {audit_path}
+  State: {state_dir}    Audit log: {audit_path}{admin}
 
 Next, in another terminal (with this environment's bin/ on PATH):
   raygate create serviceaccount ray-user{ns_flag}
