@@ -125,9 +125,15 @@ class Gateway:
         except forward.BodyTooLarge as err:
             record.reason = str(err)
             response = responses.too_large(str(err))
-        except (TimeoutError, aiohttp.ClientConnectionError, OSError) as err:
-            if request.get(forward.PREPARED_KEY):
-                raise  # the response already started: dropping the connection is all we can do
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+            sent = request.get(forward.PREPARED_KEY)
+            if sent:
+                # The upstream broke off a response already under way: dropping the connection
+                # is all that is left (finishing it would pass a truncated body off as whole).
+                record.status = sent
+                record.reason += f"; the upstream broke off the response ({type(err).__name__})"
+                self._record(record)
+                raise
             response = responses.upstream_unreachable(self.settings.upstream, err)
         record.status = response.status
         if record.decision != "none" or record.status >= 400:

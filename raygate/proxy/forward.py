@@ -26,8 +26,8 @@ _WS_HANDSHAKE_HEADERS = frozenset(
 )
 
 
-# Set on a request once its response started: after that an error can only drop the connection.
-PREPARED_KEY = web.RequestKey("raygate_prepared", bool)
+# The status sent, once a response started: after that an error can only drop the connection.
+PREPARED_KEY = web.RequestKey("raygate_prepared", int)
 
 
 class BodyTooLarge(Exception):
@@ -108,10 +108,14 @@ async def forward_http(
         if upstream.content_length is not None and not chunked:
             response.content_length = upstream.content_length
         await response.prepare(request)
-        request[PREPARED_KEY] = True
+        request[PREPARED_KEY] = response.status
         if request.method != "HEAD":
             async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+                try:
+                    await response.write(chunk)
+                except ConnectionError:
+                    # The client left (Ctrl-C on `ray logs --follow`): a normal end for a stream.
+                    return response
         await response.write_eof()
         return response
 
@@ -150,7 +154,7 @@ async def forward_websocket(
         protocols=protocols, autoping=True, heartbeat=None, max_msg_size=0
     )
     await client.prepare(request)
-    request[PREPARED_KEY] = True
+    request[PREPARED_KEY] = client.status
 
     async def pump(src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
                    dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:

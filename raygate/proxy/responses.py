@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 from yarl import URL
 
@@ -50,7 +51,9 @@ def unavailable(detail: str) -> web.Response:
 def upstream_unreachable(upstream: URL, err: BaseException) -> web.Response:
     if isinstance(err, TimeoutError):
         return _text(504, f"Gateway Timeout: the Ray dashboard at {upstream} timed out.\n")
-    return _text(502, f"Bad Gateway: the Ray dashboard at {upstream} is unreachable.\n")
+    if isinstance(err, aiohttp.ClientConnectionError | OSError):
+        return _text(502, f"Bad Gateway: the Ray dashboard at {upstream} is unreachable.\n")
+    return _text(502, f"Bad Gateway: the Ray dashboard at {upstream} sent an invalid response.\n")
 
 
 def too_large(detail: str) -> web.Response:
