@@ -151,6 +151,7 @@ class RecordingUpstream:
         app = web.Application()
         app.router.add_get("/stream/gzip", self._gzip)
         app.router.add_get("/stream/chunks", self._chunks)
+        app.router.add_get("/stream/broken", self._broken_stream)
         app.router.add_get("/ws/echo", self._websocket)
         app.router.add_route("*", "/cookies", self._cookies)
         app.router.add_route("*", "/{tail:.*}", self._record_and_answer)
@@ -198,6 +199,17 @@ class RecordingUpstream:
             self.second_chunk_sent_early = True
         await response.write(b"second line\n")
         await response.write_eof()
+        return response
+
+    async def _broken_stream(self, request: web.Request) -> web.StreamResponse:
+        """A log stream whose server dies after the first chunk."""
+        await self._receive(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"first line\n")
+        assert request.transport is not None
+        request.transport.abort()
         return response
 
     async def _cookies(self, request: web.Request) -> web.Response:

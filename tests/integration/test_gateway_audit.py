@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
-from .gateway_helpers import bearer, client_session, gateway_stack
+from .gateway_helpers import Stack, bearer, client_session, gateway_stack
 
 RAY_USER = "system:serviceaccount:default:ray-user"
 OTHER = "system:serviceaccount:default:other"
@@ -16,6 +17,13 @@ RAYCLUSTER = {
     "subresource": "",
     "name": "ray-cluster-with-auth",
 }
+
+
+async def _wait_for_audit_lines(stack: Stack, count: int, timeout: float = 5.0) -> None:
+    """Until the audit file has `count` lines (a request's line is written when it ends)."""
+    deadline = time.monotonic() + timeout
+    while len(stack.audit_lines()) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def test_one_audit_line_per_decision_without_the_token(tmp_path: Path) -> None:
@@ -72,5 +80,30 @@ def test_public_discovery_routes_write_no_audit_lines(tmp_path: Path) -> None:
                 async with client.get(stack.url / "openid/v1/jwks") as resp:
                     assert resp.status == 200
             assert stack.audit_path.read_text() == ""
+
+    asyncio.run(scenario())
+
+
+def test_client_leaving_a_log_stream_is_audited_and_the_gateway_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C on `ray logs --follow` ends every followed stream this way.
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            token = bearer(stack.token("ray-user"))
+            async with client_session() as client:
+                resp = await client.get(stack.url / "stream/chunks", headers=token)
+                assert await resp.content.readline() == b"first line\n"
+                resp.close()  # drops the connection
+            stack.upstream.first_chunk_read.set()  # the upstream sends on, into a closed client
+            await _wait_for_audit_lines(stack, 1)
+            async with client_session() as client:
+                async with client.get(stack.url / "api/version", headers=token) as resp:
+                    assert resp.status == 200
+            lines = stack.audit_lines()
+        assert [(line["path"], line["status"], line["decision"]) for line in lines] == [
+            ("/stream/chunks", 200, "allow"),
+            ("/api/version", 200, "allow"),
+        ]
 
     asyncio.run(scenario())

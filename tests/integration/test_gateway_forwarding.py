@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import pytest
 from yarl import URL
 
@@ -319,5 +320,23 @@ def test_upstream_down_gets_502_and_the_gateway_serves_once_it_is_back(tmp_path:
                     async with client.get(stack.url / "api/jobs/", headers=token) as resp:
                         assert resp.status == 200
                 assert [seen.method for seen in back.requests] == ["GET"]
+
+    asyncio.run(scenario())
+
+
+def test_stream_the_upstream_breaks_off_is_not_passed_off_as_complete(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            token = bearer(stack.token("ray-user"))
+            async with client_session() as client:
+                async with client.get(stack.url / "stream/broken", headers=token) as resp:
+                    assert await resp.content.readline() == b"first line\n"
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        await resp.content.read()
+                async with client.get(stack.url / "api/version", headers=token) as resp:
+                    assert resp.status == 200
+            broken = stack.audit_lines()[0]
+            assert (broken["path"], broken["status"]) == ("/stream/broken", 200)
+            assert "upstream broke off the response" in broken["reason"]
 
     asyncio.run(scenario())
