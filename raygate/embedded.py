@@ -78,6 +78,10 @@ class EmbeddedAuthority:
                 log.error(
                     "cannot reload policy, keeping revision %s: %s", self._snapshot.version, err
                 )
+            except Exception:
+                # Whatever broke this reload, the next one must run: a dead watcher would keep
+                # deleted accounts' tokens working until a restart.
+                log.exception("cannot reload policy, keeping revision %s", self._snapshot.version)
 
     async def start(self, _app: web.Application | None = None) -> None:
         if self._task is None:
