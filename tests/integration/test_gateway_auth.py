@@ -337,3 +337,32 @@ def test_oidc_discovery_and_jwks_are_public_and_verify_issued_tokens(tmp_path: P
             assert stack.upstream.requests == []
 
     asyncio.run(scenario())
+
+
+def test_a_failed_reload_does_not_stop_later_revocations(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            headers = bearer(stack.token("ray-user"))
+            url = stack.url / "api/version"
+            store = stack.authority.store
+            healthy_snapshot = store.snapshot
+            failures = 0
+
+            def unreadable_snapshot() -> object:
+                nonlocal failures
+                failures += 1
+                raise ValueError("a stored object no longer parses")
+
+            store.snapshot = unreadable_snapshot  # type: ignore[method-assign]
+            with ObjectStore.open(stack.state_dir) as cli_store:
+                grant(cli_store, "ray-user", ["get"])  # a change the watcher fails to load
+                deadline = time.monotonic() + POLICY_DEADLINE
+                while failures == 0 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert failures > 0
+                store.snapshot = healthy_snapshot  # type: ignore[method-assign]
+                cli_store.delete("ServiceAccount", "ray-user", "default")
+            async with client_session() as client:
+                assert await _poll_status(client, url, headers, want=401) == 401
+
+    asyncio.run(scenario())
