@@ -271,6 +271,38 @@ def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
     return app
 
 
+class InFlight:
+    """Counts the gateway's requests being handled, so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.count += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.count -= 1
+            if not self.count:
+                self._idle.set()
+
+    async def drained(self, timeout: float) -> None:
+        """Wait until no request is in flight, at most `timeout` seconds."""
+        if self.count:
+            log.info("waiting for %d request(s) in flight", self.count)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("%d request(s) still in flight after %gs; closing", self.count, timeout)
+
+
 async def serve(
     config: GatewayConfig,
     *,
@@ -283,6 +315,8 @@ async def serve(
     metrics = GatewayMetrics()
     assembly = await assemble(config, audit=audit, metrics=metrics)
     app = build_app(assembly.settings)
+    in_flight = InFlight()
+    app.middlewares.append(in_flight.middleware)
     for hook in assembly.startup:
         app.on_startup.append(lambda _app, hook=hook: hook())
     for hook in reversed(assembly.cleanup):
@@ -331,6 +365,12 @@ async def serve(
         for task in done:
             task.result()  # a watcher's error ends the gateway with that error
     finally:
+        # Stop taking connections, then let the requests in flight end before aiohttp's own
+        # shutdown: that stops reading from open connections, so a body still arriving (a job
+        # package upload) would stall until the grace period cut it off.
+        for each_site in list(runner.sites):
+            await each_site.stop()
+        await in_flight.drained(SHUTDOWN_GRACE)
         for each in reversed(runners):
             await each.cleanup()
 
