@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from .gateway_helpers import UPSTREAM_TOKEN, bearer, client_session, gateway_stack
 
@@ -20,8 +21,9 @@ def test_websocket_echoes_text_and_binary_and_survives_silence(tmp_path: Path) -
     async def scenario() -> None:
         async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
             headers = {**bearer(stack.token("ray-user")), "X-Remote-User": "system:admin"}
+            url = URL(f"{stack.url}/ws/echo?follow=1&job=raysubmit%2F1", encoded=True)
             async with client_session() as client, client.ws_connect(
-                stack.url / "ws/echo", headers=headers, heartbeat=None
+                url, headers=headers, heartbeat=None
             ) as ws:
                 await ws.send_str("hello")
                 assert await ws.receive_str(timeout=RECEIVE_TIMEOUT) == "echo:hello"
@@ -31,6 +33,7 @@ def test_websocket_echoes_text_and_binary_and_survives_silence(tmp_path: Path) -
                 await ws.send_str("still there?")
                 assert await ws.receive_str(timeout=RECEIVE_TIMEOUT) == "echo:still there?"
             [seen] = stack.upstream.requests
+            assert seen.raw_path == "/ws/echo?follow=1&job=raysubmit%2F1"
             assert seen.headers["Authorization"] == f"Bearer {UPSTREAM_TOKEN}"
             assert seen.headers.getall("X-Remote-User") == ["system:serviceaccount:default:ray-user"]
 
