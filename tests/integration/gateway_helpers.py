@@ -327,6 +327,21 @@ async def gateway_stack(
             audit.close()
 
 
+async def raw_exchange(url: URL, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send bytes as they are on one connection; everything read until the server closes it.
+
+    End the last request with `Connection: close` so the server closes when it is done.
+    """
+    assert url.host is not None and url.port is not None
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
