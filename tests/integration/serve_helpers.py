@@ -253,7 +253,7 @@ def serving(
 
 def kube_rbac_proxy_args(
     up: RaygateUp, tmp: Path, fake: FakeKubeAPI, *, port: int, admin_port: int | None = None,
-    config_file: str | None = None,
+    config_file: str | None = None, kubeconfig: Path | None = None,
 ) -> list[str]:
     """The sample's sidecar args with only what a test must change: listen address, upstream,
     config file path (same content unless given), plus --kubeconfig (and the admin port)."""
@@ -263,7 +263,8 @@ def kube_rbac_proxy_args(
     args = replace_flag(sample.args, "insecure-listen-address", f"127.0.0.1:{port}")
     args = replace_flag(args, "upstream", ray_dashboard(up))
     args = replace_flag(args, "config-file", str(path))
-    args.append(f"--kubeconfig={fake.write_kubeconfig(tmp / 'kubeconfig')}")
+    kubeconfig = kubeconfig or fake.write_kubeconfig(tmp / "kubeconfig")
+    args.append(f"--kubeconfig={kubeconfig}")
     if admin_port is not None:
         args.append(f"--proxy-endpoints-port={admin_port}")
     return args

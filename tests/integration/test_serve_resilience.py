@@ -129,6 +129,36 @@ def test_api_server_down_means_503_nothing_forwarded_and_recovery_without_restar
             assert serve.process.poll() is None
 
 
+def test_raygates_own_token_file_is_followed_when_it_rotates(
+    raygate_up: RaygateUp, tmp_path: Path
+) -> None:
+    # A projected service-account token (kubeconfig tokenFile, or the in-cluster token) is
+    # rewritten by the kubelet; the API server stops taking the old one.
+    up = raygate_up
+    (port,) = ports(1)
+    with fake_api() as api:
+        fake = api.fake
+        fake.use_rbac(load_manifests(GUIDE_RBAC))
+        token_file = tmp_path / "token"
+        token_file.write_text(fake.gateway_token)
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", token_file=token_file)
+        args = kube_rbac_proxy_args(up, tmp_path, fake, port=port, kubeconfig=kubeconfig)
+        with serving(args, serve_env(up), port=port) as serve:
+            first = fake.add_service_account_token(NAMESPACE, "ray-user")
+            assert http(serve.address + "/api/version", token=first)[0] == 200
+
+            rotated = secrets.token_urlsafe(24)
+            fake.gateway_tokens = {rotated}
+            scratch = tmp_path / "token.new"
+            scratch.write_text(rotated)
+            scratch.replace(token_file)
+
+            second = fake.add_service_account_token(NAMESPACE, "ray-user")
+            status, body, _ = http(serve.address + "/api/version", token=second)
+            assert status == 200, body + serve.logs()
+            assert fake.rejected_credentials == 0
+
+
 def test_api_server_slower_than_the_backend_timeout_means_503(
     raygate_up: RaygateUp, tmp_path: Path
 ) -> None:

@@ -100,6 +100,16 @@ def test_guide_walkthrough_through_the_kube_rbac_proxy_drop_in(
                             env=ray_cli_env(up, token))
             assert listed.returncode == 0, listed.stderr
 
+        # The sidecar's stdout is its audit log: who did what, never a token.
+        audit = serve.audit()
+        submits = [r for r in audit if (r["method"], r["path"]) == ("POST", "/api/jobs/")]
+        assert [(r["user"], r["decision"], r["verb"]) for r in submits] == [
+            (SA_USER, "allow", "create")
+        ]
+        assert {r["decision"] for r in audit} >= {"unauthenticated", "deny", "allow"}
+        for secret in (first_token, token, fake.gateway_token):
+            assert secret not in "".join(serve.stdout) + serve.logs()
+
         assert fake.schema_errors == []
         token_reviews = reviews(fake, "TokenReview")
         assert token_reviews and fake.calls[TOKEN_REVIEWS] == len(token_reviews)
