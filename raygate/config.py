@@ -412,6 +412,8 @@ class GatewayConfig(ConfigModel):
     kubeconfig: str | None = None
     state_dir: str | None = None
     log_verbosity: int = Field(default=0, ge=0)
+    # Ray's dashboard UI may log in with a token and keep it in a cookie (proxy/browser.py).
+    browser_login: bool = False
 
     @property
     def proxy_endpoints_address(self) -> tuple[str, int] | None:

@@ -150,13 +150,19 @@ async def assemble(
         metrics=metrics,
         max_body_bytes=config.limits.max_body_bytes,
         max_header_bytes=config.limits.max_header_bytes,
-        backend_timeout=config.limits.backend_timeout,
+        # The embedded authority answers from memory; a timeout there only costs time.
+        backend_timeout=(
+            None
+            if kube is None and AuthnMode.OIDC not in authn_modes
+            else config.limits.backend_timeout
+        ),
         public_routes=public_routes,
         path_action=path_policy.action
         if (authorization.allow_paths or authorization.ignore_paths)
         else None,
         certificate_authenticator=certificate_authenticator,
         forward_client_authorization=config.upstream.forward_client_authorization,
+        browser_login=config.browser_login,
     )
     ready["upstream"] = _upstream_check(config.upstream, upstream_token)
     return Assembly(settings, ssl_context, startup, cleanup, ready)

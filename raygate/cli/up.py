@@ -245,6 +245,7 @@ def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -
             },
         },
         "authHeader": {"fieldsEnabled": True},
+        "browserLogin": True,
         "stateDir": str(options.state_dir),
     }
     if options.admin_port:

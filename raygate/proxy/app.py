@@ -26,7 +26,7 @@ from raygate.errors import BackendUnavailable
 from raygate.identity import Attributes, Identity
 from raygate.observe.audit import AuditLog, AuditRecord
 from raygate.observe.metrics import GatewayMetrics
-from raygate.proxy import forward, responses
+from raygate.proxy import browser, forward, responses
 from raygate.proxy.headers import upstream_request_headers
 
 log = logging.getLogger("raygate.gateway")
@@ -78,6 +78,8 @@ class GatewaySettings:
     path_action: Callable[[str], PathAction] | None = None
     certificate_authenticator: CertificateAuthenticator | None = None
     forward_client_authorization: bool = False
+    # Ray's dashboard UI logs in with a raygate token (see proxy/browser.py).
+    browser_login: bool = False
     realm: str = "raygate"
 
 
@@ -153,9 +155,24 @@ class Gateway:
                 record.decision = "ignored-path"
                 return await self._forward(request, None)
 
+        browser_login = self.settings.browser_login
+        if browser_login:
+            raw_path = request.rel_url.raw_path
+            if request.method == "GET" and raw_path == browser.AUTHENTICATION_MODE_PATH:
+                return await browser.authentication_mode(request)
+            if browser.is_ui_shell(request.method, raw_path):
+                record.decision = "ui-shell"
+                return await self._forward(request, None)
+
         identity = await self.authenticate(request, record)
         if isinstance(identity, web.StreamResponse):
             return identity
+        if (
+            browser_login
+            and request.method == "POST"
+            and request.rel_url.raw_path == browser.AUTHENTICATE_PATH
+        ):
+            return await self._browser_login(request, identity, record)
         denied = await self.authorize(request, identity, record)
         if denied is not None:
             return denied
@@ -165,10 +182,27 @@ class Gateway:
             )
         return await self._forward(request, identity)
 
+    async def _browser_login(
+        self, request: web.Request, identity: Identity, record: AuditRecord
+    ) -> web.StreamResponse:
+        """Ray's UI login: the token it was sent becomes the session cookie, if it may look."""
+        token = _bearer_token(request)
+        if token is None:  # a login must present the token itself, not an old cookie
+            record.decision = "unauthenticated"
+            record.reason = "login without a bearer token"
+            return responses.unauthorized(self.settings.realm, missing=True)
+        # Logging in lets the browser read the dashboard: authorize it as the GET it leads to.
+        denied = await self.authorize(request.clone(method="GET"), identity, record)
+        if denied is not None:
+            return denied
+        return browser.login_response(token, secure=request.secure)
+
     async def authenticate(
         self, request: web.Request, record: AuditRecord
     ) -> Identity | web.StreamResponse:
         token = _bearer_token(request)
+        if token is None and self.settings.browser_login:
+            token = browser.token_from_cookie(request)
         identity: Identity | None = None
         if token is None:
             if self.settings.certificate_authenticator is not None:
@@ -249,10 +283,7 @@ class Gateway:
             if identity.groups:
                 separator = settings.auth_headers.groups_separator
                 headers[settings.auth_headers.groups_field] = separator.join(identity.groups)
-        if (
-            request.content_length is not None
-            and request.content_length > settings.max_body_bytes
-        ):
+        if request.content_length is not None and request.content_length > settings.max_body_bytes:
             return responses.too_large(f"request body exceeds {settings.max_body_bytes} bytes")
         url = self._upstream_url(request)
         if request.headers.get("Upgrade", "").lower() == "websocket":
