@@ -263,3 +263,24 @@ def test_ray_k8s_profile_through_kube_rbac_proxy_config_file(
         verbs = {r["spec"]["resourceAttributes"]["verb"]
                  for r in reviews(fake, "SubjectAccessReview")}
         assert verbs == {"ray:write"}
+
+
+def test_auth_token_audiences_are_asked_of_the_token_review(
+    raygate_up: RaygateUp, tmp_path: Path
+) -> None:
+    up = raygate_up
+    (port,) = ports(1)
+    with fake_api() as api:
+        fake = api.fake
+        fake.use_rbac(load_manifests(GUIDE_RBAC))
+        args = kube_rbac_proxy_args(up, tmp_path, fake, port=port)
+        args.append("--auth-token-audiences=ray-gateway")
+        with serving(args, serve_env(up), port=port) as serve:
+            for_raygate = fake.add_service_account_token(
+                NAMESPACE, "ray-user", audiences=["ray-gateway"]
+            )
+            for_api_server = fake.add_service_account_token(NAMESPACE, "ray-user")
+            assert http(serve.address + "/api/version", token=for_raygate)[0] == 200
+            assert http(serve.address + "/api/version", token=for_api_server)[0] == 401
+        asked = [r["spec"].get("audiences") for r in reviews(fake, "TokenReview")]
+        assert asked == [["ray-gateway"], ["ray-gateway"]]
