@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UP_ARGS ?= --num-cpus 1
 PYTEST_ARGS ?=
 
-.PHONY: venv up test test-deps lint bench clean
+.PHONY: venv up test test-deps chromium lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -23,7 +23,14 @@ test-deps: $(VENV)/.test-installed
 
 $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium
 	touch $@
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+chromium:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "error: chromium is missing and installing it needs root: apt-get install chromium" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
 
 test: test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
