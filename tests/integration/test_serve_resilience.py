@@ -159,7 +159,7 @@ def test_raygates_own_token_file_is_followed_when_it_rotates(
             assert fake.rejected_credentials == 0
 
 
-def test_api_server_slower_than_the_backend_timeout_means_503(
+def test_api_server_slower_than_the_backend_timeout_or_failing_means_503(
     raygate_up: RaygateUp, tmp_path: Path
 ) -> None:
     up = raygate_up
@@ -187,8 +187,16 @@ def test_api_server_slower_than_the_backend_timeout_means_503(
             assert status == 503, body
             assert "Retry-After" in headers
             fake.delay = 0
+            # An API server answering errors is no better.
+            fake.fail_with = 500
+            status, body, headers = http(
+                serve.address + "/api/jobs/", method="POST", token=token, data=JOB, headers=JSON
+            )
+            assert status == 503, body
+            assert "answered 500" in body and "Retry-After" in headers
+            fake.fail_with = None
             assert ray_job_ids(up) == jobs_before
-            # The timeout was not remembered as an answer: the next request is decided.
+            # Neither the timeout nor the error was remembered as an answer.
             status, body, _ = http(serve.address + "/api/version", token=token)
             assert status == 200, body
 
