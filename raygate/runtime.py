@@ -31,8 +31,11 @@ log = logging.getLogger("raygate.runtime")
 Hook = Callable[[], Awaitable[None]]
 ReadyCheck = Callable[[], Awaitable[None]]  # raises with a reason when not ready
 
-# Graceful shutdown: in-flight requests get this long to finish once the listener closes.
-SHUTDOWN_GRACE = 30.0
+# Graceful shutdown: in-flight requests get this long to finish once the listener closes, then
+# responses being written get FINAL_WRITE_GRACE; together within Kubernetes' default 30 s
+# terminationGracePeriodSeconds.
+SHUTDOWN_GRACE = 20.0
+FINAL_WRITE_GRACE = 5.0
 
 
 @dataclass
@@ -278,35 +281,46 @@ def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
 
 
 class InFlight:
-    """Counts the gateway's requests being handled, so shutdown can wait for them."""
+    """The gateway's requests being handled, so shutdown can wait for them, or end them."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
 
     @web.middleware
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        self.count += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         self._idle.clear()
         try:
             return await handler(request)
         finally:
-            self.count -= 1
-            if not self.count:
+            self._tasks.discard(task)
+            if not self._tasks:
                 self._idle.set()
 
-    async def drained(self, timeout: float) -> None:
-        """Wait until no request is in flight, at most `timeout` seconds."""
-        if self.count:
-            log.info("waiting for %d request(s) in flight", self.count)
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            log.warning("%d request(s) still in flight after %gs; closing", self.count, timeout)
+    async def drain(self, timeout: float, hurry: asyncio.Event) -> None:
+        """Wait until no request is in flight, at most `timeout` seconds or until `hurry` is
+        set; then end what is left (log streams and WebSockets that would outlive the pod)."""
+        if self._tasks:
+            log.info("waiting up to %gs for %d request(s) in flight", timeout, len(self))
+        waiters = [asyncio.ensure_future(self._idle.wait()), asyncio.ensure_future(hurry.wait())]
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        left = list(self._tasks)
+        if left:
+            log.warning("closing %d request(s) still in flight", len(left))
+            for task in left:
+                task.cancel()
+            await asyncio.wait(left, timeout=5)
 
 
 async def serve(
@@ -322,6 +336,7 @@ async def serve(
     assembly = await assemble(config, audit=audit, metrics=metrics)
     app = build_app(assembly.settings)
     in_flight = InFlight()
+    hurry = asyncio.Event()
     app.middlewares.append(in_flight.middleware)
     for hook in assembly.startup:
         app.on_startup.append(lambda _app, hook=hook: hook())
@@ -331,7 +346,7 @@ async def serve(
         app,
         handle_signals=False,
         access_log=None,
-        shutdown_timeout=SHUTDOWN_GRACE,
+        shutdown_timeout=FINAL_WRITE_GRACE,
         keepalive_timeout=config.limits.idle_timeout,
     )
     await runner.setup()
@@ -348,7 +363,10 @@ async def serve(
         admin_address = config.proxy_endpoints_address
         if admin_address is not None:
             admin_runner = web.AppRunner(
-                admin_app(assembly, metrics), handle_signals=False, access_log=None
+                admin_app(assembly, metrics),
+                handle_signals=False,
+                access_log=None,
+                shutdown_timeout=FINAL_WRITE_GRACE,
             )
             await admin_runner.setup()
             runners.append(admin_runner)
@@ -357,9 +375,14 @@ async def serve(
                 f"{admin_address[0]}:{admin_address[1]}",
             )
         stop = stop or asyncio.Event()
+
+        def on_signal() -> None:
+            # The first signal starts a graceful shutdown; a second one cuts it short.
+            (hurry if stop.is_set() else stop).set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         if on_ready is not None:
             on_ready()
         waiters = [asyncio.ensure_future(stop.wait())]
@@ -376,7 +399,7 @@ async def serve(
         # package upload) would stall until the grace period cut it off.
         for each_site in list(runner.sites):
             await each_site.stop()
-        await in_flight.drained(SHUTDOWN_GRACE)
+        await in_flight.drain(SHUTDOWN_GRACE, hurry)
         for each in reversed(runners):
             await each.cleanup()
 
