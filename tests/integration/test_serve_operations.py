@@ -7,8 +7,10 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RaygateUp, executable
@@ -23,12 +25,19 @@ from .serve_helpers import (
     listening,
     load_manifests,
     ports,
+    ray_cli_env,
+    ray_dashboard,
     ray_job_ids,
+    ray_token,
     sample_sidecar,
     serve_env,
     serving,
     start_serve,
     wait_until,
+)
+
+FOLLOWED_JOB = (
+    "python -c \"import time; print('following', flush=True); time.sleep(300)\""
 )
 
 
@@ -145,3 +154,52 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(
             assert serve.process.wait(timeout=40) == 0
         finally:
             serve.stop(signal.SIGKILL)
+
+
+def test_a_second_sigterm_ends_a_log_follow_that_would_outlive_the_grace_period(
+    raygate_up: RaygateUp, tmp_path: Path
+) -> None:
+    up = raygate_up
+    (port,) = ports(1)
+    # A job that keeps its log stream open far longer than any shutdown grace period.
+    status, body, _ = http(
+        ray_dashboard(up) + "api/jobs/", method="POST", token=ray_token(up),
+        data=json.dumps({"entrypoint": FOLLOWED_JOB}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 200, body
+    job_id = json.loads(body)["submission_id"]
+    follower = None
+    with fake_api() as api:
+        fake = api.fake
+        fake.use_rbac(load_manifests(GUIDE_RBAC))
+        args = kube_rbac_proxy_args(up, tmp_path, fake, port=port)
+        serve = start_serve(args, serve_env(up), port=port)
+        try:
+            token = fake.add_service_account_token(NAMESPACE, "ray-user")
+            follower = subprocess.Popen(
+                [executable("ray"), "job", "logs", "--follow", "--address", serve.address, job_id],
+                env=ray_cli_env(up, token), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True,
+            )
+            output: list[str] = []
+            threading.Thread(target=lambda: output.extend(follower.stdout), daemon=True).start()
+            assert wait_until(lambda: "following" in "".join(output), timeout=90), (
+                "".join(output) + serve.logs()
+            )
+
+            serve.process.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                serve.process.wait(timeout=1)  # the stream in flight holds the shutdown
+            assert not listening(port)
+            serve.process.send_signal(signal.SIGTERM)
+            assert serve.process.wait(timeout=15) == 0
+            assert "closing 1 request(s) still in flight" in serve.logs()
+            # The follower sees its stream end instead of hanging.
+            follower.wait(timeout=30)
+        finally:
+            serve.stop(signal.SIGKILL)
+            if follower is not None and follower.poll() is None:
+                follower.kill()
+            http(ray_dashboard(up) + f"api/jobs/{job_id}/stop", method="POST",
+                 token=ray_token(up))
