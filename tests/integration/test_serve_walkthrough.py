@@ -284,3 +284,43 @@ def test_auth_token_audiences_are_asked_of_the_token_review(
             assert http(serve.address + "/api/version", token=for_api_server)[0] == 401
         asked = [r["spec"].get("audiences") for r in reviews(fake, "TokenReview")]
         assert asked == [["ray-gateway"], ["ray-gateway"]]
+
+
+def test_config_file_static_entries_and_rewrites(raygate_up: RaygateUp, tmp_path: Path) -> None:
+    # kube-rbac-proxy's other config-file keys: a static allow (no SubjectAccessReview) and a
+    # rewrite that takes the namespace from the query.
+    up = raygate_up
+    (port,) = ports(1)
+    config_file = f"""
+authorization:
+  rewrites:
+    byQueryParameter: {{name: namespace}}
+  resourceAttributes:
+    namespace: "{{{{.Value}}}}"
+    apiGroup: ray.io
+    apiVersion: v1
+    resource: rayclusters
+    name: {CLUSTER_NAME}
+  static:
+  - user: {{name: "system:serviceaccount:default:ci"}}
+    verb: get
+    resourceRequest: true
+    namespace: ci
+"""
+    with fake_api() as api:
+        fake = api.fake
+        fake.use_rbac(load_manifests(GUIDE_RBAC))
+        args = kube_rbac_proxy_args(up, tmp_path, fake, port=port, config_file=config_file)
+        with serving(args, serve_env(up), port=port) as serve:
+            url = serve.address + "/api/version"
+            ci = fake.add_service_account_token(NAMESPACE, "ci")
+            user = fake.add_service_account_token(NAMESPACE, "ray-user")
+
+            assert http(url + "?namespace=ci", token=ci)[0] == 200
+            assert fake.calls[SUBJECT_ACCESS_REVIEWS] == 0  # the static entry decided
+            assert http(url, token=user)[0] == 400  # no value for the rewrite
+            assert http(url + "?namespace=default", token=user)[0] == 200
+            assert http(url + "?namespace=other", token=user)[0] == 403
+        namespaces = [r["spec"]["resourceAttributes"]["namespace"]
+                      for r in reviews(fake, "SubjectAccessReview")]
+        assert namespaces == ["default", "other"]
