@@ -106,6 +106,10 @@ def test_guide_walkthrough_through_the_kube_rbac_proxy_drop_in(
         assert [(r["user"], r["decision"], r["verb"]) for r in submits] == [
             (SA_USER, "allow", "create")
         ]
+        versions = [r for r in audit if (r["method"], r["path"]) == ("GET", "/api/version")]
+        assert {(r["decision"], r["verb"]) for r in versions if "verb" in r} == {
+            ("deny", "get"), ("allow", "get")
+        }
         assert {r["decision"] for r in audit} >= {"unauthenticated", "deny", "allow"}
         for secret in (first_token, token, fake.gateway_token):
             assert secret not in "".join(serve.stdout) + serve.logs()
