@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from raygate.authn.jwt import ServiceAccountTokenAuthenticator, jwks, openid_configuration
 from raygate.errors import StoreError
+from raygate.identity import Attributes, Decision
 from raygate.rbac.authorizer import LocalRBACAuthorizer
 from raygate.rbac.index import PolicyIndex
 from raygate.store.sqlite import ObjectStore, Snapshot
@@ -26,6 +28,20 @@ from raygate.store.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, load_signing_
 log = logging.getLogger("raygate.embedded")
 
 POLL_INTERVAL = 0.25  # seconds; changes must show within one second
+
+
+class _RecheckDenials:
+    """An Authorizer that, before it denies, makes sure the policy it denied with is current."""
+
+    def __init__(self, inner: LocalRBACAuthorizer, refresh: Callable[[], bool]) -> None:
+        self.inner = inner
+        self._refresh = refresh
+
+    async def authorize(self, attributes: Attributes) -> Decision:
+        decision = await self.inner.authorize(attributes)
+        if not decision.allowed and self._refresh():
+            decision = await self.inner.authorize(attributes)
+        return decision
 
 
 class EmbeddedAuthority:
@@ -45,14 +61,28 @@ class EmbeddedAuthority:
         self.authenticator = ServiceAccountTokenAuthenticator(
             [key.public_key], issuer, list(audiences), self._lookup_uid
         )
-        self.authorizer = LocalRBACAuthorizer(PolicyIndex.build(self._snapshot.objects))
+        self._rbac = LocalRBACAuthorizer(PolicyIndex.build(self._snapshot.objects))
+        self.authorizer = _RecheckDenials(self._rbac, self._refresh_now)
         self._jwks = json.dumps(jwks([key.public_key]))
         self._discovery = json.dumps(openid_configuration(issuer))
         self._poll_interval = poll_interval
         self._task: asyncio.Task[None] | None = None
 
     def _lookup_uid(self, namespace: str, name: str) -> str | None:
-        return self._snapshot.service_account_uid(namespace, name)
+        uid = self._snapshot.service_account_uid(namespace, name)
+        if uid is None and self._refresh_now():
+            uid = self._snapshot.service_account_uid(namespace, name)
+        return uid
+
+    def _refresh_now(self) -> bool:
+        """Read-your-writes for a caller about to be refused: `raygate create sa` then a token
+        then a request within one poll interval must not fail. Costs one cheap read, and only
+        on the refusing path."""
+        try:
+            return self.refresh()
+        except StoreError as err:
+            log.error("cannot reload policy, keeping revision %s: %s", self._snapshot.version, err)
+            return False
 
     def refresh(self) -> bool:
         """Reload if the store changed. True when something was reloaded."""
@@ -62,7 +92,7 @@ class EmbeddedAuthority:
         index = PolicyIndex.build(snapshot.objects)
         # Swap both together: the authorizer and the uid table always describe one revision.
         self._snapshot = snapshot
-        self.authorizer.replace(index)
+        self._rbac.replace(index)
         log.info(
             "policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects)
         )
