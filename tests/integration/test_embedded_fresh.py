@@ -19,16 +19,6 @@ GET_CLUSTER = dict(
 )
 
 
-def _service_account(name: str) -> object:
-    return parse_object(
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": "default"},
-        }
-    )
-
-
 def test_new_account_and_binding_count_before_the_next_poll(tmp_path: Path) -> None:
     prepare_state(tmp_path)
     # A poll interval far longer than the test: only read-your-writes can make it pass.
