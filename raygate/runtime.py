@@ -137,6 +137,7 @@ async def assemble(
     upstream_token = config.upstream.read_token()
     authorization = config.authorization
     path_policy = authorization.path_policy
+    upstream_ssl = _upstream_tls(config)
     settings = GatewaySettings(
         upstream=URL(config.upstream.url),
         authenticator=authenticator,
@@ -166,8 +167,9 @@ async def assemble(
         certificate_authenticator=certificate_authenticator,
         forward_client_authorization=config.upstream.forward_client_authorization,
         browser_login=config.browser_login,
+        upstream_ssl=upstream_ssl,
     )
-    ready["upstream"] = _upstream_check(config.upstream, upstream_token)
+    ready["upstream"] = _upstream_check(config.upstream, upstream_token, upstream_ssl)
     return Assembly(settings, ssl_context, startup, cleanup, ready)
 
 
@@ -208,7 +210,23 @@ def _token_source(upstream: UpstreamConfig) -> str:
     return "upstream.tokenEnv or upstream.tokenFile"
 
 
-def _upstream_check(upstream: UpstreamConfig, token: str | None) -> ReadyCheck:
+def _upstream_tls(config: GatewayConfig) -> ssl.SSLContext | None:
+    """kube-rbac-proxy's --upstream-ca-file and --upstream-client-cert-file/-key-file."""
+    upstream = config.upstream
+    if not (upstream.ca_file or upstream.client_cert_file):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=upstream.ca_file)
+        if upstream.client_cert_file and upstream.client_key_file:
+            context.load_cert_chain(upstream.client_cert_file, upstream.client_key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"upstream TLS files cannot be used: {err}") from None
+    return context
+
+
+def _upstream_check(
+    upstream: UpstreamConfig, token: str | None, ssl_context: ssl.SSLContext | None = None
+) -> ReadyCheck:
     version_url = upstream.url.rstrip("/") + "/api/version"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     # Ray in token mode refuses raygate itself when its token is missing or wrong: then every
@@ -221,7 +239,9 @@ def _upstream_check(upstream: UpstreamConfig, token: str | None) -> ReadyCheck:
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(version_url, headers=headers) as response,
+                session.get(
+                    version_url, headers=headers, ssl=ssl_context if ssl_context else True
+                ) as response,
             ):
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -78,6 +79,8 @@ class GatewaySettings:
     path_action: Callable[[str], PathAction] | None = None
     certificate_authenticator: CertificateAuthenticator | None = None
     forward_client_authorization: bool = False
+    # TLS to an https upstream: its CA and raygate's client certificate (None: system CAs).
+    upstream_ssl: ssl.SSLContext | None = None
     # Ray's dashboard UI logs in with a raygate token (see proxy/browser.py).
     browser_login: bool = False
     realm: str = "raygate"
@@ -106,7 +109,9 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, _app: web.Application | None = None) -> None:
         self._session = forward.make_client_session(
-            self.settings.upstream_connect_timeout, self.settings.upstream_read_timeout
+            self.settings.upstream_connect_timeout,
+            self.settings.upstream_read_timeout,
+            self.settings.upstream_ssl,
         )
 
     async def stop(self, _app: web.Application | None = None) -> None:

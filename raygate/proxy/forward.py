@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -21,8 +22,12 @@ from raygate.proxy.headers import downstream_response_headers
 log = logging.getLogger("raygate.proxy")
 
 _WS_HANDSHAKE_HEADERS = frozenset(
-    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-     "sec-websocket-protocol"}
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
 )
 
 
@@ -57,13 +62,17 @@ class _LimitedBody:
 
 
 def make_client_session(
-    connect_timeout: float, read_timeout: float | None
+    connect_timeout: float,
+    read_timeout: float | None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> aiohttp.ClientSession:
     """One pooled session per gateway. No auto headers, no decompression: pass bytes as they are."""
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=connect_timeout, sock_read=read_timeout
     )
-    connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(
+        limit=512, ttl_dns_cache=300, ssl=ssl_context if ssl_context is not None else True
+    )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
@@ -156,8 +165,10 @@ async def forward_websocket(
     await client.prepare(request)
     request[PREPARED_KEY] = client.status
 
-    async def pump(src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
-                   dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
+    async def pump(
+        src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+        dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+    ) -> None:
         async for msg in src:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 await dst.send_str(msg.data)
