@@ -168,6 +168,7 @@ async def assemble(
         forward_client_authorization=config.upstream.forward_client_authorization,
         browser_login=config.browser_login,
         upstream_ssl=upstream_ssl,
+        upstream_headers_timeout=config.limits.upstream_timeout,
     )
     ready["upstream"] = _upstream_check(config.upstream, upstream_token, upstream_ssl)
     return Assembly(settings, ssl_context, startup, cleanup, ready)

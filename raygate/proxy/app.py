@@ -73,6 +73,8 @@ class GatewaySettings:
     upstream_connect_timeout: float = 10.0
     # None: a log stream may be silent for minutes and must not be cut.
     upstream_read_timeout: float | None = None
+    # Waiting for Ray's response headers (limits.upstreamTimeout); then 504.
+    upstream_headers_timeout: float | None = 300.0
     # Paths answered by the gateway itself, without authentication (OIDC discovery, JWKS).
     public_routes: dict[str, LocalHandler] = field(default_factory=dict)
     # kube-rbac-proxy --allow-paths / --ignore-paths, on the raw path: None authorizes all.
@@ -295,7 +297,12 @@ class Gateway:
             return await forward.forward_websocket(request, self._session, url, headers)
         start = time.monotonic()
         response = await forward.forward_http(
-            request, self._session, url, headers, settings.max_body_bytes
+            request,
+            self._session,
+            url,
+            headers,
+            settings.max_body_bytes,
+            settings.upstream_headers_timeout,
         )
         if settings.metrics is not None:
             settings.metrics.upstream_latency.observe(time.monotonic() - start)

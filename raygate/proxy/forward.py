@@ -88,21 +88,25 @@ async def forward_http(
     url: URL,
     headers: CIMultiDict[str],
     max_body_bytes: int,
+    headers_timeout: float | None = None,
 ) -> web.StreamResponse:
+    """Forward one request. `headers_timeout` bounds the wait for the upstream's response
+    headers (the upload included), not the body: a log stream may be quiet for minutes."""
     body: _LimitedBody | None = None
     if request.body_exists:
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
         body = _LimitedBody(request.content, max_body_bytes)
     try:
-        upstream = await session.request(
-            request.method,
-            url,
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            compress=None,
-        )
+        async with asyncio.timeout(headers_timeout):
+            upstream = await session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=None,
+            )
     except aiohttp.ClientConnectionError:
         if body is not None and body.exceeded:
             raise BodyTooLarge(f"request body exceeds {max_body_bytes} bytes") from None
