@@ -12,14 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
-import ssl
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +25,7 @@ import yaml
 
 from raygate.objects import parse_object
 from tests.conftest import REPO, RaygateUp, executable, free_port
+from tests.helpers import http, listening, wait_until  # noqa: F401 - re-exported for the serve tests
 from tests.kube.fakeapi import FakeKubeAPI, SchemaViolation
 
 DATA = REPO / "tests" / "data"
@@ -217,13 +214,22 @@ def _drain(stream: Any, sink: list[str]) -> None:
 
 
 def start_serve(
-    args: Sequence[str], env: dict[str, str], *, port: int, admin_port: int | None = None,
-    scheme: str = "http", cwd: Path | None = None,
+    args: Sequence[str],
+    env: dict[str, str],
+    *,
+    port: int,
+    admin_port: int | None = None,
+    scheme: str = "http",
+    cwd: Path | None = None,
 ) -> Serve:
     """`raygate serve ARGS`, once it logged that it serves (it then listens on `port`)."""
     process = subprocess.Popen(
         [executable("raygate"), "serve", *args],
-        env=env, cwd=cwd or REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=cwd or REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     serve = Serve(process, port, admin_port, scheme)
     for stream, sink in ((process.stdout, serve.stdout), (process.stderr, serve.stderr)):
@@ -241,9 +247,7 @@ def start_serve(
 
 
 @contextmanager
-def serving(
-    args: Sequence[str], env: dict[str, str], **kwargs: Any
-) -> Iterator[Serve]:
+def serving(args: Sequence[str], env: dict[str, str], **kwargs: Any) -> Iterator[Serve]:
     serve = start_serve(args, env, **kwargs)
     try:
         yield serve
@@ -252,8 +256,14 @@ def serving(
 
 
 def kube_rbac_proxy_args(
-    up: RaygateUp, tmp: Path, fake: FakeKubeAPI, *, port: int, admin_port: int | None = None,
-    config_file: str | None = None, kubeconfig: Path | None = None,
+    up: RaygateUp,
+    tmp: Path,
+    fake: FakeKubeAPI,
+    *,
+    port: int,
+    admin_port: int | None = None,
+    config_file: str | None = None,
+    kubeconfig: Path | None = None,
 ) -> list[str]:
     """The sample's sidecar args with only what a test must change: listen address, upstream,
     config file path (same content unless given), plus --kubeconfig (and the admin port)."""
@@ -273,35 +283,6 @@ def kube_rbac_proxy_args(
 # -- HTTP --------------------------------------------------------------------------------------------
 
 
-def http(
-    url: str, *, method: str = "GET", token: str | None = None, data: bytes | None = None,
-    headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
-    timeout: float = 30,
-) -> tuple[int, str, dict[str, str]]:
-    request = urllib.request.Request(url, method=method, data=data, headers=dict(headers or {}))
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return response.status, response.read().decode(errors="replace"), dict(response.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace"), dict(err.headers)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def ports(count: int) -> list[int]:
     """`count` distinct free ports."""
     chosen: set[int] = set()
@@ -315,4 +296,3 @@ def ray_cli_env(up: RaygateUp, token: str | None) -> dict[str, str]:
     if token is not None:
         env["RAY_JOB_HEADERS"] = json.dumps({"Authorization": f"Bearer {token}"})
     return env
-

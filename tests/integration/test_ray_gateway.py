@@ -6,19 +6,21 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from raygate.store.tokens import load_signing_key
+from tests import helpers
 from tests.conftest import RaygateUp, executable
+from tests.helpers import listening, wait_until
 
 SUBMITTER_RBAC = """
 apiVersion: v1
@@ -43,42 +45,16 @@ subjects:
 """
 
 
-def http(
-    url: str,
-    *,
-    method: str = "GET",
-    token: str | None = None,
-    data: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, str]:
-    request = urllib.request.Request(url, method=method, data=data, headers=dict(headers or {}))
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def http(url: str, **kwargs: Any) -> tuple[int, str]:
+    """(status, body) of one request; see tests.helpers.http for the keywords."""
+    status, body, _headers = helpers.http(url, **kwargs)
+    return status, body
 
 
 def grant_submitter(up: RaygateUp, name: str) -> str:
     result = up.raygate("apply", "-f", "-", input=SUBMITTER_RBAC.format(name=name))
     assert result.returncode == 0, result.stderr
     return up.token(name)
-
-
-def wait_until(predicate, timeout: float = 1.5, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def job_ids(up: RaygateUp, token: str) -> list[str]:
@@ -113,7 +89,7 @@ def test_ray_dashboard_and_agent_refuse_requests_that_bypass_the_gateway(
     )
     agent = f"http://127.0.0.1:{ports['agent']}"
     # The agent starts a few seconds after the dashboard answers.
-    assert wait_until(lambda: _listening(int(ports["agent"])), timeout=60), "agent never listened"
+    assert wait_until(lambda: listening(int(ports["agent"])), timeout=60), "agent never listened"
     status, _ = http(
         f"{agent}/api/job_agent/jobs/",
         method="POST",
