@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +407,13 @@ def create_serviceaccount(name: str, namespace: str | None, state: Path | None) 
     multiple=True,
     help="Intended audience of the token (repeatable); default: the issuer, which raygate checks.",
 )
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Ask this cluster's API server (TokenRequest, like `kubectl create token`) "
+    "instead of the embedded authority.",
+)
 @state_option
 @report_errors
 def create_token(
@@ -414,12 +421,14 @@ def create_token(
     namespace: str | None,
     duration: str,
     audiences: Sequence[str],
+    kubeconfig: str | None,
     state: Path | None,
 ) -> None:
     """Print a signed token for service account NAME, and nothing else, on stdout:
 
     \b
       export TOKEN=$(raygate create token ray-user --duration=1h)
+      export TOKEN=$(raygate create token ray-user --kubeconfig ~/.kube/config)
     """
     # Imported here: RSA and JWT code is not needed by the other object commands.
     from raygate.store.tokens import (
@@ -432,6 +441,9 @@ def create_token(
 
     lifetime = check_token_duration(parse_duration(duration))
     ns = namespace or DEFAULT_NAMESPACE
+    if kubeconfig is not None:
+        click.echo(_kube_token(kubeconfig, ns, name, lifetime, audiences))
+        return
     with _open_store(state, write=False) as store:
         account = store.get("ServiceAccount", name, ns)
     if account is None:
@@ -447,3 +459,31 @@ def create_token(
             audiences=list(audiences) or [DEFAULT_AUDIENCE],
         )
     )
+
+
+def _kube_token(
+    kubeconfig: str, namespace: str, name: str, lifetime: timedelta, audiences: Sequence[str]
+) -> str:
+    """A token from the cluster's TokenRequest API for NAMESPACE/NAME."""
+    import asyncio
+
+    from raygate.errors import BackendUnavailable
+    from raygate.kube.client import KubeClient
+
+    async def request() -> str:
+        async with await KubeClient.from_kubeconfig(kubeconfig) as client:
+            return await client.create_token_request(
+                namespace,
+                name,
+                duration_seconds=int(lifetime.total_seconds()),
+                audiences=list(audiences),
+            )
+
+    try:
+        return asyncio.run(request())
+    except BackendUnavailable as err:
+        if "answered 404" in str(err):
+            raise NotFoundError(
+                f"failed to create token: {not_found_message('ServiceAccount', name)}"
+            ) from None
+        raise
