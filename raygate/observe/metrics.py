@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
@@ -9,7 +11,9 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.requests = Counter(
-            "raygate_requests", "Requests answered, by HTTP status code.", ["code"],
+            "raygate_requests",
+            "Requests answered, by HTTP status code.",
+            ["code"],
             registry=self.registry,
         )
         self.decisions = Counter(
@@ -19,14 +23,42 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.cache_events = Counter(
-            "raygate_cache_events", "Authentication/authorization cache hits and misses.",
-            ["cache", "result"], registry=self.registry,
-        )
-        self.backend_latency = Histogram(
-            "raygate_backend_latency_seconds", "Latency of identity and policy backend calls.",
-            ["backend", "call"], registry=self.registry,
-        )
-        self.upstream_latency = Histogram(
-            "raygate_upstream_latency_seconds", "Time to the upstream's response headers.",
+            "raygate_cache_events",
+            "Authentication/authorization cache hits and misses.",
+            ["cache", "result"],
             registry=self.registry,
         )
+        self.backend_latency = Histogram(
+            "raygate_backend_latency_seconds",
+            "Latency of identity and policy backend calls.",
+            ["backend", "call"],
+            registry=self.registry,
+        )
+        self._requests_by_code: dict[int, Any] = {}
+        self._decisions_by_name: dict[str, Any] = {}
+        self._backend_by_call: dict[str, Any] = {}
+        self.upstream_latency = Histogram(
+            "raygate_upstream_latency_seconds",
+            "Time to the upstream's response headers.",
+            registry=self.registry,
+        )
+
+    # Labelled children are looked up once per label value: `labels()` costs a lock and a
+    # tuple hash on every call, on the hot path.
+    def request_answered(self, status: int, decision: str) -> None:
+        child = self._requests_by_code.get(status)
+        if child is None:
+            child = self._requests_by_code[status] = self.requests.labels(code=str(status))
+        child.inc()
+        child = self._decisions_by_name.get(decision)
+        if child is None:
+            child = self._decisions_by_name[decision] = self.decisions.labels(decision=decision)
+        child.inc()
+
+    def backend_call(self, call: str, seconds: float) -> None:
+        child = self._backend_by_call.get(call)
+        if child is None:
+            child = self._backend_by_call[call] = self.backend_latency.labels(
+                backend="authority", call=call
+            )
+        child.observe(seconds)

@@ -326,17 +326,14 @@ class Gateway:
             raise BackendUnavailable(f"no {call} answer within {timeout:g}s") from None
         finally:
             if metrics is not None:
-                metrics.backend_latency.labels(backend="authority", call=call).observe(
-                    time.monotonic() - start
-                )
+                metrics.backend_call(call, time.monotonic() - start)
 
     def _record(self, record: AuditRecord) -> None:
         if self.settings.audit is not None:
             self.settings.audit.write(record)
         metrics = self.settings.metrics
         if metrics is not None:
-            metrics.requests.labels(code=str(record.status)).inc()
-            metrics.decisions.labels(decision=record.decision).inc()
+            metrics.request_answered(record.status, record.decision)
 
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)

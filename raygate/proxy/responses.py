@@ -9,7 +9,7 @@ from yarl import URL
 TOKEN_HINT = (
     "Create a token for a service account with `raygate create token <name>` "
     "(on Kubernetes: `kubectl create token <name>`) and pass it with every request, e.g.\n"
-    "  export RAY_JOB_HEADERS='{\"Authorization\": \"Bearer <token>\"}'\n"
+    '  export RAY_JOB_HEADERS=\'{"Authorization": "Bearer <token>"}\'\n'
     "or with curl: -H 'Authorization: Bearer <token>'\n"
 )
 
@@ -33,8 +33,7 @@ def forbidden(description: str, reason: str = "") -> web.Response:
     if reason:
         body += f"Reason: {reason}\n"
     body += (
-        "Ask a cluster admin for a Role and RoleBinding that grant it "
-        "(see `raygate auth can-i`).\n"
+        "Ask a cluster admin for a Role and RoleBinding that grant it (see `raygate auth can-i`).\n"
     )
     return _text(403, body)
 
