@@ -365,5 +365,7 @@ def build_app(settings: GatewaySettings, *, client_max_size: int | None = None) 
     app[GATEWAY_KEY] = gateway
     app.on_startup.append(gateway.start)
     app.on_cleanup.append(gateway.stop)
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    # No `100 Continue` before the request is authorized: a refused client must not be invited
+    # to send its body (forward_http sends it once the request may go upstream).
+    app.router.add_route("*", "/{tail:.*}", gateway.handle, expect_handler=forward.defer_continue)
     return app

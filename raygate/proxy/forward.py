@@ -82,6 +82,18 @@ def make_client_session(
     )
 
 
+async def defer_continue(_request: web.Request) -> None:
+    """aiohttp's expect handler: send nothing yet (see forward_http)."""
+    return None
+
+
+def _expects_continue(request: web.Request) -> bool:
+    return (
+        request.version >= aiohttp.HttpVersion11
+        and request.headers.get("Expect", "").lower() == "100-continue"
+    )
+
+
 async def forward_http(
     request: web.Request,
     session: aiohttp.ClientSession,
@@ -93,6 +105,8 @@ async def forward_http(
     """Forward one request. `headers_timeout` bounds the wait for the upstream's response
     headers (the upload included), not the body: a log stream may be quiet for minutes."""
     body: _LimitedBody | None = None
+    if _expects_continue(request):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     if request.body_exists:
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)

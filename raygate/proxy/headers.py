@@ -66,7 +66,8 @@ def upstream_request_headers(
     Drops hop-by-hop headers, every identity header a client might forge (the gateway sets
     its own afterwards), the client's credentials, and Ray's token cookie; adds X-Forwarded-*.
     """
-    dropped = HOP_BY_HOP | connection_tokens(incoming) | {"host", "content-length"}
+    # Expect: the gateway answers `100 Continue` itself, once the request is authorized.
+    dropped = HOP_BY_HOP | connection_tokens(incoming) | {"host", "content-length", "expect"}
     dropped |= {h.lower() for h in identity_headers}
     if not forward_client_authorization:
         dropped |= CLIENT_CREDENTIAL_HEADERS

@@ -23,7 +23,9 @@ def _statuses(answer: bytes) -> list[int]:
 @pytest.mark.parametrize(
     "framing",
     [
-        pytest.param(b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", id="length-and-chunked"),
+        pytest.param(
+            b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", id="length-and-chunked"
+        ),
         pytest.param(b"Content-Length: 4\r\nContent-Length: 40\r\n", id="two-lengths"),
         pytest.param(b"Content-Length: -4\r\n", id="negative-length"),
     ],
@@ -35,8 +37,12 @@ def test_ambiguous_body_framing_gets_400_and_nothing_reaches_the_upstream(
         async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
             token = stack.token("ray-user").encode()
             request = (
-                b"POST /api/jobs/ HTTP/1.1\r\nHost: ray\r\nAuthorization: Bearer " + token
-                + b"\r\n" + framing + b"\r\n0\r\n\r\n" + SMUGGLED
+                b"POST /api/jobs/ HTTP/1.1\r\nHost: ray\r\nAuthorization: Bearer "
+                + token
+                + b"\r\n"
+                + framing
+                + b"\r\n0\r\n\r\n"
+                + SMUGGLED
             )
             answer = await raw_exchange(stack.url, request)
             assert _statuses(answer)[:1] == [400]
@@ -53,7 +59,8 @@ def test_body_of_a_refused_request_is_never_taken_for_a_request(tmp_path: Path) 
                 SMUGGLED
             )
             allowed = (
-                b"GET /api/version HTTP/1.1\r\nHost: ray\r\nAuthorization: Bearer " + token
+                b"GET /api/version HTTP/1.1\r\nHost: ray\r\nAuthorization: Bearer "
+                + token
                 + b"\r\nConnection: close\r\n\r\n"
             )
             answer = await raw_exchange(stack.url, refused + SMUGGLED + allowed)
@@ -88,5 +95,29 @@ def test_expect_100_continue_upload_goes_through(tmp_path: Path) -> None:
             assert _statuses(final) == [200]
             [seen] = stack.upstream.requests
             assert (seen.size, seen.body) == (len(body), body)
+
+    asyncio.run(scenario())
+
+
+def test_expect_100_continue_is_not_sent_to_a_refused_client(tmp_path: Path) -> None:
+    """The 401 comes before any `100 Continue`: a client without a token never uploads."""
+
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            assert stack.url.host is not None and stack.url.port is not None
+            reader, writer = await asyncio.open_connection(stack.url.host, stack.url.port)
+            try:
+                writer.write(
+                    b"PUT /api/packages/gcs/_ray_pkg_x.zip HTTP/1.1\r\nHost: ray\r\n"
+                    b"Expect: 100-continue\r\nContent-Length: 104857600\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+                await writer.drain()
+                # The first thing back is the final answer, not an invitation to upload.
+                first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            finally:
+                writer.close()
+            assert _statuses(first) == [401]
+            assert stack.upstream.requests == []
 
     asyncio.run(scenario())
