@@ -15,8 +15,11 @@ Profiles (chosen with `authorization.profile`):
   verb `ray:write` on `rayclusters/<name>` in API group `ray.io` in the cluster's namespace, for
   every request. RBAC written for Ray's own auth (KubeRay's `ray-writer` ClusterRole) works as is.
 
-A future `ray` profile (one subresource per Ray route) adds a member to `Profile`, a mapper with
-the `_Mapper` signature and an entry in `_MAPPERS`; nothing else here changes.
+- `ray` (opt-in): one subresource of the RayCluster per Ray route (`rayclusters/jobs`,
+  `rayclusters/dashboard`, `rayclusters/serve`, `rayclusters/proxy` for the rest; see
+  raygate.ray.routes), on the cluster named by `resourceAttributes`. Job ownership (the
+  submitter stamped into the job, `rayclusters/alljobs` for someone else's) is the gateway's
+  part: raygate.proxy.ownership.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def verb_for_method(method: str) -> str:
 class Profile(StrEnum):
     KUBE_RBAC_PROXY = "kube-rbac-proxy"
     RAY_K8S = "ray-k8s"
+    RAY = "ray"
 
 
 class ConfigModel(BaseModel):
@@ -134,6 +138,19 @@ class AttributesConfig(ConfigModel):
             if self.resource_attributes is not None or self.rewrites is not None:
                 raise ValueError(
                     "profile ray-k8s fixes the attributes; remove resourceAttributes/rewrites"
+                )
+        elif self.profile is Profile.RAY:
+            resource = self.resource_attributes
+            if resource is None or not resource.name:
+                raise ValueError(
+                    "profile ray needs resourceAttributes: {namespace, name} of the RayCluster"
+                )
+            if self.rewrites is not None or self.ray_cluster is not None:
+                raise ValueError("profile ray reads resourceAttributes only; remove rewrites/rayCluster")
+            if resource.subresource or resource.has_templates():
+                raise ValueError(
+                    "profile ray sets the subresource per Ray route; remove "
+                    "resourceAttributes.subresource and {{.Value}} templates"
                 )
         elif self.rewrites is not None and self.resource_attributes is None:
             raise ValueError("rewrites fill resourceAttributes templates; set resourceAttributes")
@@ -231,6 +248,43 @@ def _ray_k8s(
     ]
 
 
+def ray_cluster_attributes(
+    identity: Identity, verb: str, subresource: str, config: AttributesConfig
+) -> Attributes:
+    """`verb` on `rayclusters/<subresource>` of the cluster in `resourceAttributes` (ray profile)."""
+    resource = config.resource_attributes
+    assert resource is not None  # AttributesConfig guarantees it for this profile
+    return Attributes(
+        identity=identity,
+        verb=verb,
+        resource_request=True,
+        namespace=resource.namespace,
+        api_group=resource.api_group or RAY_API_GROUP,
+        api_version=resource.api_version,
+        resource=resource.resource or RAY_CLUSTERS_RESOURCE,
+        subresource=subresource,
+        name=resource.name,
+    )
+
+
+def _ray(
+    identity: Identity,
+    method: str,
+    path: str,
+    query: Mapping[str, Sequence[str]],
+    headers: Mapping[str, Any],
+    config: AttributesConfig,
+) -> list[Attributes]:
+    # Imported here: the route table builds on verb_for_method above.
+    from raygate.ray.routes import ray_route
+
+    route = ray_route(method, _raw_path(path))
+    return [
+        ray_cluster_attributes(identity, p.verb, p.subresource, config)
+        for p in route.permissions
+    ]
+
+
 _Mapper = Callable[
     [Identity, str, str, Mapping[str, Sequence[str]], Mapping[str, Any], AttributesConfig],
     list[Attributes],
@@ -239,6 +293,7 @@ _Mapper = Callable[
 _MAPPERS: Mapping[Profile, _Mapper] = {
     Profile.KUBE_RBAC_PROXY: _kube_rbac_proxy,
     Profile.RAY_K8S: _ray_k8s,
+    Profile.RAY: _ray,
 }
 
 

@@ -17,14 +17,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from raygate.authn import TokenAuthenticator
 from raygate.authz import Authorizer
-from raygate.authz.attributes import AttributesConfig, request_attributes
+from raygate.authz.attributes import AttributesConfig, Profile, request_attributes
 from raygate.authz.paths import PathAction
 from raygate.errors import BackendUnavailable
-from raygate.identity import Attributes, Identity
+from raygate.identity import Attributes, Decision, Identity
 from raygate.observe.audit import AuditLog, AuditRecord
 from raygate.observe.metrics import GatewayMetrics
 from raygate.proxy import browser, forward, responses
@@ -107,6 +108,8 @@ class Gateway:
             settings.auth_headers.user_field,
             settings.auth_headers.groups_field,
         )
+        # The ray profile's mapper carries its job ownership (raygate.proxy.ownership).
+        self._job_ownership = getattr(settings.attributes_for, "job_ownership", None)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, _app: web.Application | None = None) -> None:
@@ -115,6 +118,11 @@ class Gateway:
             self.settings.upstream_read_timeout,
             self.settings.upstream_ssl,
         )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "gateway not started"
+        return self._session
 
     async def stop(self, _app: web.Application | None = None) -> None:
         if self._session is not None:
@@ -187,6 +195,10 @@ class Gateway:
             return web.Response(
                 status=204, headers={"Allow": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}
             )
+        if self._job_ownership is not None:
+            answered = await self._job_ownership.handle(request, identity, record, self)
+            if answered is not None:
+                return answered
         return await self._forward(request, identity)
 
     async def _browser_login(
@@ -255,10 +267,20 @@ class Gateway:
             record.decision = "deny"
             record.reason = "the request carries no value for the configured rewrite"
             return responses.bad_request(record.reason)
+        return await self.authorize_attributes(attributes, record)
+
+    async def decide(self, attributes: Attributes) -> Decision:
+        """One authorizer call, bounded by backend_timeout (then BackendUnavailable)."""
+        return await self._timed("authz", self.settings.authorizer.authorize(attributes))
+
+    async def authorize_attributes(
+        self, attributes: Sequence[Attributes], record: AuditRecord
+    ) -> web.StreamResponse | None:
+        """None if every one is allowed; else the 403 (or 503) to answer, and why in `record`."""
         reasons = []
         for attrs in attributes:
             try:
-                decision = await self._timed("authz", self.settings.authorizer.authorize(attrs))
+                decision = await self.decide(attrs)
             except BackendUnavailable as err:
                 record.decision = "unavailable"
                 record.reason = str(err)
@@ -273,9 +295,11 @@ class Gateway:
         record.reason = "; ".join(r for r in reasons if r)
         return None
 
-    async def _forward(self, request: web.Request, identity: Identity | None) -> web.StreamResponse:
+    def upstream_headers(
+        self, request: web.Request, identity: Identity | None
+    ) -> CIMultiDict[str]:
+        """The headers a request goes upstream with: the client's, cleaned, and who sent it."""
         settings = self.settings
-        assert self._session is not None, "gateway not started"
         headers = upstream_request_headers(
             request.headers,
             identity_headers=self._identity_headers,
@@ -290,6 +314,12 @@ class Gateway:
             if identity.groups:
                 separator = settings.auth_headers.groups_separator
                 headers[settings.auth_headers.groups_field] = separator.join(identity.groups)
+        return headers
+
+    async def _forward(self, request: web.Request, identity: Identity | None) -> web.StreamResponse:
+        settings = self.settings
+        assert self._session is not None, "gateway not started"
+        headers = self.upstream_headers(request, identity)
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             return responses.too_large(f"request body exceeds {settings.max_body_bytes} bytes")
         url = self._upstream_url(request)
@@ -309,10 +339,13 @@ class Gateway:
         return response
 
     def _upstream_url(self, request: web.Request) -> URL:
+        return self.upstream_url(request.rel_url.raw_path_qs)
+
+    def upstream_url(self, raw_path_qs: str) -> URL:
         # encoded=True: the path and query go on exactly as the client sent them (and as they
         # were authorized); re-parsing would resolve `..` and decode `%2F`, `%7E`, ...
         base = str(self.settings.upstream).rstrip("/")
-        return URL(base + request.rel_url.raw_path_qs, encoded=True)
+        return URL(base + raw_path_qs, encoded=True)
 
     async def _timed(self, call: str, awaitable: Awaitable[Any]) -> Any:
         """Await the authority, within backend_timeout; a timeout is BackendUnavailable (503)."""
@@ -341,6 +374,10 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
 def attributes_mapper(config: AttributesConfig) -> AttributesMapper:
     """Bind the pure mapping to aiohttp requests; the query is parsed only if a rewrite reads it."""
+    if config.profile is Profile.RAY:
+        from raygate.proxy.ownership import RayAttributesMapper
+
+        return RayAttributesMapper(config)
     rewrites = config.rewrites
     reads_query = rewrites is not None and rewrites.by_query_parameter is not None
 

@@ -201,7 +201,7 @@ def test_ray_k8s_profile_is_ray_write_on_the_cluster_for_everything(method: str,
         ({"resourceAttributes": {"name": "{{.Values}}"}}, "unsupported template"),
         ({"resourceAttributes": {"name": "{{ printf .Value }}"}}, "unsupported template"),
         ({"resourceAttributes": {"nmae": "x"}}, "Extra inputs"),
-        ({"profile": "ray"}, "kube-rbac-proxy"),
+        ({"profile": "rbac"}, "kube-rbac-proxy"),
     ],
 )
 def test_inconsistent_configs_are_refused(data: dict, message: str) -> None:
