@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 from yarl import URL
 
+from raygate.authz.attributes import Profile
 from raygate.cli.common import fail, report_errors, state_option
 from raygate.config import GatewayConfig, config_from_mapping
 from raygate.errors import ConfigError, UpstreamError
@@ -95,6 +96,16 @@ def _validate_upstream(
     default=0,
     help="Serve /healthz, /readyz and Prometheus /metrics on this port (0: off).",
 )
+@click.option(
+    "--profile",
+    type=click.Choice([p.value for p in Profile]),
+    default=Profile.KUBE_RBAC_PROXY.value,
+    show_default=True,
+    help="How requests become RBAC checks. kube-rbac-proxy: the method's verb on the RayCluster "
+    "(the guide's Role); ray-k8s: ray:write on it (RBAC of Ray's own Kubernetes auth); ray: one "
+    "subresource per Ray operation (rayclusters/jobs, /dashboard, /serve, ...) and job "
+    "ownership (roles in examples/ray-profile-roles.yaml).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every reload and backend error to stderr.")
 @report_errors
 def up(
@@ -109,6 +120,7 @@ def up(
     upstream_token_file: Path | None,
     audit_log: Path | None,
     admin_port: int,
+    profile: str,
     verbose: bool,
 ) -> None:
     """Start a Ray head and the authenticating gateway in front of it (Ctrl-C stops both)."""
@@ -134,6 +146,7 @@ def up(
             upstream_token_file=upstream_token_file,
             audit_path=audit_log or state_dir / AUDIT_FILE,
             admin_port=admin_port,
+            profile=Profile(profile),
         )
     )
 
@@ -151,6 +164,7 @@ class UpOptions:
     upstream_token_file: Path | None
     audit_path: Path
     admin_port: int = 0
+    profile: Profile = Profile.KUBE_RBAC_PROXY
 
 
 def _check_names(cluster_name: str, namespace: str) -> None:
@@ -225,6 +239,17 @@ def _run(options: UpOptions) -> None:
 def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -> GatewayConfig:
     """What `raygate up` runs: the embedded authority, the guide's resource attributes."""
     listen_host = f"[{options.host}]" if ":" in options.host else options.host
+    authorization: dict[str, object] = {"mode": "embedded", "profile": str(options.profile)}
+    if options.profile is Profile.RAY_K8S:
+        authorization["rayCluster"] = {"name": options.cluster_name, "namespace": options.namespace}
+    else:
+        authorization["resourceAttributes"] = {
+            "namespace": options.namespace,
+            "apiGroup": "ray.io",
+            "apiVersion": "v1",
+            "resource": "rayclusters",
+            "name": options.cluster_name,
+        }
     data = {
         "listen": {"address": f"{listen_host}:{options.port}"},
         "upstream": {
@@ -233,17 +258,7 @@ def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -
             "tokenFile": str(token_file) if token_file else None,
         },
         "authentication": {"mode": ["embedded"]},
-        "authorization": {
-            "mode": "embedded",
-            "profile": "kube-rbac-proxy",
-            "resourceAttributes": {
-                "namespace": options.namespace,
-                "apiGroup": "ray.io",
-                "apiVersion": "v1",
-                "resource": "rayclusters",
-                "name": options.cluster_name,
-            },
-        },
+        "authorization": authorization,
         "authHeader": {"fieldsEnabled": True},
         "browserLogin": True,
         "stateDir": str(options.state_dir),
@@ -277,18 +292,25 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
     )
     sa_user = f"system:serviceaccount:{namespace}:ray-user"
     ns_flag = "" if namespace == "default" else f" -n {namespace}"
+    profile = "" if options.profile is Profile.KUBE_RBAC_PROXY else f" (profile {options.profile})"
+    rbac_file, check = "ray-cluster-rbac.yaml", "get {}"
+    if options.profile is Profile.RAY:
+        rbac_file, check = "ray-profile-roles.yaml", "create {} --subresource=jobs"
+    elif options.profile is Profile.RAY_K8S:
+        check = "ray:write {}"
+    check = check.format(f"rayclusters.ray.io/{cluster_name}")
     click.echo(
         f"""
 raygate is up.
   Gateway (Ray dashboard and Jobs API): {address}
   Ray dashboard behind it (token-protected, not for direct use): {upstream}
-  Authorizing as: rayclusters.ray.io/{cluster_name} in namespace {namespace}
+  Authorizing as: rayclusters.ray.io/{cluster_name} in namespace {namespace}{profile}
   State: {state_dir}    Audit log: {audit_path}{admin}
 
 Next, in another terminal (with this environment's bin/ on PATH):
   raygate create serviceaccount ray-user{ns_flag}
-  raygate apply -f examples/ray-cluster-rbac.yaml
-  raygate auth can-i get rayclusters.ray.io/{cluster_name}{ns_flag} --as={sa_user}
+  raygate apply -f examples/{rbac_file}
+  raygate auth can-i {check}{ns_flag} --as={sa_user}
   export RAY_JOB_HEADERS="{{\\"Authorization\\": \\"Bearer $(raygate create token ray-user{ns_flag} --duration=1h)\\"}}"
   ray job submit --address {address} -- python -c "import ray; ray.init(); print(ray.cluster_resources())"
 

@@ -45,6 +45,7 @@ AUTHENTICATOR_CLUSTER_ROLE = "raygate-authenticator"
 VIEWER_ROLE = "raygate-viewer"
 SUBMITTER_ROLE = "raygate-submitter"
 SUBMITTER_VERBS = ("get", "create", "update", "patch", "delete")
+ADMIN_ROLE = "raygate-admin"
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,7 @@ def network_policies(options: ManifestOptions) -> list[dict[str, Any]]:
 
 
 def example_roles(options: ManifestOptions) -> list[dict[str, Any]]:
-    """Roles to bind users to. Namespace-wide on purpose: add `resourceNames: [CLUSTER]` to pin
+    """Roles to bind users to (ClusterRoles for the `ray` profile). Namespace-wide on purpose: add `resourceNames: [CLUSTER]` to pin
     one to a single cluster (a shared name cannot carry one cluster's name without the next
     `raygate manifests | kubectl apply` overwriting it)."""
 
@@ -383,7 +384,45 @@ def example_roles(options: ManifestOptions) -> list[dict[str, Any]]:
     if options.profile is Profile.RAY_K8S:
         # Ray's Kubernetes auth has one all-or-nothing permission: there is no viewer.
         return [role(SUBMITTER_ROLE, ["ray:write"])]
+    if options.profile is Profile.RAY:
+        return ray_profile_cluster_roles()
     return [role(VIEWER_ROLE, ["get"]), role(SUBMITTER_ROLE, SUBMITTER_VERBS)]
+
+
+def _rules(grants: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+    return [
+        {"apiGroups": ["ray.io"], "resources": [resource], "verbs": verbs}
+        for resource, verbs in grants.items()
+    ]
+
+
+def ray_profile_cluster_roles() -> list[dict[str, Any]]:
+    """The `ray` profile's roles (see raygate.ray.routes). ClusterRoles, so one RoleBinding per
+    namespace grants them there (or a ClusterRoleBinding everywhere); `resourceNames: [CLUSTER]`
+    in a copy pins one to a single cluster. `rayclusters/jobs` acts on the caller's own jobs;
+    `rayclusters/alljobs` on everyone's."""
+    job_verbs = ["get", "list", "create", "stop", "delete"]
+    viewer = {
+        "rayclusters": ["get"],
+        "rayclusters/jobs": ["get", "list"],
+        "rayclusters/dashboard": ["get"],
+    }
+    submitter = {**viewer, "rayclusters/jobs": job_verbs}
+    admin = {
+        **submitter,
+        "rayclusters/alljobs": job_verbs,
+        "rayclusters/serve": ["get", "update", "delete"],
+        "rayclusters/proxy": ["*"],
+    }
+    return [
+        {
+            "apiVersion": f"{RBAC_GROUP}/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "raygate"}},
+            "rules": _rules(grants),
+        }
+        for name, grants in ((VIEWER_ROLE, viewer), (SUBMITTER_ROLE, submitter), (ADMIN_ROLE, admin))
+    ]
 
 
 def build_manifests(options: ManifestOptions) -> list[dict[str, Any]]:

@@ -16,13 +16,15 @@ Paths are matched as Ray's aiohttp router matches them (measured with aiohttp 3.
 `/`-separated segment is percent-decoded on its own (`%6Aobs` is `jobs`, `a%2Fb` one segment
 `a/b`) and dot segments are taken literally, never resolved. A path that another router could
 read differently (an encoded `/` in a segment, a `.` or `..` segment, an empty segment, bytes
-that are not UTF-8) needs what Ray's reading needs, the same verb on `rayclusters/alljobs` when
-that is a job route, and the method's verb on `rayclusters/proxy`: never less than the route Ray
+that are not UTF-8) needs what Ray's reading needs, what the reading of a router that decodes
+`%2F` and resolves dot segments needs, the same verb on `rayclusters/alljobs` for either if it
+is a job route, and the method's verb on `rayclusters/proxy`: never less than the route Ray
 would pick, and no job id for the owner check to trust.
 """
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
@@ -147,6 +149,16 @@ def _segments(raw_path: str) -> tuple[tuple[str, ...], bool]:
     return decoded, ambiguous
 
 
+def _resolved(segments: tuple[str, ...]) -> tuple[str, ...]:
+    """The segments as a router that decodes `%2F`, merges `//` and resolves `.`/`..` sees them."""
+    joined = "/".join(segments)
+    resolved = posixpath.normpath("/" + joined).lstrip("/")
+    trailing = joined.endswith("/") or (segments and segments[-1] in ("", ".", ".."))
+    if trailing and resolved:
+        resolved += "/"
+    return tuple(resolved.split("/"))
+
+
 def _matches(segments: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     return len(segments) == len(pattern) and all(
         p == _ID or p == s for s, p in zip(segments, pattern, strict=True)
@@ -215,9 +227,11 @@ def ray_route(method: str, raw_path: str) -> RayRoute:
     route = _route(method, segments)
     if not ambiguous:
         return route
-    also = []
-    if route.subresource == JOBS:
-        also.append(Permission(route.verb, ALL_JOBS))
-    if route.subresource != PROXY or route.verb != verb_for_method(method):
-        also.append(Permission(verb_for_method(method), PROXY))
-    return RayRoute(route.verb, route.subresource, also=tuple(also))
+    needed: list[Permission] = []
+    for reading in (route, _route(method, _resolved(segments))):
+        needed.append(Permission(reading.verb, reading.subresource))
+        if reading.subresource == JOBS:
+            needed.append(Permission(reading.verb, ALL_JOBS))
+    needed.append(Permission(verb_for_method(method), PROXY))
+    first, *also = dict.fromkeys(needed)  # without repeats, in order
+    return RayRoute(first.verb, first.subresource, also=tuple(also))
