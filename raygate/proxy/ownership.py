@@ -212,13 +212,13 @@ class JobOwnership:
         denied = await gateway.authorize_attributes([attributes], record)
         whose = "by another user" if owner is not None else "without raygate's submitter stamp"
         record.reason = f"{prior}; job {job_id} was submitted {whose}: {record.reason}"
-        if denied is not None:
+        if denied is not None and denied.status == 403:
             return responses.forbidden(
                 attributes.describe(),
                 f"job {job_id} was submitted {whose}; acting on it needs {route.verb} on "
-                f"rayclusters/{ALL_JOBS} as well",
+                f"{attributes.resource}/{ALL_JOBS} as well",
             )
-        return None
+        return denied  # None, or 503 when the authority did not answer
 
     async def _look_up_owner(
         self, request: web.Request, job_id: str, identity: Identity, gateway: GatewayAccess

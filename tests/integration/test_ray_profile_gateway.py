@@ -20,6 +20,7 @@ from aiohttp import web
 
 from raygate.authz.attributes import AttributesConfig
 from raygate.deploy.kuberay import ray_profile_cluster_roles
+from raygate.errors import BackendUnavailable
 from raygate.objects import parse_object
 from raygate.proxy.app import attributes_mapper
 from raygate.proxy.ownership import MAX_SUBMISSION_BYTES, SUBMITTED_BY
@@ -412,5 +413,31 @@ def test_unknown_mutating_routes_need_proxy(ray_stack) -> None:
             assert status == 403
             assert 'cannot create resource "rayclusters/proxy"' in body
             assert s.ray.received == []
+
+    asyncio.run(run())
+
+
+class _NoAnswerOnAllJobs:
+    """The authority, except that it never answers about rayclusters/alljobs."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def authorize(self, attributes: Any) -> Any:
+        if attributes.subresource == "alljobs":
+            raise BackendUnavailable("the authority did not answer")
+        return await self._inner.authorize(attributes)
+
+
+def test_an_authority_that_cannot_answer_the_ownership_check_gives_503(ray_stack) -> None:
+    async def run() -> None:
+        async with ray_stack() as s:
+            bobs = await s.submit("bob")
+            s.stack.settings.authorizer = _NoAnswerOnAllJobs(s.stack.settings.authorizer)
+            for method, path in [("POST", f"/api/jobs/{bobs}/stop"), ("GET", "/api/jobs/")]:
+                status, body = await s.call("alice", method, path)
+                assert status == 503, body
+            assert s.ray.seen("POST", f"/api/jobs/{bobs}/stop") == []
+            assert s.ray.seen("GET", "/api/jobs/") == []
 
     asyncio.run(run())
