@@ -121,7 +121,8 @@ class SingleFlightCache(Generic[V]):
 
 def token_key(token: str) -> bytes:
     """The cache key of a token: its SHA-256, so the cache never holds a usable credential."""
-    return hashlib.sha256(token.encode()).digest()
+    # Header values that are not UTF-8 arrive surrogate-escaped; they must hash, not raise.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def jwt_expiry(token: str) -> float | None:
