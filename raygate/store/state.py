@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,14 +33,45 @@ def resolve_state_dir(
 
 
 def ensure_state_dir(path: Path) -> Path:
-    """Create the directory (and parents) with mode 0700 if it does not exist yet."""
+    """Create the directory (and parents) with mode 0700 if it does not exist yet.
+
+    An existing directory that others may read or enter (it holds the signing key and tokens)
+    is tightened to 0700 when it is ours, with a note on stderr, and refused when it is not.
+    """
     try:
         path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
     except OSError as err:
         raise StoreError(f"cannot create state directory {path}: {err.strerror or err}") from None
     if not path.is_dir():
         raise StoreError(f"state directory {path} exists but is not a directory")
+    _make_private(path)
     return path
+
+
+def _make_private(path: Path) -> None:
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise StoreError(f"cannot read state directory {path}: {err.strerror or err}") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return
+    if info.st_uid != os.getuid():
+        raise StoreError(
+            f"state directory {path} is open to other users (mode {mode:o}) and owned by "
+            f"uid {info.st_uid}, not by you: use a private directory of your own (--state)"
+        )
+    try:
+        os.chmod(path, STATE_DIR_MODE)
+    except OSError as err:
+        raise StoreError(
+            f"cannot make state directory {path} private (mode {mode:o}): {err.strerror or err}"
+        ) from None
+    print(
+        f"raygate: state directory {path} was open to other users (mode {mode:o}); "
+        "changed it to 700",
+        file=sys.stderr,
+    )
 
 
 def write_secret(path: Path, data: bytes, *, exclusive: bool = False) -> bool:

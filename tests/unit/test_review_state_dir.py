@@ -1,0 +1,65 @@
+"""Security review: the state directory (signing key, tokens, the object store) is private.
+
+An existing directory with group/other bits is tightened to 0700 when it is ours (said once
+on stderr) and refused when someone else owns it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from raygate.errors import StoreError
+from raygate.store import state
+from raygate.store.state import ensure_state_dir, write_secret
+
+
+def mode_of(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_new_state_dir_is_private(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "state"
+    ensure_state_dir(target)
+    assert mode_of(target) == 0o700
+
+
+@pytest.mark.parametrize("loose", [0o755, 0o750, 0o701, 0o777, 0o707])
+def test_our_open_state_dir_is_tightened_and_said_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], loose: int
+) -> None:
+    target = tmp_path / "state"
+    target.mkdir()
+    target.chmod(loose)
+    ensure_state_dir(target)
+    assert mode_of(target) == 0o700
+    write_secret(target / "key", b"secret")  # ensures the dir again: nothing more to say
+    err = capsys.readouterr().err
+    assert err.count(str(target)) == 1
+    assert f"mode {loose:o}" in err and "700" in err
+    assert "secret" not in err
+
+
+def test_private_state_dir_is_left_alone_quietly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "state"
+    target.mkdir(mode=0o700)
+    target.chmod(0o700)
+    ensure_state_dir(target)
+    assert mode_of(target) == 0o700
+    assert capsys.readouterr().err == ""
+
+
+def test_open_state_dir_of_someone_else_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "state"
+    target.mkdir()
+    target.chmod(0o755)
+    someone_else = os.getuid() + 1
+    monkeypatch.setattr(state.os, "getuid", lambda: someone_else)
+    with pytest.raises(StoreError, match="owned by uid .* not by you"):
+        ensure_state_dir(target)
+    assert mode_of(target) == 0o755
