@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -51,13 +52,64 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+# Ray makes its temp dir world-writable (0777), so when it cannot live in the private state
+# dir it is a child of a private parent of ours: /tmp/raygate-<hash>/r.
+RAY_TEMP_CHILD = "r"
+
+
 def ray_temp_dir(state_dir: Path) -> Path:
-    """Ray's files go under the state dir unless its path is too long for Unix sockets."""
+    """Ray's files go under the state dir unless its path is too long for Unix sockets; then
+    under `<tmp>/raygate-<hash>/r`, whose parent `prepare_ray_temp_dir` keeps private."""
     preferred = state_dir.resolve() / "ray"
     if len(str(preferred)) <= MAX_TEMP_DIR_LEN:
         return preferred
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"raygate-{digest}"
+    for base in (tempfile.gettempdir(), "/tmp"):
+        candidate = Path(base) / f"raygate-{digest}" / RAY_TEMP_CHILD
+        if len(str(candidate)) <= MAX_TEMP_DIR_LEN:
+            return candidate
+    return candidate
+
+
+def prepare_ray_temp_dir(state_dir: Path) -> Path:
+    """Create Ray's temp dir (see `ray_temp_dir`) and return it.
+
+    Outside the state dir its parent must be ours alone: created 0700, or else an existing
+    real directory (not a symlink) owned by us with no group/other bits. Anything else may
+    have been put there by another local user, and raises UpstreamError.
+    """
+    temp_dir = ray_temp_dir(state_dir)
+    if temp_dir.parent == state_dir.resolve():
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        return temp_dir
+    _private_parent(temp_dir.parent)
+    try:
+        temp_dir.mkdir(exist_ok=True)
+    except OSError as err:
+        raise UpstreamError(f"cannot create Ray's temp dir {temp_dir}: {err.strerror}") from None
+    return temp_dir
+
+
+def _private_parent(path: Path) -> None:
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise UpstreamError(f"cannot create Ray's temp parent {path}: {err.strerror}") from None
+    info = os.lstat(path)
+    fix = "remove it, or use a state dir with a shorter path (--state)"
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UpstreamError(f"Ray's temp parent {path} is not a real directory: {fix}")
+    if info.st_uid != os.getuid():
+        raise UpstreamError(
+            f"Ray's temp parent {path} is owned by uid {info.st_uid}, not by you: {fix}"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise UpstreamError(
+            f"Ray's temp parent {path} is open to other users (mode {mode:o}): {fix}"
+        )
 
 
 def ray_executable() -> str:
@@ -108,8 +160,7 @@ def start_ray_head(
     object_store_memory: int | None = None,
     timeout: float = 120.0,
 ) -> RayHead:
-    temp_dir = ray_temp_dir(state_dir)
-    temp_dir.mkdir(parents=True, exist_ok=True)
+    temp_dir = prepare_ray_temp_dir(state_dir)
     log_path = state_dir / "ray-head.log"
     ports = {
         "dashboard": free_port(),
@@ -150,7 +201,8 @@ def start_ray_head(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            cwd=state_dir,
+            # Not the state dir: Ray's processes have no business near the signing key.
+            cwd=temp_dir,
         )
     head = RayHead(process, f"http://127.0.0.1:{ports['dashboard']}", temp_dir, log_path, ports)
     # Where Ray listens, for `raygate` users and tests that check the ports refuse strangers.
