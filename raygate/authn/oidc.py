@@ -21,6 +21,9 @@ from raygate.errors import BackendUnavailable, ConfigError
 from raygate.identity import AUTHENTICATED_GROUP, Identity
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+NO_PREFIX = "-"  # `--oidc-username-prefix=-`: usernames exactly as the claim says
+# Kubernetes reserves `system:` names (system:admin, system:serviceaccount:...) for itself.
+RESERVED_USERNAME_PREFIX = "system:"
 SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 )
@@ -29,7 +32,14 @@ SUPPORTED_ALGORITHMS = frozenset(
 @dataclass(frozen=True)
 class OIDCOptions:
     """kube-rbac-proxy's `--oidc-*` flags (issuer, clientID, username/groups claim and prefix,
-    sign-alg, ca-file). As there, no username prefix unless one is given."""
+    sign-alg, ca-file).
+
+    The username prefix defaults as in kube-apiserver's `--oidc-username-prefix`: when
+    `username_prefix` is empty and `username_claim` is not `email`, usernames are prefixed with
+    `<issuer_url>#` (so `sub: 1234` becomes `https://sso.example.com#1234` and cannot collide
+    with a name from another source); `-` means no prefix at all. Whatever the prefix, a
+    username that ends up starting with `system:` is refused (see `identity_from_claims`).
+    """
 
     issuer_url: str
     client_id: str
@@ -53,9 +63,20 @@ class OIDCOptions:
                 f"choose from {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
             )
 
+    @property
+    def effective_username_prefix(self) -> str:
+        """The prefix put before every username (kube-apiserver's defaulting, see above)."""
+        if self.username_prefix == NO_PREFIX:
+            return ""
+        if not self.username_prefix and self.username_claim != "email":
+            return f"{self.issuer_url}#"
+        return self.username_prefix
+
 
 def identity_from_claims(options: OIDCOptions, claims: Mapping[str, Any]) -> Identity | None:
-    """Map verified claims to an Identity; None when the username claim is missing or unusable.
+    """Map verified claims to an Identity; None when the username claim is missing or unusable,
+    or when the username (prefix included) would be a reserved `system:` name: an IdP user
+    must not become `system:admin` or a service account.
 
     The identity gets `system:authenticated`, as kube-apiserver gives every authenticated user,
     so bindings to that group mean the same behind raygate.
@@ -65,6 +86,9 @@ def identity_from_claims(options: OIDCOptions, claims: Mapping[str, Any]) -> Ide
         return None
     # kube-apiserver refuses an email the issuer itself says is unverified.
     if options.username_claim == "email" and claims.get("email_verified", True) is not True:
+        return None
+    user = options.effective_username_prefix + username
+    if user.startswith(RESERVED_USERNAME_PREFIX):
         return None
     raw_groups = claims.get(options.groups_claim, [])
     if isinstance(raw_groups, str):
@@ -76,7 +100,7 @@ def identity_from_claims(options: OIDCOptions, claims: Mapping[str, Any]) -> Ide
         groups.append(AUTHENTICATED_GROUP)
     subject = claims.get("sub")
     return Identity(
-        user=options.username_prefix + username,
+        user=user,
         uid=subject if isinstance(subject, str) else "",
         groups=tuple(groups),
     )
