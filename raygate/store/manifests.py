@@ -24,15 +24,102 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "-"
 
 
+# One `-f` source is read whole before anything is validated: bound what that may cost.
+MAX_SOURCE_BYTES = 4 * 1024 * 1024
+# Aliases let a few hundred bytes stand for billions of nodes once expanded (validation and
+# storage walk the expansion), so a document may use a few and expand to a bounded size.
+MAX_ALIASES = 100
+MAX_EXPANDED_NODES = 1_000_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _RefusedYAML(yaml.YAMLError):
+    """A well-formed document we will not load; `message` is user-facing, the mark optional."""
+
+    def __init__(self, message: str, mark: yaml.Mark | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps timestamps as strings: `creationTimestamp: 2024-01-01T00:00:00Z`
-    from `get -o yaml` output must round-trip as the string Kubernetes means."""
+    from `get -o yaml` output must round-trip as the string Kubernetes means.
+
+    It also refuses what kubectl refuses or what would cost unbounded time and memory:
+    duplicate keys in a mapping (the last one would silently win), and alias bombs.
+    """
+
+    _aliases = 0
+
+    def compose_document(self) -> yaml.Node | None:
+        self._aliases = 0
+        node = super().compose_document()
+        if self._aliases and node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise _RefusedYAML(f"more than {MAX_ALIASES} aliases (*name) in one document", mark)
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # Checked on the node's own keys, before `<<` merges: a merge may be overridden.
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader reports it below
+                if first is not None:
+                    raise _RefusedYAML(
+                        f"duplicate key {json.dumps(str(key))} (first at line {first + 1})",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many nodes `node` stands for once every alias is expanded (memoized, so linear in
+    the document); raises _RefusedYAML past MAX_EXPANDED_NODES or on an alias to itself."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise _RefusedYAML("an alias refers to a node that contains it", node.start_mark)
+    open_nodes.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > MAX_EXPANDED_NODES:
+            raise _RefusedYAML(
+                f"aliases expand the document beyond {MAX_EXPANDED_NODES} nodes",
+                node.start_mark,
+            )
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
 
 
 @dataclass(frozen=True)
@@ -49,11 +136,41 @@ class Document:
         return label if self.item is None else f"{label} items[{self.item}]"
 
 
+def _too_large(label: str) -> ManifestError:
+    return ManifestError(
+        f"{label} is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB: "
+        "split it into several manifest files"
+    )
+
+
+def _check_size(text: str, label: str) -> str:
+    if len(text) > MAX_SOURCE_BYTES or len(text.encode("utf-8", "surrogateescape")) > (
+        MAX_SOURCE_BYTES
+    ):
+        raise _too_large(label)
+    return text
+
+
+def _read_file(file: Path) -> str:
+    try:
+        with file.open("rb") as handle:
+            data = handle.read(MAX_SOURCE_BYTES + 1)
+        if len(data) > MAX_SOURCE_BYTES:
+            raise _too_large(str(file))
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {file}: {err}") from None
+
+
 def read_sources(paths: Sequence[str], stdin: IO[str] | None = None) -> Iterator[tuple[str, str]]:
-    """(label, text) for every `-f` argument: a file, a directory's manifest files, or `-`."""
+    """(label, text) for every `-f` argument: a file, a directory's manifest files, or `-`.
+
+    A source larger than MAX_SOURCE_BYTES is refused (ManifestError) without reading it all.
+    """
     for raw in paths:
         if raw == STDIN:
-            yield "<stdin>", (stdin or sys.stdin).read()
+            text = (stdin or sys.stdin).read(MAX_SOURCE_BYTES + 1)
+            yield "<stdin>", _check_size(text, "<stdin>")
             continue
         path = Path(raw)
         if path.is_dir():
@@ -65,14 +182,26 @@ def read_sources(paths: Sequence[str], stdin: IO[str] | None = None) -> Iterator
         else:
             raise ConfigError(f'the path "{raw}" does not exist')
         for file in files:
-            try:
-                yield str(file), file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as err:
-                raise ConfigError(f"cannot read {file}: {err}") from None
+            yield str(file), _read_file(file)
+
+
+class _DuplicateJSONKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _DuplicateJSONKey(key)
+        mapping[key] = value
+    return mapping
 
 
 def _json_documents(text: str, source: str) -> Iterator[Any]:
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_refuse_duplicate_keys)
     position = 0
     index = 0
     while True:
@@ -87,6 +216,13 @@ def _json_documents(text: str, source: str) -> Iterator[Any]:
                 f"{source} document {index + 1}: JSON syntax error at line {err.lineno}, "
                 f"column {err.colno}: {err.msg}"
             ) from None
+        except _DuplicateJSONKey as err:
+            # The hook is not told where the object is: name where its document starts.
+            line = text.count("\n", 0, position) + 1
+            raise ManifestError(
+                f"{source} document {index + 1} (starting at line {line}): "
+                f"duplicate key {json.dumps(err.key)}"
+            ) from None
         index += 1
         yield body
 
@@ -97,6 +233,9 @@ def _yaml_documents(text: str, source: str) -> Iterator[Any]:
         for body in yaml.load_all(text, Loader=_Loader):  # noqa: S506 - a SafeLoader subclass
             index += 1
             yield body
+    except _RefusedYAML as err:
+        where = f" at line {err.mark.line + 1}, column {err.mark.column + 1}" if err.mark else ""
+        raise ManifestError(f"{source} document {index + 1}{where}: {err.message}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -108,6 +247,7 @@ def _yaml_documents(text: str, source: str) -> Iterator[Any]:
 
 def split_documents(text: str, source: str) -> list[Document]:
     """The documents of one file: JSON (one or more values) or multi-document YAML."""
+    _check_size(text, source)
     stripped = text.lstrip()
     decode = _json_documents if stripped.startswith(("{", "[")) else _yaml_documents
     documents: list[Document] = []
