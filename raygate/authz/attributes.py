@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from raygate.authz.paths import is_unambiguous_path
 from raygate.identity import Attributes, Identity
 
 RAY_API_GROUP = "ray.io"
@@ -146,7 +147,9 @@ class AttributesConfig(ConfigModel):
                     "profile ray needs resourceAttributes: {namespace, name} of the RayCluster"
                 )
             if self.rewrites is not None or self.ray_cluster is not None:
-                raise ValueError("profile ray reads resourceAttributes only; remove rewrites/rayCluster")
+                raise ValueError(
+                    "profile ray reads resourceAttributes only; remove rewrites/rayCluster"
+                )
             if resource.subresource or resource.has_templates():
                 raise ValueError(
                     "profile ray sets the subresource per Ray route; remove "
@@ -197,9 +200,13 @@ def _kube_rbac_proxy(
     verb = verb_for_method(method)
     resource = config.resource_attributes
     if resource is None:
-        return [
-            Attributes(identity=identity, verb=verb, resource_request=False, path=_raw_path(path))
-        ]
+        raw = _raw_path(path)
+        if not is_unambiguous_path(raw):
+            # nonResourceURLs match the raw path; `..` or `%2F` could name another path upstream.
+            raise ValueError(
+                f"ambiguous path {raw!r}: dot segments and encoded separators are refused"
+            )
+        return [Attributes(identity=identity, verb=verb, resource_request=False, path=raw)]
     rewrites = config.rewrites
     if rewrites is None:
         values: list[str] = [""]  # one request, templates (if any) filled with nothing
@@ -280,8 +287,7 @@ def _ray(
 
     route = ray_route(method, _raw_path(path))
     return [
-        ray_cluster_attributes(identity, p.verb, p.subresource, config)
-        for p in route.permissions
+        ray_cluster_attributes(identity, p.verb, p.subresource, config) for p in route.permissions
     ]
 
 

@@ -39,9 +39,12 @@ MAX_TOKEN_BYTES = 16 * 1024
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024 + 1024 * 1024
 # One header line (or the request line). aiohttp's own default (8 KiB) would refuse OIDC tokens
 # with many groups with a bare 400 before the gateway could say anything.
-DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_HEADER_BYTES = 20 * 1024
 # An authority that neither answers nor fails would hold every request: answer 503 instead.
 DEFAULT_BACKEND_TIMEOUT = 5.0
+MAX_HEADERS = 64
+# Methods that only ever echo or tunnel: never sent upstream with Ray's credentials.
+REFUSED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
 
 AttributesMapper = Callable[[Identity, web.Request], Sequence[Attributes]]
 CertificateAuthenticator = Callable[[web.Request], Identity | None]
@@ -134,7 +137,8 @@ class Gateway:
         record = AuditRecord(
             request_id=uuid.uuid4().hex[:16],
             method=request.method,
-            path=request.path,
+            # The raw path: the one that was authorized and forwarded.
+            path=request.rel_url.raw_path,
             remote=request.remote,
         )
         try:
@@ -151,6 +155,7 @@ class Gateway:
                 record.reason += f"; the upstream broke off the response ({type(err).__name__})"
                 self._record(record)
                 raise
+            log.warning("upstream %s: %s", self.settings.upstream, err or type(err).__name__)
             response = responses.upstream_unreachable(self.settings.upstream, err)
         record.status = response.status
         if record.decision != "none" or record.status >= 400:
@@ -158,6 +163,8 @@ class Gateway:
         return response
 
     async def _pipeline(self, request: web.Request, record: AuditRecord) -> web.StreamResponse:
+        if request.method in REFUSED_METHODS:
+            return responses.method_not_allowed()
         path = request.path
         local = self.settings.public_routes.get(path)
         if local is not None and request.method in ("GET", "HEAD"):
@@ -222,6 +229,11 @@ class Gateway:
         token = _bearer_token(request)
         if token is None and self.settings.browser_login:
             token = browser.token_from_cookie(request)
+            if token is not None and not browser.same_origin(request):
+                # SameSite ignores ports: another page on this host would ride on the cookie.
+                record.decision = "deny"
+                record.reason = "session cookie sent by another origin"
+                return responses.forbidden_origin()
         identity: Identity | None = None
         if token is None:
             if self.settings.certificate_authenticator is not None:
@@ -230,9 +242,10 @@ class Gateway:
                 record.decision = "unauthenticated"
                 record.reason = "no bearer token"
                 return responses.unauthorized(self.settings.realm, missing=True)
-        elif len(token) > MAX_TOKEN_BYTES:
+        elif len(token) > MAX_TOKEN_BYTES or not token.isascii():
+            # RFC 6750 tokens are ASCII; anything else is refused before any backend sees it.
             record.decision = "unauthenticated"
-            record.reason = "token too large"
+            record.reason = "token too large" if token.isascii() else "token not ASCII"
             return responses.unauthorized(self.settings.realm, missing=False)
         else:
             try:
@@ -295,9 +308,7 @@ class Gateway:
         record.reason = "; ".join(r for r in reasons if r)
         return None
 
-    def upstream_headers(
-        self, request: web.Request, identity: Identity | None
-    ) -> CIMultiDict[str]:
+    def upstream_headers(self, request: web.Request, identity: Identity | None) -> CIMultiDict[str]:
         """The headers a request goes upstream with: the client's, cleaned, and who sent it."""
         settings = self.settings
         headers = upstream_request_headers(
@@ -306,7 +317,8 @@ class Gateway:
             remote=request.remote,
             scheme=request.scheme,
             host=request.host,
-            upstream_token=settings.upstream_token,
+            # Unauthenticated requests (UI shell, ignorePaths) go as the anonymous caller they are.
+            upstream_token=settings.upstream_token if identity is not None else None,
             forward_client_authorization=settings.forward_client_authorization,
         )
         if identity is not None and settings.auth_headers.enabled:
@@ -397,6 +409,8 @@ def build_app(settings: GatewaySettings, *, client_max_size: int | None = None) 
         handler_args={
             "max_field_size": settings.max_header_bytes,
             "max_line_size": settings.max_header_bytes,
+            # Bounds what one connection can make the gateway hold before any authentication.
+            "max_headers": MAX_HEADERS,
         },
     )
     app[GATEWAY_KEY] = gateway

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import urlsplit
 
 import jwt
 from aiohttp import web
@@ -44,6 +45,23 @@ def is_ui_shell(method: str, raw_path: str) -> bool:
     if method not in ("GET", "HEAD") or not is_unambiguous_path(raw_path):
         return False
     return raw_path in UI_SHELL_PATHS or raw_path.startswith(UI_SHELL_PREFIXES)
+
+
+def same_origin(request: web.Request) -> bool:
+    """May the session cookie count for this request? Only from the dashboard's own pages.
+
+    SameSite=Strict keeps other *sites* out, but a site is a host name: a page served on
+    another port of the same host (a notebook, a dev server) sends the cookie too, and
+    WebSockets have no CORS. Browsers say where a request comes from (Sec-Fetch-Site, Origin);
+    a client that says nothing (curl, scripts) is not a browser being tricked.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != (request.host or "").lower():
+        return False
+    return True
 
 
 def token_from_cookie(request: web.Request) -> str | None:

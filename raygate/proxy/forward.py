@@ -70,8 +70,10 @@ def make_client_session(
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=connect_timeout, sock_read=read_timeout
     )
+    # No pool cap: a fixed cap lets a few hundred idle log followers (or unread UI-shell
+    # downloads) lock every other caller out. Ray bounds what it accepts itself.
     connector = aiohttp.TCPConnector(
-        limit=512, ttl_dns_cache=300, ssl=ssl_context if ssl_context is not None else True
+        limit=0, ttl_dns_cache=300, ssl=ssl_context if ssl_context is not None else True
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -161,6 +163,12 @@ async def forward_websocket(
         if name.lower() in _WS_HANDSHAKE_HEADERS:
             del headers[name]
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    client = web.WebSocketResponse(
+        protocols=protocols, autoping=True, heartbeat=None, max_msg_size=0
+    )
+    # A handshake the gateway cannot complete must not open anything upstream.
+    if not client.can_prepare(request).ok:
+        return web.Response(status=400, text="Bad Request: not a valid WebSocket handshake\n")
     try:
         upstream = await session.ws_connect(
             ws_url,
@@ -177,10 +185,11 @@ async def forward_websocket(
             status=err.status or 502, text=f"upstream refused the WebSocket: {err.message}\n"
         )
 
-    client = web.WebSocketResponse(
-        protocols=protocols, autoping=True, heartbeat=None, max_msg_size=0
-    )
-    await client.prepare(request)
+    try:
+        await client.prepare(request)
+    except BaseException:
+        await upstream.close()
+        raise
     request[PREPARED_KEY] = client.status
 
     async def pump(

@@ -42,13 +42,26 @@ def connection_tokens(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> set
 
 
 def strip_cookie(cookie_header: str, name: str) -> str:
-    """The Cookie header without the named cookie (kept byte-for-byte otherwise)."""
-    kept = [
-        part
-        for part in cookie_header.split(";")
-        if part.strip() and part.strip().split("=", 1)[0].strip() != name
-    ]
-    return ";".join(kept).strip()
+    """The Cookie header without the named cookie.
+
+    Kept byte-for-byte when the name does not occur. When it does, the header is rebuilt from
+    what a lenient parser (aiohttp's, Ray's) would read, since they also split on whitespace:
+    `a=1 ray-authentication-token=X` must lose X too.
+    """
+    if name not in cookie_header:
+        return cookie_header.strip()
+    kept = []
+    for part in cookie_header.replace("\t", " ").split(";"):
+        for word in part.split(" "):
+            word = word.strip()
+            if word and word.split("=", 1)[0].strip() != name:
+                kept.append(word)
+    return "; ".join(kept)
+
+
+def _header_key(name: str) -> str:
+    """Compare names as CGI/WSGI servers (and nginx with underscores_in_headers) read them."""
+    return name.lower().replace("_", "-")
 
 
 def upstream_request_headers(
@@ -68,12 +81,12 @@ def upstream_request_headers(
     """
     # Expect: the gateway answers `100 Continue` itself, once the request is authorized.
     dropped = HOP_BY_HOP | connection_tokens(incoming) | {"host", "content-length", "expect"}
-    dropped |= {h.lower() for h in identity_headers}
+    dropped |= {_header_key(h) for h in identity_headers}
     if not forward_client_authorization:
         dropped |= CLIENT_CREDENTIAL_HEADERS
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        lname = name.lower()
+        lname = _header_key(name)
         if lname in dropped or lname.startswith("x-remote-"):
             continue
         if lname == "cookie":

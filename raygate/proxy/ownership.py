@@ -311,7 +311,9 @@ class JobOwnership:
                 status, reason = upstream.status, upstream.reason
                 response_headers = downstream_response_headers(upstream.headers)
         if answer is None:
-            return _text(502, "Bad Gateway: the Ray dashboard's answer to a submission is too large.\n")
+            return _text(
+                502, "Bad Gateway: the Ray dashboard's answer to a submission is too large.\n"
+            )
         if status == 200:
             self._remember_submission(answer, identity.user)
         return web.Response(status=status, reason=reason, body=answer, headers=response_headers)

@@ -39,20 +39,24 @@ def forbidden(description: str, reason: str = "") -> web.Response:
 
 
 def unavailable(detail: str) -> web.Response:
+    """503. `detail` is for the log: it can name internal addresses, so the body does not."""
+    del detail
     return _text(
         503,
-        f"Service Unavailable: raygate cannot reach its identity or policy backend ({detail}); "
-        "nothing was forwarded. Try again shortly.\n",
+        "Service Unavailable: raygate cannot reach its identity or policy backend; "
+        "nothing was forwarded. Try again shortly (raygate's log says why).\n",
         {"Retry-After": "5"},
     )
 
 
 def upstream_unreachable(upstream: URL, err: BaseException) -> web.Response:
+    """502/504. The body does not name the upstream: its private address is nobody's business."""
+    del upstream
     if isinstance(err, TimeoutError):
-        return _text(504, f"Gateway Timeout: the Ray dashboard at {upstream} timed out.\n")
+        return _text(504, "Gateway Timeout: the Ray dashboard did not answer in time.\n")
     if isinstance(err, aiohttp.ClientConnectionError | OSError):
-        return _text(502, f"Bad Gateway: the Ray dashboard at {upstream} is unreachable.\n")
-    return _text(502, f"Bad Gateway: the Ray dashboard at {upstream} sent an invalid response.\n")
+        return _text(502, "Bad Gateway: the Ray dashboard is unreachable.\n")
+    return _text(502, "Bad Gateway: the Ray dashboard sent an invalid response.\n")
 
 
 def too_large(detail: str) -> web.Response:
@@ -65,3 +69,17 @@ def bad_request(detail: str) -> web.Response:
 
 def not_found() -> web.Response:
     return _text(404, "Not Found\n")
+
+
+def forbidden_origin() -> web.Response:
+    return _text(
+        403,
+        "Forbidden: the session cookie is only accepted from the dashboard's own pages "
+        "(Origin and Sec-Fetch-Site say this request came from another site or port).\n",
+    )
+
+
+def method_not_allowed() -> web.Response:
+    return _text(
+        405, "Method Not Allowed\n", {"Allow": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}
+    )
