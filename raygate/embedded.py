@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class EmbeddedAuthority:
         self._discovery = json.dumps(openid_configuration(issuer))
         self._poll_interval = poll_interval
         self._task: asyncio.Task[None] | None = None
+        self._reload_lock = threading.Lock()
 
     def _lookup_uid(self, namespace: str, name: str) -> str | None:
         uid = self._snapshot.service_account_uid(namespace, name)
@@ -85,14 +87,23 @@ class EmbeddedAuthority:
             return False
 
     def refresh(self) -> bool:
-        """Reload if the store changed. True when something was reloaded."""
+        """Reload if the store changed. True when something was reloaded.
+
+        Called from the watcher's thread and, before a refusal, from the event loop: one at a
+        time, and never replacing a newer revision by an older one.
+        """
         if self.store.data_version() == self._snapshot.version:
             return False
-        snapshot = self.store.snapshot()
-        index = PolicyIndex.build(snapshot.objects)
-        # Swap both together: the authorizer and the uid table always describe one revision.
-        self._snapshot = snapshot
-        self._rbac.replace(index)
+        with self._reload_lock:
+            if self.store.data_version() == self._snapshot.version:
+                return False  # the other caller just reloaded it
+            snapshot = self.store.snapshot()
+            if snapshot.version <= self._snapshot.version:
+                return False
+            index = PolicyIndex.build(snapshot.objects)
+            # Swap both together: the authorizer and the uid table describe one revision.
+            self._snapshot = snapshot
+            self._rbac.replace(index)
         log.info(
             "policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects)
         )
