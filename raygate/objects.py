@@ -152,11 +152,31 @@ class _Object(_Model):
         return self.metadata.namespace
 
 
+class ObjectReference(_Model):
+    """core/v1 ObjectReference, as Kubernetes' schema has it (unknown fields are refused)."""
+
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    uid: str | None = None
+    api_version: str | None = Field(default=None, alias="apiVersion")
+    resource_version: str | None = Field(default=None, alias="resourceVersion")
+    field_path: str | None = Field(default=None, alias="fieldPath")
+
+
+class LocalObjectReference(_Model):
+    """core/v1 LocalObjectReference: a name in the object's own namespace, nothing else."""
+
+    name: str | None = None
+
+
 class ServiceAccount(_Object):
     kind: Literal["ServiceAccount"]
     api_version: Literal["v1"] = Field(alias="apiVersion")
-    secrets: list[dict[str, Any]] = Field(default_factory=list)
-    image_pull_secrets: list[dict[str, Any]] = Field(default_factory=list, alias="imagePullSecrets")
+    secrets: list[ObjectReference] = Field(default_factory=list)
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, alias="imagePullSecrets"
+    )
     automount_service_account_token: bool | None = Field(
         default=None, alias="automountServiceAccountToken"
     )
