@@ -28,7 +28,9 @@ _DEFAULTS = ManifestOptions()
     default=_DEFAULTS.profile.value,
     show_default=True,
     help="kube-rbac-proxy: get/create/update/patch/delete on the RayCluster by HTTP method; "
-    "ray-k8s: ray:write on the RayCluster for everything (RBAC of Ray's own Kubernetes auth).",
+    "ray-k8s: ray:write on the RayCluster for everything (RBAC of Ray's own Kubernetes auth); "
+    "ray: one subresource per Ray operation (jobs, dashboard, serve, proxy) with job "
+    "ownership, and the raygate-viewer/-submitter/-admin ClusterRoles.",
 )
 @click.option("--ray-image", default=_DEFAULTS.ray_image, show_default=True, help="Ray's image.")
 @click.option(
