@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -54,6 +55,32 @@ def _check_path_segment(value: str, what: str) -> str:
             "or contain '/' or '%'"
         )
     return value
+
+
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _label_key_problem(key: str) -> str | None:
+    """Why `key` is not a qualified name (`[dns-prefix/]name`), as Kubernetes checks label
+    keys; None when it is one."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"label key {key!r}: the part before '/' must be a DNS subdomain"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return (
+            f"label key {key!r}: the name must be at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def _label_value_problem(value: str) -> str | None:
+    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+        return (
+            f"label value {value!r}: must be empty or at most 63 letters, digits, '-', '_' "
+            "or '.', starting and ending with a letter or digit"
+        )
+    return None
 
 
 class _Model(BaseModel):
@@ -292,6 +319,95 @@ def describe_document(doc: Any, index: int | None = None, source: str | None = N
     return f"{prefix} ({label})" if prefix and label else prefix or label or "document"
 
 
+def _rule_problems(rule: PolicyRule, path: str, namespaced: bool) -> Iterator[str]:
+    # kube-apiserver's ValidatePolicyRule; the schema above already checks the rest.
+    if rule.non_resource_urls:
+        if namespaced:
+            yield (
+                f"{path}.nonResourceURLs: namespaced rules cannot apply to non-resource URLs "
+                "(grant them in a ClusterRole)"
+            )
+        if rule.resource_names:
+            yield (
+                f"{path}.nonResourceURLs: rules cannot apply to both regular resources and "
+                "non-resource URLs (resourceNames is set)"
+            )
+
+
+def _selector_problems(selector: LabelSelector, path: str) -> Iterator[str]:
+    # ValidateLabelSelector: keys and values as labels, values as each operator needs them.
+    for key, value in selector.match_labels.items():
+        for problem in (_label_key_problem(key), _label_value_problem(value)):
+            if problem:
+                yield f"{path}.matchLabels: {problem}"
+    for i, requirement in enumerate(selector.match_expressions):
+        where = f"{path}.matchExpressions[{i}]"
+        problem = _label_key_problem(requirement.key)
+        if problem:
+            yield f"{where}.key: {problem}"
+        if requirement.operator in ("In", "NotIn") and not requirement.values:
+            yield f"{where}.values: must be specified when `operator` is 'In' or 'NotIn'"
+        if requirement.operator in ("Exists", "DoesNotExist") and requirement.values:
+            yield (
+                f"{where}.values: may not be specified when `operator` is 'Exists' or "
+                "'DoesNotExist'"
+            )
+        for value in requirement.values:
+            problem = _label_value_problem(value)
+            if problem:
+                yield f"{where}.values: {problem}"
+
+
+def _binding_problems(obj: RoleBinding | ClusterRoleBinding) -> Iterator[str]:
+    # ValidateRoleBinding / ValidateClusterRoleBinding / ValidateRoleBindingSubject.
+    if isinstance(obj, ClusterRoleBinding) and obj.role_ref.kind != "ClusterRole":
+        yield (
+            "roleRef.kind: a ClusterRoleBinding can only refer to a ClusterRole, "
+            f'not "{obj.role_ref.kind}"'
+        )
+    try:
+        _check_path_segment(obj.role_ref.name, "name")
+    except ValueError as err:
+        yield f"roleRef.name: {err}"
+    for i, subject in enumerate(obj.subjects):
+        if subject.kind == "ServiceAccount":
+            try:
+                _check_dns_subdomain(subject.name, "ServiceAccount name")
+            except ValueError as err:
+                yield f"subjects[{i}].name: {err}"
+
+
+def object_problems(obj: _Object) -> list[str]:
+    """What kube-apiserver's create/update validation (pkg/apis/rbac/validation, ObjectMeta
+    labels) refuses beyond the schema the models enforce, each as "field.path: message".
+
+    Kept apart from the models so that objects stored before a rule existed still load; every
+    new or changed manifest goes through it (`parse_object`).
+    """
+    problems: list[str] = []
+    for key, value in obj.metadata.labels.items():
+        for problem in (_label_key_problem(key), _label_value_problem(value)):
+            if problem:
+                problems.append(f"metadata.labels: {problem}")
+    if isinstance(obj, Role | ClusterRole):
+        namespaced = isinstance(obj, Role)
+        for i, rule in enumerate(obj.rules):
+            problems.extend(_rule_problems(rule, f"rules[{i}]", namespaced))
+    if isinstance(obj, ClusterRole) and obj.aggregation_rule is not None:
+        selectors = obj.aggregation_rule.cluster_role_selectors
+        if not selectors:
+            problems.append(
+                "aggregationRule.clusterRoleSelectors: at least one clusterRoleSelector "
+                "required if aggregationRule is set"
+            )
+        for i, selector in enumerate(selectors):
+            where = f"aggregationRule.clusterRoleSelectors[{i}]"
+            problems.extend(_selector_problems(selector, where))
+    if isinstance(obj, RoleBinding | ClusterRoleBinding):
+        problems.extend(_binding_problems(obj))
+    return problems
+
+
 def parse_object(doc: Any, index: int | None = None, source: str | None = None) -> _Object:
     """Validate one manifest document. Raises ManifestError with document and field named."""
     what = describe_document(doc, index, source)
@@ -329,6 +445,10 @@ def parse_object(doc: Any, index: int | None = None, source: str | None = None) 
             _check_dns_subdomain(obj.metadata.name, "metadata.name")
     except ValueError as err:
         raise ManifestError(f"{what}: field {err}") from None
+    problems = object_problems(obj)
+    if problems:
+        extra = f" (and {len(problems) - 1} more errors)" if len(problems) > 1 else ""
+        raise ManifestError(f"{what}: field {_one_line(problems[0])}{extra}")
     if kind not in NAMESPACED_KINDS and obj.metadata.namespace:
         # The API server ignores namespace on cluster-scoped objects; so do we, silently.
         obj = obj.model_copy(

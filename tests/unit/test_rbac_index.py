@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raygate.errors import ManifestError
 from raygate.identity import Attributes, Identity, service_account_identity
-from raygate.objects import RoleBinding, Subject, parse_object
+from raygate.objects import ClusterRoleBinding, RoleBinding, Subject, parse_object
 from raygate.rbac import LocalRBACAuthorizer, PolicyIndex
 
 RBAC = "rbac.authorization.k8s.io/v1"
@@ -178,10 +179,16 @@ def test_cluster_role_binding_grants_in_every_namespace_and_cluster_wide() -> No
 
 
 def test_cluster_role_binding_to_a_role_grants_nothing() -> None:
-    index = PolicyIndex.build([
-        role("r", "default", rule(["*"], ["*"], ["*"])),
-        binding("b", None, "Role", "r", user("alice")),
-    ])
+    doc = {
+        "apiVersion": RBAC, "kind": "ClusterRoleBinding", "metadata": {"name": "b"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+        "subjects": [user("alice")],
+    }
+    with pytest.raises(ManifestError, match="can only refer to a ClusterRole"):
+        parse_object(doc)  # refused on apply, as kube-apiserver refuses it
+    # ...but one stored before that check still loads (the schema allows it): it grants nothing.
+    stored = ClusterRoleBinding.model_validate(doc)
+    index = PolicyIndex.build([role("r", "default", rule(["*"], ["*"], ["*"])), stored])
     assert not index.authorize(ask(ALICE, "get")).allowed
 
 
@@ -389,12 +396,21 @@ subjects = st.sampled_from([
     sa("ray-user", "default"), sa("ray-user", "team-a"), user("alice"), user("bob"),
     group("ray-admins"), group("system:serviceaccounts:team-a"), group("system:authenticated"),
 ])
+
+
+def namespace_and_ref(refs: list[tuple[str, str]]) -> st.SearchStrategy[tuple[Any, ...]]:
+    """(binding namespace, roleRef); a ClusterRoleBinding (None) never refers to a Role, which
+    Kubernetes refuses."""
+    return st.tuples(st.sampled_from([None, *NAMESPACES]), st.sampled_from(refs)).filter(
+        lambda pair: pair[0] is not None or pair[1][0] == "ClusterRole"
+    )
+
+
 bindings = st.builds(
-    lambda i, ns, ref, subs: binding(f"b{i}", ns, *ref, *subs),
+    lambda i, where, subs: binding(f"b{i}", where[0], *where[1], *subs),
     st.integers(0, 5),
-    st.sampled_from([None, *NAMESPACES]),
-    st.sampled_from([("Role", "r"), ("ClusterRole", "c"), ("ClusterRole", "h"),
-                     ("ClusterRole", "missing")]),
+    namespace_and_ref([("Role", "r"), ("ClusterRole", "c"), ("ClusterRole", "h"),
+                       ("ClusterRole", "missing")]),
     st.lists(subjects, min_size=1, max_size=3),
 )
 unrelated_subjects = st.sampled_from([
@@ -402,10 +418,9 @@ unrelated_subjects = st.sampled_from([
     user("system:serviceaccount:team-b:ray-user"),
 ])
 unrelated_bindings = st.builds(
-    lambda i, ns, ref, subs: binding(f"u{i}", ns, *ref, *subs),
+    lambda i, where, subs: binding(f"u{i}", where[0], *where[1], *subs),
     st.integers(0, 50),
-    st.sampled_from([None, *NAMESPACES]),
-    st.sampled_from([("Role", "r"), ("ClusterRole", "c"), ("ClusterRole", "h")]),
+    namespace_and_ref([("Role", "r"), ("ClusterRole", "c"), ("ClusterRole", "h")]),
     st.lists(unrelated_subjects, min_size=1, max_size=3),
 )
 
