@@ -18,8 +18,16 @@ from raygate.proxy.headers import (
 
 IDENTITY_HEADERS = ("X-Remote-User", "X-Remote-Group")
 UPSTREAM_TOKEN = "ray-token-only-the-gateway-holds"
-# Headers the gateway sets or re-frames itself, whatever the client sent.
-GATEWAY_SET = {"host", "content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+# Headers the gateway sets, re-frames or answers itself (Expect: 100-continue), whatever the
+# client sent.
+GATEWAY_SET = {
+    "host",
+    "content-length",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+}
 CREDENTIALS = {"authorization", "x-ray-authorization"}
 # What the gateway adds after filtering (so a client's Connection header cannot remove it).
 GATEWAY_ADDED = {"authorization", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
@@ -28,8 +36,14 @@ SPECIAL_NAMES = sorted(
     HOP_BY_HOP
     | CREDENTIALS
     | GATEWAY_SET
-    | {"x-remote-user", "x-remote-group", "x-remote-extra-scopes", "x-remote-uid", "cookie",
-       "set-cookie"}
+    | {
+        "x-remote-user",
+        "x-remote-group",
+        "x-remote-extra-scopes",
+        "x-remote-uid",
+        "cookie",
+        "set-cookie",
+    }
 )
 _TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
 
