@@ -323,3 +323,19 @@ def request_attributes(
     An empty list means the request carries no rewrite value: answer 400, forward nothing.
     """
     return _MAPPERS[config.profile](identity, method, path, query, headers, config)
+
+
+def cluster_authorization(profile: Profile, cluster_name: str, namespace: str) -> dict[str, Any]:
+    """The `authorization` settings (config keys) that guard one RayCluster with `profile`."""
+    settings: dict[str, Any] = {"profile": str(profile)}
+    if profile is Profile.RAY_K8S:
+        settings["rayCluster"] = {"name": cluster_name, "namespace": namespace}
+    else:
+        settings["resourceAttributes"] = {
+            "namespace": namespace,
+            "apiGroup": RAY_API_GROUP,
+            "apiVersion": "v1",
+            "resource": RAY_CLUSTERS_RESOURCE,
+            "name": cluster_name,
+        }
+    return settings

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from yarl import URL
 
-from raygate.authz.attributes import Profile
+from raygate.authz.attributes import Profile, cluster_authorization
 from raygate.cli.common import fail, report_errors, state_option
 from raygate.config import GatewayConfig, config_from_mapping
 from raygate.errors import ConfigError, UpstreamError
@@ -239,17 +239,10 @@ def _run(options: UpOptions) -> None:
 def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -> GatewayConfig:
     """What `raygate up` runs: the embedded authority, the guide's resource attributes."""
     listen_host = f"[{options.host}]" if ":" in options.host else options.host
-    authorization: dict[str, object] = {"mode": "embedded", "profile": str(options.profile)}
-    if options.profile is Profile.RAY_K8S:
-        authorization["rayCluster"] = {"name": options.cluster_name, "namespace": options.namespace}
-    else:
-        authorization["resourceAttributes"] = {
-            "namespace": options.namespace,
-            "apiGroup": "ray.io",
-            "apiVersion": "v1",
-            "resource": "rayclusters",
-            "name": options.cluster_name,
-        }
+    authorization = {
+        "mode": "embedded",
+        **cluster_authorization(options.profile, options.cluster_name, options.namespace),
+    }
     data = {
         "listen": {"address": f"{listen_host}:{options.port}"},
         "upstream": {

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from raygate.authz.attributes import Profile
+from raygate.authz.attributes import Profile, cluster_authorization
 from raygate.errors import ConfigError
 
 GATEWAY_PORT = 8265
@@ -134,17 +134,10 @@ def _metadata(options: ManifestOptions, name: str, namespaced: bool = True) -> d
 
 def gateway_config(options: ManifestOptions) -> dict[str, Any]:
     """raygate's own config for the sidecar (see raygate.config.GatewayConfig)."""
-    authorization: dict[str, Any] = {"mode": "kubernetes", "profile": str(options.profile)}
-    if options.profile is Profile.RAY_K8S:
-        authorization["rayCluster"] = {"name": options.cluster_name, "namespace": options.namespace}
-    else:
-        authorization["resourceAttributes"] = {
-            "namespace": options.namespace,
-            "apiGroup": "ray.io",
-            "apiVersion": "v1",
-            "resource": "rayclusters",
-            "name": options.cluster_name,
-        }
+    authorization = {
+        "mode": "kubernetes",
+        **cluster_authorization(options.profile, options.cluster_name, options.namespace),
+    }
     return {
         "listen": {"address": f"0.0.0.0:{GATEWAY_PORT}"},
         "upstream": {
@@ -421,7 +414,11 @@ def ray_profile_cluster_roles() -> list[dict[str, Any]]:
             "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "raygate"}},
             "rules": _rules(grants),
         }
-        for name, grants in ((VIEWER_ROLE, viewer), (SUBMITTER_ROLE, submitter), (ADMIN_ROLE, admin))
+        for name, grants in (
+            (VIEWER_ROLE, viewer),
+            (SUBMITTER_ROLE, submitter),
+            (ADMIN_ROLE, admin),
+        )
     ]
 
 
