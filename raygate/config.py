@@ -387,7 +387,8 @@ class LimitsConfig(ConfigModel):
     max_header_bytes: int = Field(default=20 * 1024, ge=1024)  # per header line
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=0)
     upstream_timeout: Duration = 300.0  # waiting for Ray's response headers
-    idle_timeout: Duration = 120.0  # a client connection with no request in flight
+    # A connection with no request in flight, including one still sending its headers.
+    idle_timeout: Duration = 30.0
     backend_timeout: Duration = 5.0  # waiting for the authority before answering 503
 
 
