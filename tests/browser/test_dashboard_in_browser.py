@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.conftest import RaygateUp
-from tests.integration.test_ray_gateway import grant_submitter, ray_job_env
+from tests.integration.test_ray_gateway import grant_submitter, submit_no_wait
 
 # As the workplace's probe starts it: no sandbox as root, nothing that phones home.
 CHROMIUM_ARGS = [
@@ -46,21 +46,7 @@ def test_dashboard_login_with_a_raygate_token(
 ) -> None:
     token = grant_submitter(raygate_up, "browser-user")
     job_id = f"browser-{uuid.uuid4().hex[:8]}"
-    submitted = raygate_up.run(
-        "ray",
-        "job",
-        "submit",
-        "--address",
-        raygate_up.address,
-        "--no-wait",
-        "--submission-id",
-        job_id,
-        "--",
-        "echo",
-        "hello from the browser test",
-        env=ray_job_env(raygate_up, token),
-    )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    submit_no_wait(raygate_up, token, "echo", "hello from the browser test", submission_id=job_id)
 
     context = browser.new_context()
     page = context.new_page()

@@ -67,6 +67,27 @@ def ray_job_env(up: RaygateUp, token: str) -> dict[str, str]:
     return up.env(RAY_JOB_HEADERS=json.dumps({"Authorization": f"Bearer {token}"}))
 
 
+def submit_no_wait(up: RaygateUp, token: str, *entrypoint: str, submission_id: str = "") -> str:
+    """`ray job submit --no-wait` as `token`'s account; the job's submission id."""
+    extra = ["--submission-id", submission_id] if submission_id else []
+    submitted = up.run(
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        up.address,
+        "--no-wait",
+        *extra,
+        "--",
+        *entrypoint,
+        env=ray_job_env(up, token),
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    if submission_id:
+        return submission_id
+    return next(w.strip("'") for w in submitted.stdout.split() if w.startswith("'raysubmit_"))
+
+
 # -- nothing reaches Ray except through the gateway --------------------------------------------
 
 
@@ -249,23 +270,7 @@ def test_job_logs_follow_streams_through_the_gateway(raygate_up: RaygateUp) -> N
     token = grant_submitter(raygate_up, "log-follower")
     env = ray_job_env(raygate_up, token)
     script = "import time; print('first line', flush=True); time.sleep(6); print('second line', flush=True)"
-    submitted = raygate_up.run(
-        "ray",
-        "job",
-        "submit",
-        "--address",
-        raygate_up.address,
-        "--no-wait",
-        "--",
-        "python",
-        "-c",
-        script,
-        env=env,
-    )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job_id = next(
-        word.strip("'") for word in submitted.stdout.split() if word.startswith("'raysubmit_")
-    )
+    job_id = submit_no_wait(raygate_up, token, "python", "-c", script)
 
     follower = subprocess.Popen(
         [executable("ray"), "job", "logs", "--address", raygate_up.address, "--follow", job_id],
@@ -336,21 +341,7 @@ def test_log_stream_follows_through_the_gateway(raygate_up: RaygateUp) -> None:
     script = (
         "import time\nfor i in range(8):\n    print(f'tick {i}', flush=True)\n    time.sleep(1)\n"
     )
-    submitted = raygate_up.run(
-        "ray",
-        "job",
-        "submit",
-        "--address",
-        raygate_up.address,
-        "--no-wait",
-        "--",
-        "python",
-        "-c",
-        script,
-        env=ray_job_env(raygate_up, token),
-    )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job_id = next(w.strip("'") for w in submitted.stdout.split() if w.startswith("'raysubmit_"))
+    job_id = submit_no_wait(raygate_up, token, "python", "-c", script)
 
     def job_status() -> str:
         return json.loads(http(f"{raygate_up.address}/api/jobs/{job_id}", token=token)[1])["status"]
