@@ -307,6 +307,9 @@ Next, in another terminal (with this environment's bin/ on PATH):
   export RAY_JOB_HEADERS="{{\\"Authorization\\": \\"Bearer $(raygate create token ray-user{ns_flag} --duration=1h)\\"}}"
   ray job submit --address {address} -- python -c "import ray; ray.init(); print(ray.cluster_resources())"
 
+In a browser: open {address} and paste the output of `raygate create token ray-user{ns_flag}`
+into the dashboard's token dialog.
+
 Press Ctrl-C to stop the gateway and Ray.
 """,
         err=False,
