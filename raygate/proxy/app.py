@@ -43,6 +43,7 @@ DEFAULT_MAX_HEADER_BYTES = 20 * 1024
 # An authority that neither answers nor fails would hold every request: answer 503 instead.
 DEFAULT_BACKEND_TIMEOUT = 5.0
 MAX_HEADERS = 64
+BACKEND_DOWN_REMINDER = 60.0  # seconds between "still unavailable" log lines
 # Methods that only ever echo or tunnel: never sent upstream with Ray's credentials.
 REFUSED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
 
@@ -113,6 +114,11 @@ class Gateway:
         )
         # The ray profile's mapper carries its job ownership (raygate.proxy.ownership).
         self._job_ownership = getattr(settings.attributes_for, "job_ownership", None)
+        # When the authority went down, and when that was last logged: one line per outage
+        # (and a reminder a minute), not one per refused request.
+        self._backend_down_since: float | None = None
+        self._backend_logged_at = 0.0
+        self._backend_reason = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, _app: web.Application | None = None) -> None:
@@ -255,7 +261,7 @@ class Gateway:
             except BackendUnavailable as err:
                 record.decision = "unavailable"
                 record.reason = str(err)
-                log.error("authentication backend unavailable: %s", err)
+                self._backend_failed("authentication", err)
                 return responses.unavailable(str(err))
             if identity is None:
                 record.decision = "unauthenticated"
@@ -297,8 +303,9 @@ class Gateway:
             except BackendUnavailable as err:
                 record.decision = "unavailable"
                 record.reason = str(err)
-                log.error("authorization backend unavailable: %s", err)
+                self._backend_failed("authorization", err)
                 return responses.unavailable(str(err))
+            self._backend_answered()
             if not decision.allowed:
                 record.decision = "deny"
                 record.reason = decision.reason
@@ -372,6 +379,34 @@ class Gateway:
         finally:
             if metrics is not None:
                 metrics.backend_call(call, time.monotonic() - start)
+
+    def _backend_failed(self, what: str, err: BackendUnavailable) -> None:
+        now = time.monotonic()
+        reason = f"{what}: {err}"
+        if self._backend_down_since is None:
+            self._backend_down_since = self._backend_logged_at = now
+            self._backend_reason = reason
+            log.error("%s backend unavailable, answering 503 and forwarding nothing: %s", what, err)
+        elif (
+            reason != self._backend_reason or now - self._backend_logged_at >= BACKEND_DOWN_REMINDER
+        ):
+            # A new way of failing is news; the same one is repeated only once a minute.
+            self._backend_logged_at = now
+            self._backend_reason = reason
+            log.error(
+                "%s backend still unavailable after %.0fs: %s",
+                what,
+                now - self._backend_down_since,
+                err,
+            )
+
+    def _backend_answered(self) -> None:
+        if self._backend_down_since is not None:
+            log.warning(
+                "identity and policy backend answering again after %.0fs",
+                time.monotonic() - self._backend_down_since,
+            )
+            self._backend_down_since = None
 
     def _record(self, record: AuditRecord) -> None:
         if self.settings.audit is not None:

@@ -169,14 +169,18 @@ def test_api_server_slower_than_the_backend_timeout_or_failing_means_503(
         fake = api.fake
         fake.use_rbac(load_manifests(GUIDE_RBAC))
         config = tmp_path / "gateway.yaml"
-        config.write_text(yaml.safe_dump({
-            "listen": {"address": f"127.0.0.1:{port}"},
-            "upstream": {"url": ray_dashboard(up)},
-            "authentication": {"mode": "kubernetes"},
-            "authorization": {"mode": "kubernetes", **resource_attributes},
-            "kubeconfig": str(fake.write_kubeconfig(tmp_path / "kubeconfig")),
-            "limits": {"backendTimeout": "1s"},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "listen": {"address": f"127.0.0.1:{port}"},
+                    "upstream": {"url": ray_dashboard(up)},
+                    "authentication": {"mode": "kubernetes"},
+                    "authorization": {"mode": "kubernetes", **resource_attributes},
+                    "kubeconfig": str(fake.write_kubeconfig(tmp_path / "kubeconfig")),
+                    "limits": {"backendTimeout": "1s"},
+                }
+            )
+        )
         with serving(["--config", str(config)], serve_env(up), port=port) as serve:
             jobs_before = ray_job_ids(up)
             token = fake.add_service_account_token(NAMESPACE, "ray-user")
@@ -230,4 +234,7 @@ def test_without_rays_token_ray_refuses_and_raygate_is_not_ready(
             status, body, _ = http(serve.admin + "/readyz")
             assert status == 503
             assert "RAY_AUTH_TOKEN" in body
-            assert "not ready: upstream: Ray answered 401" in serve.logs()
+            # stderr is read by a thread: give the line a moment to arrive.
+            assert wait_until(
+                lambda: "not ready: upstream: Ray answered 401" in serve.logs(), timeout=5
+            ), serve.logs()
