@@ -170,9 +170,13 @@ class KubeClient:
     async def connect(
         cls, kubeconfig: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
     ) -> KubeClient:
-        """The kubeconfig when given, the in-cluster service account otherwise."""
+        """The kubeconfig when given; in a pod, its service account; else $KUBECONFIG, as
+        kubectl reads it (the first file of the list)."""
         if kubeconfig:
             return await cls.from_kubeconfig(kubeconfig, timeout=timeout)
+        from_env = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+        if from_env and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return await cls.from_kubeconfig(from_env, timeout=timeout)
         return await cls.in_cluster(timeout=timeout)
 
     async def close(self) -> None:

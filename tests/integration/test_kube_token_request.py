@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 from pathlib import Path
 
 import jwt
+import pytest
 
+from raygate.kube.client import KubeClient
 from tests.conftest import executable
 from tests.integration.serve_helpers import fake_api
 
@@ -55,3 +59,19 @@ def test_create_token_through_the_api_server(tmp_path: Path) -> None:
         assert missing.stderr.strip() == (
             'error: failed to create token: serviceaccounts "nobody" not found'
         )
+
+
+def test_kubeconfig_comes_from_the_environment_like_kubectl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a pod and without --kubeconfig, $KUBECONFIG names the cluster."""
+    with fake_api() as runner:
+        kubeconfig = runner.fake.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", f"{kubeconfig}{os.pathsep}/nonexistent/second")
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+        async def version() -> str:
+            async with await KubeClient.connect() as client:
+                return await client.ping()
+
+        assert asyncio.run(version())
