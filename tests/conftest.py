@@ -145,7 +145,19 @@ def stop_raygate_up(up: RaygateUp, sig: int = signal.SIGINT, timeout: float = 60
         except subprocess.TimeoutExpired:
             os.killpg(up.process.pid, signal.SIGKILL)
             up.process.wait()
+            _kill_ray_head(up)  # its own session: a killed `raygate up` leaves it running
     return up.process.returncode
+
+
+def _kill_ray_head(up: RaygateUp) -> None:
+    try:
+        pid = int(up.ray_info()["pid"])  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 @pytest.fixture(scope="session")
