@@ -255,6 +255,18 @@ def serving(args: Sequence[str], env: dict[str, str], **kwargs: Any) -> Iterator
         serve.stop()
 
 
+@contextmanager
+def guide_sidecar(up: RaygateUp, tmp: Path) -> Iterator[tuple[FakeThread, Serve]]:
+    """The guide's setup: a fake API server with the guide's RBAC, and `raygate serve` with
+    the sample's sidecar args (plus a proxy-endpoints port) in front of the session's Ray."""
+    port, admin = ports(2)
+    with fake_api() as api:
+        api.fake.use_rbac(load_manifests(GUIDE_RBAC))
+        args = kube_rbac_proxy_args(up, tmp, api.fake, port=port, admin_port=admin)
+        with serving(args, serve_env(up), port=port, admin_port=admin) as serve:
+            yield api, serve
+
+
 def kube_rbac_proxy_args(
     up: RaygateUp,
     tmp: Path,

@@ -20,6 +20,7 @@ from .serve_helpers import (
     GUIDE_RBAC,
     NAMESPACE,
     fake_api,
+    guide_sidecar,
     http,
     kube_rbac_proxy_args,
     listening,
@@ -31,14 +32,11 @@ from .serve_helpers import (
     ray_token,
     sample_sidecar,
     serve_env,
-    serving,
     start_serve,
     wait_until,
 )
 
-FOLLOWED_JOB = (
-    "python -c \"import time; print('following', flush=True); time.sleep(300)\""
-)
+FOLLOWED_JOB = "python -c \"import time; print('following', flush=True); time.sleep(300)\""
 
 
 def samples(metrics_text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -51,51 +49,50 @@ def samples(metrics_text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def value(found: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
-    return sum(v for sample_labels, v in found.get(name, []) if labels.items() <= sample_labels.items())
+    return sum(
+        v for sample_labels, v in found.get(name, []) if labels.items() <= sample_labels.items()
+    )
 
 
 def test_health_readiness_and_metrics_on_the_proxy_endpoints_port(
     raygate_up: RaygateUp, tmp_path: Path
 ) -> None:
     up = raygate_up
-    port, admin = ports(2)
-    with fake_api() as api:
+    with guide_sidecar(up, tmp_path) as (api, serve):
         fake = api.fake
-        fake.use_rbac(load_manifests(GUIDE_RBAC))
-        args = kube_rbac_proxy_args(up, tmp_path, fake, port=port, admin_port=admin)
-        with serving(args, serve_env(up), port=port, admin_port=admin) as serve:
-            assert http(serve.admin + "/healthz")[:2] == (200, "ok\n")
-            assert http(serve.admin + "/readyz")[:2] == (200, "ok\n")
+        assert http(serve.admin + "/healthz")[:2] == (200, "ok\n")
+        assert http(serve.admin + "/readyz")[:2] == (200, "ok\n")
 
-            token = fake.add_service_account_token(NAMESPACE, "ray-user")
-            assert http(serve.address + "/api/version", token=token)[0] == 200
-            assert http(serve.address + "/api/version", token=token)[0] == 200
-            assert http(serve.address + "/api/version", token="not-a-token")[0] == 401
-            assert http(serve.address + "/api/version")[0] == 401
+        token = fake.add_service_account_token(NAMESPACE, "ray-user")
+        assert http(serve.address + "/api/version", token=token)[0] == 200
+        assert http(serve.address + "/api/version", token=token)[0] == 200
+        assert http(serve.address + "/api/version", token="not-a-token")[0] == 401
+        assert http(serve.address + "/api/version")[0] == 401
 
-            status, text, headers = http(serve.admin + "/metrics")
-            assert status == 200
-            assert headers["Content-Type"].startswith("text/plain")
-            found = samples(text)
-            assert value(found, "raygate_requests_total", code="200") == 2
-            assert value(found, "raygate_requests_total", code="401") == 2
-            assert value(found, "raygate_decisions_total", decision="allow") == 2
-            assert value(found, "raygate_decisions_total", decision="unauthenticated") == 2
-            cache_events = {
-                (labels["cache"], labels["result"])
-                for labels, v in found["raygate_cache_events_total"] if v > 0
-            }
-            assert {("authn", "miss"), ("authn", "hit"), ("authz", "miss"), ("authz", "hit")} <= (
-                cache_events
-            )
-            assert value(found, "raygate_backend_latency_seconds_count", call="authn") >= 3
-            assert value(found, "raygate_backend_latency_seconds_count", call="authz") >= 2
-            assert value(found, "raygate_upstream_latency_seconds_count") == 2
+        status, text, headers = http(serve.admin + "/metrics")
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/plain")
+        found = samples(text)
+        assert value(found, "raygate_requests_total", code="200") == 2
+        assert value(found, "raygate_requests_total", code="401") == 2
+        assert value(found, "raygate_decisions_total", decision="allow") == 2
+        assert value(found, "raygate_decisions_total", decision="unauthenticated") == 2
+        cache_events = {
+            (labels["cache"], labels["result"])
+            for labels, v in found["raygate_cache_events_total"]
+            if v > 0
+        }
+        assert {("authn", "miss"), ("authn", "hit"), ("authz", "miss"), ("authz", "hit")} <= (
+            cache_events
+        )
+        assert value(found, "raygate_backend_latency_seconds_count", call="authn") >= 3
+        assert value(found, "raygate_backend_latency_seconds_count", call="authz") >= 2
+        assert value(found, "raygate_upstream_latency_seconds_count") == 2
 
-            # The admin port serves those three paths and nothing else: no way around
-            # authorization through the probes' port, and no health check that skips it.
-            assert http(serve.admin + "/api/version")[0] == 404
-            assert http(serve.address + "/healthz")[0] == 401
+        # The admin port serves those three paths and nothing else: no way around
+        # authorization through the probes' port, and no health check that skips it.
+        assert http(serve.admin + "/api/version")[0] == 404
+        assert http(serve.address + "/healthz")[0] == 401
 
 
 def test_unknown_flag_is_an_error(raygate_up: RaygateUp, tmp_path: Path) -> None:
@@ -104,10 +101,19 @@ def test_unknown_flag_is_an_error(raygate_up: RaygateUp, tmp_path: Path) -> None
     config_file = tmp_path / "config-file.yaml"
     config_file.write_text(sample.config_file)
     result = subprocess.run(
-        [executable("raygate"), "serve", f"--insecure-listen-address=127.0.0.1:{port}",
-         "--upstream=http://127.0.0.1:8443/", f"--config-file={config_file}",
-         "--logtostderr=true", "--foo"],
-        env=serve_env(raygate_up), capture_output=True, text=True, timeout=60,
+        [
+            executable("raygate"),
+            "serve",
+            f"--insecure-listen-address=127.0.0.1:{port}",
+            "--upstream=http://127.0.0.1:8443/",
+            f"--config-file={config_file}",
+            "--logtostderr=true",
+            "--foo",
+        ],
+        env=serve_env(raygate_up),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert result.stderr == "error: unknown flag: --foo\n"
@@ -163,7 +169,9 @@ def test_a_second_sigterm_ends_a_log_follow_that_would_outlive_the_grace_period(
     (port,) = ports(1)
     # A job that keeps its log stream open far longer than any shutdown grace period.
     status, body, _ = http(
-        ray_dashboard(up) + "api/jobs/", method="POST", token=ray_token(up),
+        ray_dashboard(up) + "api/jobs/",
+        method="POST",
+        token=ray_token(up),
         data=json.dumps({"entrypoint": FOLLOWED_JOB}).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -179,7 +187,9 @@ def test_a_second_sigterm_ends_a_log_follow_that_would_outlive_the_grace_period(
             token = fake.add_service_account_token(NAMESPACE, "ray-user")
             follower = subprocess.Popen(
                 [executable("ray"), "job", "logs", "--follow", "--address", serve.address, job_id],
-                env=ray_cli_env(up, token), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=ray_cli_env(up, token),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 text=True,
             )
             output: list[str] = []
@@ -201,5 +211,4 @@ def test_a_second_sigterm_ends_a_log_follow_that_would_outlive_the_grace_period(
             serve.stop(signal.SIGKILL)
             if follower is not None and follower.poll() is None:
                 follower.kill()
-            http(ray_dashboard(up) + f"api/jobs/{job_id}/stop", method="POST",
-                 token=ray_token(up))
+            http(ray_dashboard(up) + f"api/jobs/{job_id}/stop", method="POST", token=ray_token(up))

@@ -19,6 +19,7 @@ from .serve_helpers import (
     GUIDE_RBAC,
     NAMESPACE,
     fake_api,
+    guide_sidecar,
     http,
     kube_rbac_proxy_args,
     load_manifests,
@@ -56,77 +57,69 @@ def test_bad_token_flood_and_concurrent_new_token_cost_one_review_each(
     raygate_up: RaygateUp, tmp_path: Path
 ) -> None:
     up = raygate_up
-    port, admin = ports(2)
-    with fake_api() as api:
+    with guide_sidecar(up, tmp_path) as (api, serve):
         fake = api.fake
-        fake.use_rbac(load_manifests(GUIDE_RBAC))
-        args = kube_rbac_proxy_args(up, tmp_path, fake, port=port, admin_port=admin)
-        with serving(args, serve_env(up), port=port, admin_port=admin) as serve:
-            url = serve.address + "/api/version"
+        url = serve.address + "/api/version"
 
-            # 500 requests, 20 distinct tokens the API server does not know.
-            bad = [f"bad-{i}-{secrets.token_hex(8)}" for i in range(20)]
-            statuses = flood(url, [bad[i % 20] for i in range(500)])
-            assert statuses == [401] * 500
-            assert fake.calls[TOKEN_REVIEWS] <= 20
-            assert fake.calls[SUBJECT_ACCESS_REVIEWS] == 0
+        # 500 requests, 20 distinct tokens the API server does not know.
+        bad = [f"bad-{i}-{secrets.token_hex(8)}" for i in range(20)]
+        statuses = flood(url, [bad[i % 20] for i in range(500)])
+        assert statuses == [401] * 500
+        assert fake.calls[TOKEN_REVIEWS] <= 20
+        assert fake.calls[SUBJECT_ACCESS_REVIEWS] == 0
 
-            # 50 concurrent requests with one new valid token, while the API server takes its
-            # time: one TokenReview and one SubjectAccessReview between them.
-            reviews_before = fake.calls[TOKEN_REVIEWS]
-            token = fake.add_service_account_token(NAMESPACE, "ray-user")
-            fake.delay = 0.5
-            statuses = flood(url, [token] * 50)
-            fake.delay = 0
-            assert statuses == [200] * 50
-            assert fake.calls[TOKEN_REVIEWS] - reviews_before == 1
-            assert fake.calls[SUBJECT_ACCESS_REVIEWS] == 1
+        # 50 concurrent requests with one new valid token, while the API server takes its
+        # time: one TokenReview and one SubjectAccessReview between them.
+        reviews_before = fake.calls[TOKEN_REVIEWS]
+        token = fake.add_service_account_token(NAMESPACE, "ray-user")
+        fake.delay = 0.5
+        statuses = flood(url, [token] * 50)
+        fake.delay = 0
+        assert statuses == [200] * 50
+        assert fake.calls[TOKEN_REVIEWS] - reviews_before == 1
+        assert fake.calls[SUBJECT_ACCESS_REVIEWS] == 1
 
-            status, metrics, _ = http(serve.admin + "/metrics")
-            assert status == 200
-            assert 'raygate_requests_total{code="401"} 500.0' in metrics
-            assert 'raygate_requests_total{code="200"} 50.0' in metrics
+        status, metrics, _ = http(serve.admin + "/metrics")
+        assert status == 200
+        assert 'raygate_requests_total{code="401"} 500.0' in metrics
+        assert 'raygate_requests_total{code="200"} 50.0' in metrics
 
 
 def test_api_server_down_means_503_nothing_forwarded_and_recovery_without_restart(
     raygate_up: RaygateUp, tmp_path: Path
 ) -> None:
     up = raygate_up
-    port, admin = ports(2)
-    with fake_api() as api:
+    with guide_sidecar(up, tmp_path) as (api, serve):
         fake = api.fake
-        fake.use_rbac(load_manifests(GUIDE_RBAC))
-        args = kube_rbac_proxy_args(up, tmp_path, fake, port=port, admin_port=admin)
-        with serving(args, serve_env(up), port=port, admin_port=admin) as serve:
-            assert http(serve.admin + "/readyz")[0] == 200
-            jobs_before = ray_job_ids(up)
-            api.stop()
+        assert http(serve.admin + "/readyz")[0] == 200
+        jobs_before = ray_job_ids(up)
+        api.stop()
 
-            # A token raygate has not seen before: nobody can say who it is.
-            token = fake.add_service_account_token(NAMESPACE, "ray-user")
-            status, body, headers = http(serve.address + "/api/version", token=token)
-            assert status == 503, body
-            assert int(headers["Retry-After"]) > 0
-            assert "nothing was forwarded" in body
-            status, _, headers = http(
-                serve.address + "/api/jobs/", method="POST", token=token, data=JOB, headers=JSON
-            )
-            assert status == 503 and "Retry-After" in headers
-            assert ray_job_ids(up) == jobs_before
+        # A token raygate has not seen before: nobody can say who it is.
+        token = fake.add_service_account_token(NAMESPACE, "ray-user")
+        status, body, headers = http(serve.address + "/api/version", token=token)
+        assert status == 503, body
+        assert int(headers["Retry-After"]) > 0
+        assert "nothing was forwarded" in body
+        status, _, headers = http(
+            serve.address + "/api/jobs/", method="POST", token=token, data=JOB, headers=JSON
+        )
+        assert status == 503 and "Retry-After" in headers
+        assert ray_job_ids(up) == jobs_before
 
-            status, body, _ = http(serve.admin + "/readyz")
-            assert status == 503
-            assert "kubernetes API server" in body
-            assert "authentication backend unavailable" in serve.logs()
-            assert token not in serve.logs()
+        status, body, _ = http(serve.admin + "/readyz")
+        assert status == 503
+        assert "kubernetes API server" in body
+        assert "authentication backend unavailable" in serve.logs()
+        assert token not in serve.logs()
 
-            # The API server comes back on the same address: raygate recovers by itself.
-            api.start()
-            assert wait_until(
-                lambda: http(serve.address + "/api/version", token=token)[0] == 200, timeout=15
-            ), serve.logs()
-            assert http(serve.admin + "/readyz")[0] == 200
-            assert serve.process.poll() is None
+        # The API server comes back on the same address: raygate recovers by itself.
+        api.start()
+        assert wait_until(
+            lambda: http(serve.address + "/api/version", token=token)[0] == 200, timeout=15
+        ), serve.logs()
+        assert http(serve.admin + "/readyz")[0] == 200
+        assert serve.process.poll() is None
 
 
 def test_raygates_own_token_file_is_followed_when_it_rotates(
