@@ -85,6 +85,16 @@ async def assemble(
 
         ready["embedded authority"] = store_ready
 
+    if audit is not None:
+
+        async def audit_ready() -> None:
+            if audit.failure is not None:
+                raise BackendUnavailable(
+                    f"cannot write {audit.path or 'the audit stream'}: {audit.failure}"
+                )
+
+        ready["audit log"] = audit_ready
+
     kube = None
     if config.uses_kubernetes:
         from raygate.kube.authority import connect_kube_authority

@@ -6,14 +6,22 @@ Never holds a token: the record is built from the Identity and Attributes only.
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
 from raygate.identity import Attributes, Identity
+from raygate.observe.kube_event import kubernetes_event
+from raygate.observe.logfile import LineSink, RotatingFile, StreamSink
+
+log = logging.getLogger("raygate.audit")
 
 
 @dataclass
@@ -59,32 +67,231 @@ class AuditRecord:
         return json.dumps(data, separators=(",", ":"))
 
 
-class AuditLog:
-    """Appends audit lines to a file (or a stream). Thread-safe; one write per line."""
+class AuditFormat(StrEnum):
+    """`--audit-format`: raygate's own JSON line, or Kubernetes' audit Event."""
 
-    def __init__(self, path: Path | None = None, stream: IO[str] | None = None) -> None:
-        self._lock = threading.Lock()
+    JSON = "json"
+    KUBERNETES = "kubernetes"
+
+
+class AuditFailurePolicy(StrEnum):
+    """`--audit-failure-policy`: what the gateway does while audit lines cannot be written."""
+
+    FAIL_CLOSED = "fail-closed"  # answer 503, forward nothing
+    FAIL_OPEN = "fail-open"  # keep serving, and say how many lines were lost
+
+
+FLUSH_INTERVAL = 1.0  # seconds: lines are on disk within this (fdatasync), and retries
+MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written, then dropped
+_CLOSE = object()
+
+
+class AuditLog:
+    """Audit lines, written off the hot path.
+
+    `write(record)` formats the line and queues it; a writer thread appends everything queued
+    with one write per batch (whole lines only), syncs at least every second, and retries
+    while the log cannot be written. `refusal()` says, while the log cannot be written and the
+    policy is fail-closed, why requests must not be forwarded. `close()` writes what is queued.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        stream: IO[str] | None = None,
+        *,
+        max_size: int | None = None,
+        max_backups: int = 5,
+        format: AuditFormat = AuditFormat.JSON,
+        failure_policy: AuditFailurePolicy = AuditFailurePolicy.FAIL_CLOSED,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
         self._path = path
-        self._file: IO[str] | None = None
+        self.format = AuditFormat(format)
+        self.failure_policy = AuditFailurePolicy(failure_policy)
+        self._flush_interval = flush_interval
+        sink: LineSink
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-        self._stream = stream if stream is not None else (None if path else sys.stderr)
+            sink = RotatingFile(path, max_size=max_size, max_backups=max_backups)
+        else:
+            sink = StreamSink(stream if stream is not None else sys.stderr)
+        self._sink = sink
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._pending: deque[bytes] = deque()
+        self._failure: str | None = None
+        self._failed_since = 0.0
+        self._lost = 0
+        self._dirty = False
+        self._closed = False
+        self._lock = threading.Lock()  # the sink, for a write after close
+        self._open_sink()
+        self._thread = threading.Thread(target=self._run, name="raygate-audit", daemon=True)
+        self._thread.start()
 
     @property
     def path(self) -> Path | None:
         return self._path
 
+    @property
+    def failure(self) -> str | None:
+        """Why audit lines cannot be written right now, or None."""
+        return self._failure
+
+    def refusal(self) -> str | None:
+        """Why a request must not be forwarded now (fail-closed and the log is failing)."""
+        if self._failure is not None and self.failure_policy is AuditFailurePolicy.FAIL_CLOSED:
+            return f"the audit log cannot be written ({self._failure})"
+        return None
+
     def write(self, record: AuditRecord) -> None:
-        line = record.to_json() + "\n"
-        with self._lock:
-            if self._file is not None:
-                self._file.write(line)
-            if self._stream is not None:
-                self._stream.write(line)
+        line = (self._format(record) + "\n").encode()
+        if self._closed:
+            with self._lock:
+                self._pending.append(line)
+                self._write_pending()
+            return
+        self._queue.put(line)
+
+    def _format(self, record: AuditRecord) -> str:
+        if self.format is AuditFormat.KUBERNETES:
+            now = time.time()
+            received = now - (time.monotonic() - record.started)
+            event = kubernetes_event(record, received, now)
+            return json.dumps(event, separators=(",", ":"))
+        return record.to_json()
 
     def close(self) -> None:
+        """Write every queued line, sync, and stop the writer (at most a few seconds)."""
+        if self._closed:
+            return
+        self._closed = True  # later writes are written by their caller, under the lock
+        self._queue.put(_CLOSE)
+        self._thread.join(timeout=10)
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._pending.extend(self._drain())
+            self._write_pending()
+            if self._pending:
+                log.error(
+                    "audit log %s: %d line(s) could not be written at shutdown",
+                    self._sink,
+                    len(self._pending),
+                )
+            self._sync()
+            self._sink.close()
+
+    # -- the writer thread -----------------------------------------------------------------------
+    def _open_sink(self) -> None:
+        try:
+            if isinstance(self._sink, RotatingFile):
+                self._sink.open()
+                if self._sink.repaired:
+                    log.warning(
+                        "audit log %s ended with a partial line (a crash while writing); "
+                        "removed its %d bytes",
+                        self._sink,
+                        self._sink.repaired,
+                    )
+            self._sink.check()
+        except OSError as err:
+            self._failed(err)
+
+    def _drain(self) -> list[bytes]:
+        lines = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return lines
+            if isinstance(item, bytes):
+                lines.append(item)
+
+    def _run(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            try:
+                item = self._queue.get(timeout=self._flush_interval)
+            except queue.Empty:
+                item = None
+            # Everything queued so far goes in one write.
+            lines = [item] if isinstance(item, bytes) else []
+            lines += self._drain()
+            with self._lock:
+                self._pending.extend(lines)
+                self._write_pending()
+                now = time.monotonic()
+                if now - last_sync >= self._flush_interval:
+                    last_sync = now
+                    self._sync()
+            if item is _CLOSE or self._closed:
+                return
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            if self._failure is not None:
+                self._probe()
+            return
+        if len(self._pending) > MAX_PENDING_LINES:
+            dropped = len(self._pending) - MAX_PENDING_LINES
+            for _ in range(dropped):
+                self._pending.popleft()
+            self._lost += dropped
+        try:
+            self._sink.write(b"".join(self._pending))
+        except OSError as err:
+            self._failed(err)
+            return
+        self._pending.clear()
+        self._dirty = True
+        try:
+            self._sink.check()  # e.g. the disk just filled: refuse before a line is lost
+        except OSError as err:
+            self._failed(err)
+            return
+        self._recovered()
+
+    def _probe(self) -> None:
+        """While failing with nothing to write: is the log writable again? Only a file on
+        disk can tell without writing; anything else recovers with its next write."""
+        if not self._sink.can_probe:
+            return
+        try:
+            self._sink.check()
+        except OSError as err:
+            self._failed(err)
+            return
+        self._recovered()
+
+    def _sync(self) -> None:
+        if not self._dirty:
+            return
+        try:
+            self._sink.sync()
+            self._dirty = False
+        except OSError as err:
+            self._failed(err)
+
+    def _failed(self, err: OSError) -> None:
+        reason = err.strerror or str(err)
+        if self._failure is None:
+            self._failed_since = time.monotonic()
+            consequence = (
+                "answering 503 and forwarding nothing until it can"
+                if self.failure_policy is AuditFailurePolicy.FAIL_CLOSED
+                else "still forwarding (fail-open); lines are kept for a retry"
+            )
+            log.error("audit log %s cannot be written: %s; %s", self._sink, reason, consequence)
+        if isinstance(self._sink, RotatingFile):
+            self._sink.close()  # reopened on the next attempt: the file may have been replaced
+        self._failure = reason
+
+    def _recovered(self) -> None:
+        if self._failure is None:
+            return
+        self._failure = None
+        log.warning(
+            "audit log %s writable again after %.0fs%s",
+            self._sink,
+            time.monotonic() - self._failed_since,
+            f"; {self._lost} line(s) were dropped" if self._lost else "",
+        )
+        self._lost = 0

@@ -148,7 +148,14 @@ class Gateway:
             remote=request.remote,
         )
         try:
-            response = await self._pipeline(request, record)
+            refusal = self._audit_refusal()
+            if refusal is not None:
+                # Fail closed: nothing is forwarded while its audit line could not be kept.
+                record.decision = "unavailable"
+                record.reason = refusal
+                response = responses.audit_unavailable()
+            else:
+                response = await self._pipeline(request, record)
         except forward.BodyTooLarge as err:
             record.reason = str(err)
             response = responses.too_large(str(err))
@@ -407,6 +414,10 @@ class Gateway:
                 time.monotonic() - self._backend_down_since,
             )
             self._backend_down_since = None
+
+    def _audit_refusal(self) -> str | None:
+        audit = self.settings.audit
+        return audit.refusal() if audit is not None else None
 
     def _record(self, record: AuditRecord) -> None:
         if self.settings.audit is not None:

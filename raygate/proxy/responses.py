@@ -49,6 +49,16 @@ def unavailable(detail: str) -> web.Response:
     )
 
 
+def audit_unavailable() -> web.Response:
+    """503 while audit lines cannot be written (fail-closed): the log says why, not the body."""
+    return _text(
+        503,
+        "Service Unavailable: raygate cannot write its audit log; nothing was forwarded. "
+        "Try again shortly (raygate's log says why).\n",
+        {"Retry-After": "5"},
+    )
+
+
 def upstream_unreachable(upstream: URL, err: BaseException) -> web.Response:
     """502/504. The body does not name the upstream: its private address is nobody's business."""
     del upstream
