@@ -18,13 +18,22 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from raygate.errors import RaygateError
+from raygate.errors import ConfigError, RaygateError
 from raygate.objects import check_namespace_name
+from raygate.observe.audit import (
+    DEFAULT_MAX_BACKUPS,
+    AuditFailurePolicy,
+    AuditFormat,
+    AuditSettings,
+    parse_size,
+)
 from raygate.store.sqlite import DEFAULT_NAMESPACE
 from raygate.store.state import STATE_ENV
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "audit_options",
+    "audit_settings",
     "EXIT_ERROR",
     "fail",
     "namespace_option",
@@ -85,3 +94,59 @@ namespace_option = click.option(
     callback=_check_namespace,
     help="Namespace of namespaced objects (default: default).",
 )
+
+
+def audit_options(func: Callable[P, R]) -> Callable[P, R]:
+    """`--audit-max-size`, `--audit-max-backups`, `--audit-format`, `--audit-failure-policy`."""
+    options = [
+        click.option(
+            "--audit-max-size",
+            default="100Mi",
+            show_default=True,
+            metavar="SIZE",
+            help="Rotate the audit log when it would grow past this (bytes, or 100Mi, 10M; "
+            "0: never).",
+        ),
+        click.option(
+            "--audit-max-backups",
+            type=click.IntRange(0, None),
+            default=DEFAULT_MAX_BACKUPS,
+            show_default=True,
+            help="Rotated audit logs kept (audit.log.1 is the newest).",
+        ),
+        click.option(
+            "--audit-format",
+            type=click.Choice([f.value for f in AuditFormat]),
+            default=AuditFormat.JSON.value,
+            show_default=True,
+            help="json: raygate's line; kubernetes: audit.k8s.io/v1 Event, as kube-apiserver "
+            "writes its audit log.",
+        ),
+        click.option(
+            "--audit-failure-policy",
+            type=click.Choice([p.value for p in AuditFailurePolicy]),
+            default=AuditFailurePolicy.FAIL_CLOSED.value,
+            show_default=True,
+            help="While audit lines cannot be written (disk full, unwritable): fail-closed "
+            "answers 503 and forwards nothing; fail-open keeps forwarding.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def audit_settings(
+    log: str | None, max_size: str, max_backups: int, format: str, failure_policy: str
+) -> AuditSettings:
+    try:
+        size = parse_size(max_size)
+    except ConfigError as err:
+        raise ConfigError(f"--audit-max-size: {err}") from None
+    return AuditSettings(
+        log=log,
+        max_size=size,
+        max_backups=max_backups,
+        format=AuditFormat(format),
+        failure_policy=AuditFailurePolicy(failure_policy),
+    )

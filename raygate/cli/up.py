@@ -14,10 +14,10 @@ import click
 from yarl import URL
 
 from raygate.authz.attributes import Profile, cluster_authorization
-from raygate.cli.common import fail, report_errors, state_option
+from raygate.cli.common import audit_options, audit_settings, fail, report_errors, state_option
 from raygate.config import GatewayConfig, config_from_mapping
 from raygate.errors import ConfigError, UpstreamError
-from raygate.observe.audit import AuditLog
+from raygate.observe.audit import AuditSettings
 from raygate.ray.launcher import RayHead, port_in_use, start_ray_head
 from raygate.runtime import install_uvloop, serve
 from raygate.store.state import resolve_state_dir, write_secret
@@ -86,10 +86,11 @@ def _validate_upstream(
 )
 @click.option(
     "--audit-log",
-    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where audit lines go (default: STATE/audit.log).",
+    metavar="PATH|-",
+    help="Where audit lines go (default: STATE/audit.log; `-`: stdout).",
 )
+@audit_options
 @click.option(
     "--admin-port",
     type=click.IntRange(0, 65535),
@@ -118,7 +119,11 @@ def up(
     object_store_memory: int | None,
     upstream: URL | None,
     upstream_token_file: Path | None,
-    audit_log: Path | None,
+    audit_log: str | None,
+    audit_max_size: str,
+    audit_max_backups: int,
+    audit_format: str,
+    audit_failure_policy: str,
     admin_port: int,
     profile: str,
     verbose: bool,
@@ -144,7 +149,13 @@ def up(
             object_store_memory=object_store_memory,
             upstream=upstream,
             upstream_token_file=upstream_token_file,
-            audit_path=audit_log or state_dir / AUDIT_FILE,
+            audit=audit_settings(
+                audit_log or str(state_dir / AUDIT_FILE),
+                audit_max_size,
+                audit_max_backups,
+                audit_format,
+                audit_failure_policy,
+            ),
             admin_port=admin_port,
             profile=Profile(profile),
         )
@@ -162,7 +173,7 @@ class UpOptions:
     object_store_memory: int | None
     upstream: URL | None
     upstream_token_file: Path | None
-    audit_path: Path
+    audit: AuditSettings
     admin_port: int = 0
     profile: Profile = Profile.KUBE_RBAC_PROXY
 
@@ -212,7 +223,7 @@ def _run(options: UpOptions) -> None:
         )
         upstream = URL(head.dashboard_url)
     config = gateway_config(options, upstream, token_file)
-    audit = AuditLog(options.audit_path)
+    audit = options.audit.open()
     try:
         install_uvloop()
         asyncio.run(
@@ -277,7 +288,9 @@ async def _ray_exit(head: RayHead) -> None:
 def _print_banner(options: UpOptions, upstream: URL) -> None:
     address = _address(options.host, options.port)
     namespace, cluster_name = options.namespace, options.cluster_name
-    state_dir, audit_path = options.state_dir, options.audit_path
+    state_dir, audit_path = options.state_dir, options.audit.log or "stdout"
+    if audit_path == "-":
+        audit_path = "stdout"
     admin = (
         f"\n  Health and metrics: http://{options.host}:{options.admin_port}/metrics"
         if options.admin_port

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from raygate.errors import ConfigError
 from raygate.identity import Attributes, Identity
 from raygate.observe.kube_event import kubernetes_event
 from raygate.observe.logfile import LineSink, RotatingFile, StreamSink
@@ -79,6 +81,56 @@ class AuditFailurePolicy(StrEnum):
 
     FAIL_CLOSED = "fail-closed"  # answer 503, forward nothing
     FAIL_OPEN = "fail-open"  # keep serving, and say how many lines were lost
+
+
+DEFAULT_MAX_SIZE = 100 * 1024 * 1024
+DEFAULT_MAX_BACKUPS = 5
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+}
+
+
+def parse_size(text: str | int) -> int:
+    """`--audit-max-size`: bytes, or a number with a unit as Kubernetes quantities have them
+    (`100Mi`, `10M`, `1Gi`; `K`/`KB`/`MB`/`GB` are read as powers of 1000). 0 turns rotation off."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]i?)?[bB]?\s*", text)
+        if match is None:
+            raise ConfigError(f"invalid size {text!r}: use bytes or a unit, e.g. 100Mi or 10M")
+        value = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+    if value < 0:
+        raise ConfigError(f"invalid size {text!r}: must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Where and how audit lines are written (`--audit-*` flags, `audit:` in the YAML)."""
+
+    log: str | None = None  # a path, or `-`/None for stdout
+    max_size: int = DEFAULT_MAX_SIZE  # 0: never rotate
+    max_backups: int = DEFAULT_MAX_BACKUPS
+    format: AuditFormat = AuditFormat.JSON
+    failure_policy: AuditFailurePolicy = AuditFailurePolicy.FAIL_CLOSED
+
+    def open(self) -> AuditLog:
+        path = None if self.log in (None, "", "-") else Path(str(self.log))
+        return AuditLog(
+            path,
+            stream=sys.stdout if path is None else None,
+            max_size=self.max_size or None,
+            max_backups=self.max_backups,
+            format=self.format,
+            failure_policy=self.failure_policy,
+        )
 
 
 FLUSH_INTERVAL = 1.0  # seconds: lines are on disk within this (fdatasync), and retries
@@ -160,6 +212,14 @@ class AuditLog:
             return json.dumps(event, separators=(",", ":"))
         return record.to_json()
 
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every line queued so far was handed to the file (or failed)."""
+        if self._closed:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
     def close(self) -> None:
         """Write every queued line, sync, and stop the writer (at most a few seconds)."""
         if self._closed:
@@ -168,7 +228,10 @@ class AuditLog:
         self._queue.put(_CLOSE)
         self._thread.join(timeout=10)
         with self._lock:
-            self._pending.extend(self._drain())
+            waiters: list[threading.Event] = []
+            self._pending.extend(self._drain(waiters))
+            for waiter in waiters:
+                waiter.set()
             self._write_pending()
             if self._pending:
                 log.error(
@@ -195,15 +258,18 @@ class AuditLog:
         except OSError as err:
             self._failed(err)
 
-    def _drain(self) -> list[bytes]:
+    def _drain(self, waiters: list[threading.Event], first: object = None) -> list[bytes]:
         lines = []
+        item = first
         while True:
+            if isinstance(item, bytes):
+                lines.append(item)
+            elif isinstance(item, threading.Event):
+                waiters.append(item)
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return lines
-            if isinstance(item, bytes):
-                lines.append(item)
 
     def _run(self) -> None:
         last_sync = time.monotonic()
@@ -213,8 +279,8 @@ class AuditLog:
             except queue.Empty:
                 item = None
             # Everything queued so far goes in one write.
-            lines = [item] if isinstance(item, bytes) else []
-            lines += self._drain()
+            waiters: list[threading.Event] = []
+            lines = self._drain(waiters, item)
             with self._lock:
                 self._pending.extend(lines)
                 self._write_pending()
@@ -222,13 +288,14 @@ class AuditLog:
                 if now - last_sync >= self._flush_interval:
                     last_sync = now
                     self._sync()
+            for waiter in waiters:
+                waiter.set()
             if item is _CLOSE or self._closed:
                 return
 
     def _write_pending(self) -> None:
         if not self._pending:
-            if self._failure is not None:
-                self._probe()
+            self._probe()  # each second when idle: the disk may have filled, or been freed
             return
         if len(self._pending) > MAX_PENDING_LINES:
             dropped = len(self._pending) - MAX_PENDING_LINES
@@ -250,8 +317,8 @@ class AuditLog:
         self._recovered()
 
     def _probe(self) -> None:
-        """While failing with nothing to write: is the log writable again? Only a file on
-        disk can tell without writing; anything else recovers with its next write."""
+        """With nothing to write: is the log (still, again) writable? Only a file on disk can
+        tell without writing; anything else recovers with its next write."""
         if not self._sink.can_probe:
             return
         try:

@@ -278,6 +278,8 @@ class Stack:
         return token_for(self.state_dir, name, namespace)
 
     def audit_lines(self) -> list[dict[str, Any]]:
+        if self.settings.audit is not None:
+            self.settings.audit.flush()  # lines are written by a thread, off the hot path
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
 
 

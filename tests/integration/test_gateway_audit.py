@@ -58,7 +58,9 @@ def test_one_audit_line_per_decision_without_the_token(tmp_path: Path) -> None:
         assert [line["user"] for line in lines] == [None, None, RAY_USER, OTHER]
         allowed, denied = lines[2], lines[3]
         assert (allowed["method"], allowed["path"], allowed["verb"]) == (
-            "POST", "/api/jobs/", "create"
+            "POST",
+            "/api/jobs/",
+            "create",
         )
         assert allowed["resource"] == RAYCLUSTER
         assert "system:authenticated" in allowed["groups"]
@@ -107,3 +109,45 @@ def test_client_leaving_a_log_stream_is_audited_and_the_gateway_keeps_serving(
         ]
 
     asyncio.run(scenario())
+
+
+def test_full_disk_fails_closed_nothing_forwarded_unaudited_then_recovers(
+    tiny_disk: Path,
+) -> None:
+    from raygate.observe.audit import AuditLog
+    from tests.observe.test_audit_log import fill
+
+    audit = AuditLog(tiny_disk / "audit.log")
+
+    async def scenario() -> None:
+        accounts = {"ray-user": ["*"]}
+        async with gateway_stack(tiny_disk / "state", accounts=accounts, audit=audit) as stack:
+            headers = bearer(stack.token("ray-user"))
+            async with client_session() as client:
+                async with client.get(stack.url / "api/version", headers=headers) as resp:
+                    assert resp.status == 200
+                filler = fill(tiny_disk, leave=16 * 1024)
+                await asyncio.sleep(1.5)  # the writer's periodic check sees the disk full
+                forwarded = len(stack.upstream.requests)
+                for _ in range(20):
+                    async with client.get(stack.url / "api/jobs/", headers=headers) as resp:
+                        assert resp.status == 503
+                        assert "audit log" in await resp.text()
+                assert len(stack.upstream.requests) == forwarded, "forwarded while unaudited"
+                filler.unlink()
+                deadline = time.monotonic() + 5
+                status = 503
+                while status == 503 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                    async with client.get(stack.url / "api/jobs/", headers=headers) as resp:
+                        status = resp.status
+                assert status == 200
+        audit.close()
+
+    asyncio.run(scenario())
+    import json
+
+    lines = [json.loads(line) for line in (tiny_disk / "audit.log").read_text().splitlines()]
+    decisions = [line["decision"] for line in lines]
+    assert decisions[0] == "allow" and decisions[-1] == "allow"
+    assert decisions.count("unavailable") >= 20, "the 503 decisions were not kept"

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -183,27 +182,8 @@ def test_stream_output_for_kubernetes_is_one_json_object_per_line() -> None:
     assert [json.loads(line)["requestId"] for line in lines] == ["00000001", "00000002"]
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 512 KiB tmpfs: a disk that fills up."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(disk: Path, leave: int) -> Path:
+def fill(disk: Path, leave: int) -> Path:
+    """Fill the disk until only `leave` bytes are free; returns the filler to delete."""
     info = os.statvfs(disk)
     free = info.f_bavail * info.f_frsize
     filler = disk / "filler"
@@ -221,7 +201,7 @@ def test_full_disk_refuses_before_a_line_is_lost_then_recovers(
         audit.write(record(0))
         wait_for(lambda: len(lines_of(path)) == 1)
         assert audit.refusal() is None
-        filler = _fill(tiny_disk, leave=MIN_FREE_BYTES // 2)
+        filler = fill(tiny_disk, leave=MIN_FREE_BYTES // 2)
         audit.write(record(1))  # the decision of a request already answered: still kept
         wait_for(lambda: audit.refusal() is not None)
         assert "No space left" in (audit.refusal() or "")
@@ -243,7 +223,7 @@ def test_full_disk_refuses_before_a_line_is_lost_then_recovers(
 def test_disk_full_in_the_middle_of_a_write_leaves_no_partial_line(tiny_disk: Path) -> None:
     path = tiny_disk / "audit.log"
     audit = AuditLog(path)
-    _fill(tiny_disk, leave=3000)  # room for a few lines of a batch, not for all of them
+    fill(tiny_disk, leave=3000)  # room for a few lines of a batch, not for all of them
     for number in range(200):
         audit.write(record(number))
     wait_for(lambda: audit.refusal() is not None)
