@@ -13,7 +13,8 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -29,23 +30,35 @@ from raygate.store.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, load_signing_
 log = logging.getLogger("raygate.embedded")
 
 POLL_INTERVAL = 0.25  # seconds; changes must show within one second
+# The gateway's reads give up on a locked database after this, and keep the last good policy:
+# a request must never wait for another process's lock (the CLI's writers wait longer).
+READ_BUSY_TIMEOUT_MS = 500
+# A request about to be refused waits at most this long for a reload (read-your-writes).
+RECHECK_WAIT = 1.0
+STALLED_READ = 2.0  # seconds: a store read taking longer is reported as an outage
+OUTAGE_REMINDER = 60.0  # seconds between "store still unreadable" log lines
 
 
 class _RecheckDenials:
     """An Authorizer that, before it denies, makes sure the policy it denied with is current."""
 
-    def __init__(self, inner: LocalRBACAuthorizer, refresh: Callable[[], bool]) -> None:
+    def __init__(self, inner: LocalRBACAuthorizer, recheck: Callable[[], Awaitable[bool]]) -> None:
         self.inner = inner
-        self._refresh = refresh
+        self._recheck = recheck
 
     async def authorize(self, attributes: Attributes) -> Decision:
         decision = await self.inner.authorize(attributes)
-        if not decision.allowed and self._refresh():
+        if not decision.allowed and await self._recheck():
             decision = await self.inner.authorize(attributes)
         return decision
 
 
 class EmbeddedAuthority:
+    """Serves from memory the policy of the last good read of the store; reads the store only
+    in a worker thread, one read at a time, never on the event loop. While the store cannot be
+    read (locked, unreadable, corrupted, missing) it keeps that policy, says why in `failure`
+    (for /readyz) and in one log line, and reopens the database until it reads again."""
+
     def __init__(
         self,
         state_dir: Path,
@@ -55,50 +68,79 @@ class EmbeddedAuthority:
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
         self.state_dir = state_dir
-        self.store = ObjectStore.open(state_dir)
+        self.store = ObjectStore.open(state_dir, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
         self._snapshot: Snapshot = self.store.snapshot()
         key = load_signing_key(state_dir)
         self.issuer = issuer
         self.authenticator = ServiceAccountTokenAuthenticator(
-            [key.public_key], issuer, list(audiences), self._lookup_uid
+            [key.public_key], issuer, list(audiences), self._lookup_uid, recheck=self.recheck
         )
         self._rbac = LocalRBACAuthorizer(PolicyIndex.build(self._snapshot.objects))
-        self.authorizer = _RecheckDenials(self._rbac, self._refresh_now)
+        self.authorizer = _RecheckDenials(self._rbac, self.recheck)
         self._jwks = json.dumps(jwks([key.public_key]))
         self._discovery = json.dumps(openid_configuration(issuer))
         self._poll_interval = poll_interval
         self._task: asyncio.Task[None] | None = None
+        self._reload: asyncio.Future[bool] | None = None
         self._reload_lock = threading.Lock()
+        self._store_ok = True  # False after a failed read: reopen before the next one
+        self._failure: str | None = None
+        self._failed_since = 0.0
+        self._failure_logged_at = 0.0
+
+    @property
+    def revision(self) -> int:
+        """The store revision the policy in memory was read at."""
+        return self._snapshot.version
+
+    @property
+    def failure(self) -> str | None:
+        """Why the store cannot be read right now (the last good policy is served), or None."""
+        return self._failure
 
     def _lookup_uid(self, namespace: str, name: str) -> str | None:
-        uid = self._snapshot.service_account_uid(namespace, name)
-        if uid is None and self._refresh_now():
-            uid = self._snapshot.service_account_uid(namespace, name)
-        return uid
+        return self._snapshot.service_account_uid(namespace, name)
 
-    def _refresh_now(self) -> bool:
+    async def recheck(self) -> bool:
         """Read-your-writes for a caller about to be refused: `raygate create sa` then a token
-        then a request within one poll interval must not fail. Costs one cheap read, and only
-        on the refusing path."""
+        then a request within one poll interval must not fail. Shares the reload in flight (one
+        at a time, in a thread) and waits for it at most RECHECK_WAIT: a locked store delays a
+        refusal by that much, never longer, and never blocks the event loop."""
         try:
-            return self.refresh()
-        except StoreError as err:
-            log.error("cannot reload policy, keeping revision %s: %s", self._snapshot.version, err)
+            return await asyncio.wait_for(asyncio.shield(self._reload_shared()), RECHECK_WAIT)
+        except (TimeoutError, StoreError):
             return False
+
+    def _reload_shared(self) -> asyncio.Future[bool]:
+        if self._reload is None or self._reload.done():
+            self._reload = asyncio.ensure_future(asyncio.to_thread(self.refresh))
+            # A failure is reported by refresh itself; nobody may be left to retrieve it.
+            self._reload.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return self._reload
 
     def refresh(self) -> bool:
-        """Reload if the store changed. True when something was reloaded.
+        """Reload if the store changed. True when something was reloaded; StoreError (after
+        logging it) when the store cannot be read, the last good policy staying in place.
 
-        Called from the watcher's thread and, before a refusal, from the event loop: one at a
-        time, and never replacing a newer revision by an older one.
+        Runs in a worker thread, one at a time, and never replaces a newer revision by an
+        older one (unless the file itself was replaced, e.g. restored from a copy).
         """
-        if self.store.data_version() == self._snapshot.version:
-            return False
         with self._reload_lock:
-            if self.store.data_version() == self._snapshot.version:
-                return False  # the other caller just reloaded it
-            snapshot = self.store.snapshot()
-            if snapshot.version <= self._snapshot.version:
+            try:
+                reopened = self._reopen_if_needed()
+                version = self.store.data_version()
+                if version == self._snapshot.version and not reopened:
+                    self._answering()
+                    return False
+                snapshot = self.store.snapshot()
+            except StoreError as err:
+                self._store_ok = False
+                self._failed(str(err))
+                raise
+            self._answering()
+            if snapshot.version == self._snapshot.version or (
+                snapshot.version < self._snapshot.version and not reopened
+            ):
                 return False
             index = PolicyIndex.build(snapshot.objects)
             # Swap both together: the authorizer and the uid table describe one revision.
@@ -109,16 +151,58 @@ class EmbeddedAuthority:
         )
         return True
 
+    def _reopen_if_needed(self) -> bool:
+        """A connection that failed, or whose file was replaced, is closed and opened again:
+        SQLite keeps reading the old file (or its broken state) otherwise."""
+        if self._store_ok and not self.store.replaced():
+            return False
+        with contextlib.suppress(Exception):
+            self.store.close()
+        self.store = ObjectStore.open_existing(self.state_dir, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
+        self._store_ok = True
+        return True
+
+    def _failed(self, reason: str) -> None:
+        now = time.monotonic()
+        if self._failure is None:
+            self._failed_since = self._failure_logged_at = now
+            log.error(
+                "cannot read the store, serving the policy of revision %s until it can: %s",
+                self._snapshot.version,
+                reason,
+            )
+        elif reason != self._failure or now - self._failure_logged_at >= OUTAGE_REMINDER:
+            self._failure_logged_at = now
+            log.error(
+                "store still unreadable after %.0fs, serving revision %s: %s",
+                now - self._failed_since,
+                self._snapshot.version,
+                reason,
+            )
+        self._failure = reason
+
+    def _answering(self) -> None:
+        if self._failure is not None:
+            log.warning("store readable again after %.0fs", time.monotonic() - self._failed_since)
+            self._failure = None
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._poll_interval)
+            reload = self._reload_shared()
             try:
-                await asyncio.to_thread(self.refresh)
-            except StoreError as err:
-                # Keep serving the last good policy; a broken store must not open the gate.
-                log.error(
-                    "cannot reload policy, keeping revision %s: %s", self._snapshot.version, err
-                )
+                try:
+                    await asyncio.wait_for(asyncio.shield(reload), STALLED_READ)
+                except TimeoutError:
+                    # SQLite waits out some locks (a process stuck in recovery) on its own,
+                    # whatever the busy timeout: say so now, and wait for that read to end.
+                    self._failed(
+                        f"a read has not answered for {STALLED_READ:g}s "
+                        "(the database is locked by another process?)"
+                    )
+                    await reload
+            except StoreError:
+                pass  # logged by refresh; the last good policy stays
             except Exception:
                 # Whatever broke this reload, the next one must run: a dead watcher would keep
                 # deleted accounts' tokens working until a restart.

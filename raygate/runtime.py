@@ -78,10 +78,15 @@ async def assemble(
         startup.append(embedded.start)
         cleanup.append(embedded.stop)
         public_routes.update(embedded.public_routes())
-        store = embedded.store
+        authority = embedded
 
         async def store_ready() -> None:
-            await asyncio.to_thread(store.data_version)
+            # What the watcher last saw: /readyz itself never waits on a locked database.
+            if authority.failure is not None:
+                raise BackendUnavailable(
+                    f"cannot read the store, serving revision {authority.revision}: "
+                    f"{authority.failure}"
+                )
 
         ready["embedded authority"] = store_ready
 

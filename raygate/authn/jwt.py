@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -57,6 +57,7 @@ class ServiceAccountTokenAuthenticator:
         lookup_uid: LookupUid,
         leeway_seconds: int = 5,
         cache_size: int = 4096,
+        recheck: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         keys = [_as_public_key(k) for k in public_keys]
         if not keys:
@@ -68,6 +69,9 @@ class ServiceAccountTokenAuthenticator:
         self._issuer = issuer
         self._audiences = list(audiences)
         self._lookup_uid = lookup_uid
+        # Read-your-writes: before refusing a valid token whose account is unknown (or has
+        # another uid), `recheck()` reloads the accounts (True when something changed).
+        self._recheck = recheck
         self._leeway = leeway_seconds
         self._decoder = jwt.PyJWT(options={"require": _REQUIRED_CLAIMS})
         self._cache_size = cache_size
@@ -129,7 +133,10 @@ class ServiceAccountTokenAuthenticator:
         if verified is None:
             return None
         # Checked on every call, cached or not: deleting the account revokes at once.
-        if self._lookup_uid(verified.namespace, verified.name) != verified.uid:
+        uid = self._lookup_uid(verified.namespace, verified.name)
+        if uid != verified.uid and self._recheck is not None and await self._recheck():
+            uid = self._lookup_uid(verified.namespace, verified.name)
+        if uid != verified.uid:
             return None
         return verified.identity
 

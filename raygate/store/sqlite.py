@@ -133,6 +133,14 @@ def _from_row(row: tuple[str, str, str, str, int, str, str]) -> StoredObject:
 _COLUMNS = "kind, namespace, name, uid, resource_version, creation_timestamp, manifest"
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 class ObjectStore:
     """The stored objects. Safe to share between threads; one connection per store."""
 
@@ -140,9 +148,12 @@ class ObjectStore:
         self._conn = conn
         self._path = path  # None: nothing stored yet and opened read-only (reads see no objects)
         self._lock = threading.RLock()
+        self._file_id = _file_id(path) if path is not None else None
 
     @classmethod
-    def open(cls, state_dir: Path, *, create: bool = True) -> ObjectStore:
+    def open(
+        cls, state_dir: Path, *, create: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    ) -> ObjectStore:
         """Open (with `create`, first creating) `objects.db` in the state directory.
 
         Without `create` and with no database yet, the store is empty and refuses writes, so
@@ -155,21 +166,48 @@ class ObjectStore:
             return cls(conn, None)
         if create:
             ensure_state_dir(Path(state_dir))
+        return cls._connect(path, busy_timeout_ms, create_schema=True)
+
+    @classmethod
+    def open_existing(cls, state_dir: Path, *, busy_timeout_ms: int) -> ObjectStore:
+        """Open a store that must already be there, whole: a missing file, one that is not a
+        database or holds no raygate schema is a StoreError, and nothing is created or written.
+        For the gateway, which must never mistake a damaged store for an empty policy."""
+        path = Path(state_dir) / DB_FILE
+        if not path.exists():
+            raise StoreError(f"{path} does not exist")
+        store = cls._connect(path, busy_timeout_ms, create_schema=False)
+        try:
+            version = store._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != _SCHEMA_VERSION:
+                raise StoreError(f"{path} holds no raygate objects (schema {version})")
+            store.data_version()
+        except (sqlite3.Error, StoreError) as err:
+            store.close()
+            if isinstance(err, StoreError):
+                raise
+            raise StoreError(f"cannot read {path}: {err}") from None
+        return store
+
+    @classmethod
+    def _connect(cls, path: Path, busy_timeout_ms: int, *, create_schema: bool) -> ObjectStore:
         conn: sqlite3.Connection | None = None
         try:
             # The objects are not secret, but nobody but the owner needs to read them.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            flags = os.O_RDWR | (os.O_CREAT if create_schema else 0)
+            os.close(os.open(path, flags, 0o600))
             conn = sqlite3.connect(
                 path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
+                timeout=busy_timeout_ms / 1000,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,
             )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             store = cls(conn, path)
-            store._ensure_schema()
+            if create_schema:
+                store._ensure_schema()
             return store
         except (sqlite3.Error, OSError, StoreError) as err:
             if conn is not None:
@@ -208,6 +246,11 @@ class ObjectStore:
     @property
     def path(self) -> Path | None:
         return self._path
+
+    def replaced(self) -> bool:
+        """Whether the file at the store's path is no longer the one this connection reads
+        (moved away, deleted, or put back from a copy): then only a new connection sees it."""
+        return self._path is not None and _file_id(self._path) != self._file_id
 
     # -- transactions -------------------------------------------------------------------------
 
