@@ -128,17 +128,8 @@ class PolicyIndex:
             elif rules is None:
                 rules, problem = (), f'ClusterRole "{ref.name}" not found'
             grants.append(
-                _Grant(
-                    len(grants),
-                    crb.kind,
-                    crb.name,
-                    "",
-                    ref.kind,
-                    ref.name,
-                    tuple(crb.subjects),
-                    rules,
-                    problem,
-                )
+                _Grant(len(grants), crb.kind, crb.name, "", ref.kind, ref.name,
+                       tuple(crb.subjects), rules, problem)
             )
         for rb in sorted(role_bindings, key=lambda b: (b.namespace or "", b.name)):
             ref, namespace = rb.role_ref, rb.namespace or ""
@@ -150,17 +141,8 @@ class PolicyIndex:
             rules = found if found is not None else ()
             problem = "" if found is not None else f'{ref.kind} "{ref.name}" not found{where}'
             grants.append(
-                _Grant(
-                    len(grants),
-                    rb.kind,
-                    rb.name,
-                    namespace,
-                    ref.kind,
-                    ref.name,
-                    tuple(rb.subjects),
-                    rules,
-                    problem,
-                )
+                _Grant(len(grants), rb.kind, rb.name, namespace, ref.kind, ref.name,
+                       tuple(rb.subjects), rules, problem)
             )
 
         cluster: dict[_SubjectKey, list[tuple[_Grant, int]]] = defaultdict(list)
