@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "create": ("raygate.cli.objects", "create"),
     "auth": ("raygate.cli.auth", "auth"),
     "manifests": ("raygate.cli.manifests", "manifests"),
+    "rotate-key": ("raygate.cli.keys", "rotate_key"),
 }
 
 

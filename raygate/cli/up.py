@@ -21,6 +21,7 @@ from raygate.observe.audit import AuditSettings
 from raygate.ray.launcher import RayHead, port_in_use, start_ray_head
 from raygate.runtime import install_uvloop, serve
 from raygate.store.state import resolve_state_dir, write_secret
+from raygate.store.tokens import load_signing_key
 
 RAY_TOKEN_FILE = "ray-auth-token"
 AUDIT_FILE = "audit.log"
@@ -208,6 +209,8 @@ def _run(options: UpOptions) -> None:
     # Until the event loop takes over, SIGTERM must unwind like Ctrl-C so Ray is stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
     token_file: Path | None = options.upstream_token_file
+    # A missing, loose or damaged signing key is refused before anything starts.
+    load_signing_key(state_dir)
     if upstream is None:
         token_file = state_dir / RAY_TOKEN_FILE
         token = secrets.token_urlsafe(32)

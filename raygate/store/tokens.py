@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import stat
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,15 +75,93 @@ class SigningKey:
         )
 
 
+PUBLIC_KEY_FILE = "sa.pub"
+ROTATE_HINT = (
+    "to start over with a new key on purpose, run `raygate rotate-key` "
+    "(every token issued so far stops working)"
+)
+
+
 def load_signing_key(state_dir: Path, *, create: bool = True) -> SigningKey:
     """The key in `STATE/sa.key`; with `create`, generated (mode 0600) on first use.
 
-    Two processes creating it at once end up with the same key: the first write wins.
+    Two processes creating it at once end up with the same key: the first write wins. The
+    public half is kept in `STATE/sa.pub`: a state whose tokens were signed by a key that is
+    now missing or different is refused, never silently given a new key. So is a key file
+    that others may read, or that cannot be read or parsed.
     """
     path = Path(state_dir) / KEY_FILE
-    if create and not path.exists():
+    public_path = Path(state_dir) / PUBLIC_KEY_FILE
+    if not path.exists() and not path.is_symlink():
+        if public_path.exists():
+            raise StoreError(
+                f"the signing key {path} is missing, but this state has issued tokens signed "
+                f"by it (see {public_path}): restore it from a backup, or {ROTATE_HINT}"
+            )
+        if not create:
+            raise StoreError(f"the signing key {path} does not exist yet")
         write_secret(path, SigningKey.generate().to_pem(), exclusive=True)
-    return SigningKey.from_pem(read_secret(path), str(path))
+    key = _read_signing_key(path)
+    _check_public_key(public_path, key, path)
+    return key
+
+
+def _read_signing_key(path: Path) -> SigningKey:
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        raise StoreError(
+            f"cannot read the signing key {path}: {err.strerror}; {ROTATE_HINT}"
+        ) from None
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise StoreError(
+            f"the signing key {path} is open to other users (mode {mode:o}): run "
+            f"`chmod 600 {path}`; if someone else may have read it, {ROTATE_HINT}"
+        )
+    if info.st_uid != os.geteuid():
+        raise StoreError(
+            f"the signing key {path} is owned by uid {info.st_uid}, not by this user: "
+            f"`chown` it back, or {ROTATE_HINT}"
+        )
+    try:
+        pem = read_secret(path)
+    except StoreError as err:
+        raise StoreError(f"{err}; {ROTATE_HINT}") from None
+    try:
+        return SigningKey.from_pem(pem, f"the signing key {path}")
+    except StoreError as err:
+        raise StoreError(f"{err}; restore it from a backup, or {ROTATE_HINT}") from None
+
+
+def _public_pem(key: SigningKey) -> bytes:
+    return key.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _check_public_key(public_path: Path, key: SigningKey, path: Path) -> None:
+    try:
+        recorded = public_path.read_bytes()
+    except FileNotFoundError:
+        write_secret(public_path, _public_pem(key), exclusive=True)
+        return
+    except OSError as err:
+        raise StoreError(f"cannot read {public_path}: {err.strerror}") from None
+    if recorded != _public_pem(key):
+        raise StoreError(
+            f"the signing key {path} is not the key this state issued its tokens with (see "
+            f"{public_path}): restore the original from a backup, or {ROTATE_HINT}"
+        )
+
+
+def rotate_signing_key(state_dir: Path) -> SigningKey:
+    """A new signing key, replacing the old one (and its record) for good: tokens it signed
+    no longer verify. Running gateways use the new key once restarted."""
+    key = SigningKey.generate()
+    write_secret(Path(state_dir) / KEY_FILE, key.to_pem())
+    write_secret(Path(state_dir) / PUBLIC_KEY_FILE, _public_pem(key))
+    return key
 
 
 # -- durations, as Go's time.ParseDuration (what kubectl's --duration takes) --------------------
