@@ -18,6 +18,7 @@ from tests.conftest import (
     start_raygate_up,
     stop_raygate_up,
 )
+from tests.helpers import http as http_with_headers
 from tests.integration.test_ray_gateway import grant_submitter, http
 
 
@@ -136,3 +137,71 @@ def test_up_with_upstream_fronts_an_existing_dashboard(
         assert not (tmp_path / ".raygate" / "ray.json").exists()
     finally:
         stop_raygate_up(second)
+
+
+def _front_gateway(raygate_up: RaygateUp, workdir: Path, port: int) -> RaygateUp:
+    """`raygate up --upstream` in front of the session's Ray head, ready to serve."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYGATE_"))}
+    process = subprocess.Popen(
+        [
+            executable("raygate"),
+            "up",
+            "--port",
+            str(port),
+            "--upstream",
+            str(raygate_up.ray_info()["dashboard"]),
+            "--upstream-token-file",
+            str(raygate_up.state / "ray-auth-token"),
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    front = RaygateUp(process, f"http://localhost:{port}", workdir / ".raygate", workdir)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return front
+        assert process.poll() is None, "raygate up exited"
+        time.sleep(0.1)
+    raise AssertionError("raygate up did not listen in 30 s")
+
+
+def test_gateway_killed_with_sigkill_restarts_with_its_state_tokens_and_sessions(
+    raygate_up: RaygateUp, tmp_path: Path
+) -> None:
+    port = free_port()
+    front = _front_gateway(raygate_up, tmp_path, port)
+    try:
+        token = grant_submitter(front, "survivor")
+        assert http(f"{front.address}/api/version", token=token)[0] == 200
+        # A browser session: the dashboard's login sets the session cookie.
+        status, _, headers = http_with_headers(
+            f"{front.address}/api/authenticate", method="POST", token=token
+        )
+        assert status == 200
+        cookie = headers["Set-Cookie"].split(";", 1)[0]
+        for _ in range(50):
+            http(f"{front.address}/api/version", token=token)
+        time.sleep(1.2)  # the audit lines of those requests are at most a second behind
+        os.killpg(front.process.pid, signal.SIGKILL)
+        front.process.wait()
+    finally:
+        if front.process.poll() is None:
+            os.killpg(front.process.pid, signal.SIGKILL)
+    audit = (tmp_path / ".raygate" / "audit.log").read_bytes()
+    assert audit.endswith(b"\n"), "a partial audit line after SIGKILL"
+    assert len(audit.splitlines()) >= 52
+
+    again = _front_gateway(raygate_up, tmp_path, port)
+    try:
+        assert http(f"{again.address}/api/version", token=token)[0] == 200
+        status, body = http(f"{again.address}/api/version", headers={"Cookie": cookie})
+        assert status == 200, body
+        listed = again.raygate("get", "serviceaccounts", "-o", "name")
+        assert "serviceaccount/survivor" in listed.stdout
+    finally:
+        stop_raygate_up(again)
