@@ -366,10 +366,13 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
     watch: Awaitable[None] | None = None,
+    ready_checks: dict[str, ReadyCheck] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or `stop`, or `watch` finishing), then shut down gracefully."""
+    """Serve until SIGINT/SIGTERM (or `stop`, or `watch` finishing), then shut down gracefully.
+    `ready_checks` add to /readyz (e.g. `raygate up`'s Ray head)."""
     metrics = GatewayMetrics()
     assembly = await assemble(config, audit=audit, metrics=metrics)
+    assembly.ready_checks.update(ready_checks or {})
     app = build_app(assembly.settings)
     in_flight = InFlight()
     hurry = asyncio.Event()

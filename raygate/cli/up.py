@@ -16,9 +16,10 @@ from yarl import URL
 from raygate.authz.attributes import Profile, cluster_authorization
 from raygate.cli.common import audit_options, audit_settings, fail, report_errors, state_option
 from raygate.config import GatewayConfig, config_from_mapping
-from raygate.errors import ConfigError, UpstreamError
+from raygate.errors import ConfigError
 from raygate.observe.audit import AuditSettings
 from raygate.ray.launcher import RayHead, port_in_use, start_ray_head
+from raygate.ray.supervisor import RaySupervisor
 from raygate.runtime import install_uvloop, serve
 from raygate.store.state import resolve_state_dir, write_secret
 from raygate.store.tokens import load_signing_key
@@ -206,6 +207,7 @@ def _run(options: UpOptions) -> None:
     state_dir = options.state_dir
     upstream = options.upstream
     head = None
+    supervisor: RaySupervisor | None = None
     # Until the event loop takes over, SIGTERM must unwind like Ctrl-C so Ray is stopped too.
     signal.signal(signal.SIGTERM, _interrupt)
     token_file: Path | None = options.upstream_token_file
@@ -216,14 +218,20 @@ def _run(options: UpOptions) -> None:
         token = secrets.token_urlsafe(32)
         write_secret(token_file, token.encode())
         _say(f"Starting a Ray head (Ray's files in {state_dir})...")
+
         # Ray is started before the gateway binds, and stopped after it closes, so the
         # gateway never answers for a Ray that is not there.
-        head = start_ray_head(
-            state_dir,
-            token,
-            num_cpus=options.num_cpus,
-            object_store_memory=options.object_store_memory,
-        )
+        def start(ports: dict[str, int] | None = None) -> RayHead:
+            return start_ray_head(
+                state_dir,
+                token,
+                num_cpus=options.num_cpus,
+                object_store_memory=options.object_store_memory,
+                ports=ports,
+            )
+
+        head = start()
+        supervisor = RaySupervisor(head, lambda dead: start(dead.ports))
         upstream = URL(head.dashboard_url)
     config = gateway_config(options, upstream, token_file)
     audit = options.audit.open()
@@ -234,14 +242,16 @@ def _run(options: UpOptions) -> None:
                 config,
                 audit=audit,
                 on_ready=lambda: _print_banner(options, upstream),
-                watch=_ray_exit(head) if head is not None else None,
+                watch=supervisor.run() if supervisor is not None else None,
+                ready_checks={"ray head": supervisor.ready} if supervisor is not None else None,
             )
         )
     except KeyboardInterrupt:
         pass
     finally:
         audit.close()
-        if head is not None:
+        if supervisor is not None:
+            head = supervisor.head  # the one running now, if Ray was restarted
             # A second Ctrl-C must not leave Ray half-stopped.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -278,14 +288,6 @@ def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -
 def _address(host: str, port: int) -> str:
     shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
     return f"http://{shown}:{port}"
-
-
-async def _ray_exit(head: RayHead) -> None:
-    while head.process.poll() is None:
-        await asyncio.sleep(1)
-    raise UpstreamError(
-        f"Ray exited unexpectedly (code {head.process.returncode}); see {head.log_path}"
-    )
 
 
 def _print_banner(options: UpOptions, upstream: URL) -> None:

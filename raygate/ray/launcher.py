@@ -159,15 +159,21 @@ def start_ray_head(
     num_cpus: int | None = None,
     object_store_memory: int | None = None,
     timeout: float = 120.0,
+    ports: dict[str, int] | None = None,
 ) -> RayHead:
+    """Start the head; `ports` (a restart) keeps the addresses of the head it replaces."""
     temp_dir = prepare_ray_temp_dir(state_dir)
     log_path = state_dir / "ray-head.log"
-    ports = {
-        "dashboard": free_port(),
-        "gcs": free_port(),
-        "client": free_port(),
-        "agent": free_port(),
-    }
+    ports = (
+        dict(ports)
+        if ports
+        else {
+            "dashboard": free_port(),
+            "gcs": free_port(),
+            "client": free_port(),
+            "agent": free_port(),
+        }
+    )
     cmd = [
         ray_executable(),
         "start",
