@@ -328,3 +328,29 @@ def test_zero_entries_keeps_nothing_but_still_shares_in_flight_calls() -> None:
         assert inner.calls == 2 and len(authn.cache) == 0
 
     asyncio.run(scenario())
+
+
+class RejectAll:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def authenticate_token(self, token: str) -> Identity | None:
+        self.calls += 1
+        return None
+
+
+
+def test_a_token_that_is_not_utf8_is_rejected_not_an_error() -> None:
+    """The server hands non-UTF-8 header bytes over surrogate-escaped: a bad token (401), never a
+    crash in the cache key (500)."""
+    inner = RejectAll()
+    authn = CachingAuthenticator(inner)
+    assert asyncio.run(authn.authenticate_token("\udcff\udcfe")) is None
+    assert inner.calls == 1
+
+
+
+def test_distinct_non_utf8_tokens_have_distinct_keys() -> None:
+    assert token_key("\udcff\udcfe") != token_key("\udcfe\udcff")
+    assert token_key("abc") == token_key("abc")
+
