@@ -431,12 +431,12 @@ def create_token(
       export TOKEN=$(raygate create token ray-user --kubeconfig ~/.kube/config)
     """
     # Imported here: RSA and JWT code is not needed by the other object commands.
+    from raygate.durations import parse_duration
     from raygate.store.tokens import (
         DEFAULT_AUDIENCE,
         check_token_duration,
         issue_token,
         load_signing_key,
-        parse_duration,
     )
 
     lifetime = check_token_duration(parse_duration(duration))
