@@ -12,7 +12,7 @@ import click
 import yaml
 
 from raygate.cli.common import fail, namespace_option, report_errors, state_option
-from raygate.errors import ConfigError, ManifestError, NotFoundError
+from raygate.errors import AlreadyExistsError, ConfigError, ManifestError, NotFoundError
 from raygate.objects import (
     ClusterRoleBinding,
     RoleBinding,
@@ -24,7 +24,6 @@ from raygate.store.kinds import is_namespaced, object_ref, resource_singular
 from raygate.store.manifests import load_manifests
 from raygate.store.sqlite import (
     DEFAULT_NAMESPACE,
-    AlreadyExistsError,
     ObjectStore,
     StoredObject,
     not_found_message,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from raygate.errors import NotFoundError, StoreError
+from raygate.errors import AlreadyExistsError, NotFoundError, StoreError
 from raygate.objects import parse_object
-from raygate.store.sqlite import DB_FILE, AlreadyExistsError, ObjectStore, Snapshot
+from raygate.store.sqlite import DB_FILE, ObjectStore, Snapshot
 
 
 def service_account(name: str, namespace: str | None = None, **labels: str) -> object:
