@@ -39,6 +39,7 @@ class Provider:
         self.keys: dict[str, rsa.RSAPrivateKey] = {"key-1": rsa_key()}
         self.discovery_issuer: str | None = None  # None: the provider's real URL
         self.jwks_requests = 0
+        self.jwks_down = False  # answer 503 for the key set
         self.issuer = ""
 
     def id_token(self, kid: str = "key-1", *, key: rsa.RSAPrivateKey | None = None,
@@ -62,6 +63,8 @@ class Provider:
 
     async def _jwks(self, request: web.Request) -> web.Response:
         self.jwks_requests += 1
+        if self.jwks_down:
+            return web.Response(status=503)
         return web.json_response(
             {"keys": [public_jwk(k, kid) for kid, k in self.keys.items()]}
         )
@@ -224,6 +227,29 @@ def test_discovery_naming_another_issuer_is_unavailable(tmp_path: Path) -> None:
                 await authn.authenticate_token(provider.id_token())
         finally:
             await authn.close()
+
+    run_with_provider(tmp_path, body)
+
+
+def test_key_set_outage_is_paced_and_recovers_for_tokens_without_a_kid(tmp_path: Path) -> None:
+    async def body(provider: Provider, ca_file: Path) -> None:
+        now = [0.0]
+        authn = authenticator(provider, ca_file, clock=lambda: now[0])
+        claims = jwt.decode(provider.id_token(), options={"verify_signature": False})
+        no_kid = jwt.encode(claims, provider.keys["key-1"], algorithm="RS256")
+        provider.jwks_down = True
+        try:
+            for _ in range(5):
+                with pytest.raises(BackendUnavailable, match="answered 503"):
+                    await authn.authenticate_token(no_kid)
+            assert provider.jwks_requests == 1  # failures are paced by the interval too
+            provider.jwks_down = False
+            now[0] = 11.0
+            identity = await authn.authenticate_token(no_kid)
+        finally:
+            await authn.close()
+        assert identity is not None and identity.user == "jane@example.com"
+        assert provider.jwks_requests == 2
 
     run_with_provider(tmp_path, body)
 
