@@ -10,7 +10,6 @@ import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -456,12 +455,3 @@ def install_uvloop() -> None:
     except ImportError:  # optional: the gateway works on asyncio's own loop
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def audit_log_for(path: str | None) -> AuditLog:
-    """`-` or none: stdout lines (a sidecar's logs); a path: that file."""
-    import sys
-
-    if path in (None, "-"):
-        return AuditLog(stream=sys.stdout)
-    return AuditLog(Path(path))

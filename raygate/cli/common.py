@@ -15,26 +15,23 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
 from raygate.errors import ConfigError, RaygateError, UsageError
 from raygate.objects import check_namespace_name
-from raygate.observe.audit import (
-    DEFAULT_MAX_BACKUPS,
-    AuditFailurePolicy,
-    AuditFormat,
-    AuditSettings,
-    parse_size,
-)
+from raygate.observe.audit import DEFAULT_MAX_BACKUPS, AuditFailurePolicy, AuditFormat
 from raygate.store.sqlite import DEFAULT_NAMESPACE
 from raygate.store.state import STATE_ENV
+
+if TYPE_CHECKING:
+    from raygate.config.model import AuditConfig
 
 __all__ = [
     "DEFAULT_NAMESPACE",
     "audit_options",
-    "audit_settings",
+    "audit_config",
     "EXIT_ERROR",
     "fail",
     "namespace_option",
@@ -140,17 +137,22 @@ def audit_options(func: Callable[P, R]) -> Callable[P, R]:
     return func
 
 
-def audit_settings(
+def audit_config(
     log: str | None, max_size: str, max_backups: int, format: str, failure_policy: str
-) -> AuditSettings:
+) -> AuditConfig:
+    """The `--audit-*` flags as the `audit:` section of the config."""
+    from pydantic import ValidationError
+
+    from raygate.config.model import AuditConfig
+
     try:
-        size = parse_size(max_size)
-    except ConfigError as err:
-        raise ConfigError(f"--audit-max-size: {err}") from None
-    return AuditSettings(
-        log=log,
-        max_size=size,
-        max_backups=max_backups,
-        format=AuditFormat(format),
-        failure_policy=AuditFailurePolicy(failure_policy),
-    )
+        return AuditConfig(
+            log=log,
+            max_size=max_size,  # type: ignore[arg-type]
+            max_backups=max_backups,
+            format=AuditFormat(format),
+            failure_policy=AuditFailurePolicy(failure_policy),
+        )
+    except ValidationError as err:
+        message = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--audit-max-size: {message}") from None

@@ -10,10 +10,16 @@ import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from raygate.cli.common import report_errors
+from raygate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from raygate.config import GatewayConfig
+    from raygate.config.model import AuditConfig
 
 AUDIT_ENV = "RAYGATE_AUDIT_LOG"
 
@@ -37,9 +43,63 @@ kube-rbac-proxy flags understood: --insecure-listen-address, --secure-listen-add
 errors.
 
 Ray's token (RAY_AUTH_TOKEN, as KubeRay's token mode sets it) is sent upstream in place of the
-caller's. Audit lines (JSON, one per decision) go to stdout, or to the file named by
-$RAYGATE_AUDIT_LOG.
+caller's. Audit lines (one per decision) go to stdout, or to the file named by
+--audit-log (or $RAYGATE_AUDIT_LOG, or `audit.log` in the YAML). With either form:
+  --audit-log PATH|-           file, or `-` for stdout (the default)
+  --audit-max-size SIZE        rotate the file past this size (100Mi by default; 0: never)
+  --audit-max-backups N        rotated files kept (5)
+  --audit-format json|kubernetes   raygate's line, or an audit.k8s.io/v1 Event per line
+  --audit-failure-policy fail-closed|fail-open   while lines cannot be written: 503 and
+                               nothing forwarded (the default), or keep forwarding
 """
+
+# raygate's own flags, taken out before the rest is read as kube-rbac-proxy's (or --config).
+_AUDIT_FLAGS = {
+    "--audit-log": "log",
+    "--audit-max-size": "maxSize",
+    "--audit-max-backups": "maxBackups",
+    "--audit-format": "format",
+    "--audit-failure-policy": "failurePolicy",
+}
+
+
+def split_audit_flags(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(the other arguments, {audit config key: value}) from `--audit-x V` / `--audit-x=V`."""
+    rest: list[str] = []
+    audit: dict[str, str] = {}
+    items = iter(args)
+    for arg in items:
+        name, eq, value = arg.partition("=")
+        key = _AUDIT_FLAGS.get(name)
+        if key is None:
+            rest.append(arg)
+            continue
+        if not eq:
+            value = next(items, None)  # type: ignore[assignment]
+            if value is None:
+                raise ConfigError(f"flag needs an argument: {name}")
+        audit[key] = value
+    return rest, audit
+
+
+def audit_for(config: GatewayConfig, flags: dict[str, str]) -> AuditConfig:
+    """The YAML's `audit:` section, then $RAYGATE_AUDIT_LOG, then the flags: the last wins."""
+    from pydantic import ValidationError
+
+    from raygate.config.model import AuditConfig
+
+    data = config.audit.model_dump(by_alias=True)
+    if os.environ.get(AUDIT_ENV):
+        data["log"] = os.environ[AUDIT_ENV]
+    data.update(flags)
+    try:
+        return AuditConfig.model_validate(data)
+    except ValidationError as err:
+        error = err.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else ""
+        flag = next((f for f, k in _AUDIT_FLAGS.items() if k == key), key)
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{flag}: {message}") from None
 
 
 @click.command(
@@ -60,16 +120,18 @@ def serve(args: tuple[str, ...]) -> None:
             raise SystemExit(2)
         return
     from raygate.config import config_from_serve_args
-    from raygate.runtime import audit_log_for, install_uvloop
+    from raygate.runtime import install_uvloop
     from raygate.runtime import serve as run
 
-    config = config_from_serve_args(list(args))
+    rest, audit_flags = split_audit_flags(list(args))
+    config = config_from_serve_args(rest)
+    audit_config = audit_for(config, audit_flags)
     logging.basicConfig(
         level=logging.DEBUG if config.log_verbosity >= 4 else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    audit = audit_log_for(os.environ.get(AUDIT_ENV))
+    audit = audit_config.open_log()
 
     def ready() -> None:
         scheme = "https" if config.listen.tls is not None else "http"

@@ -14,10 +14,10 @@ import click
 from yarl import URL
 
 from raygate.authz.attributes import Profile, cluster_authorization
-from raygate.cli.common import audit_options, audit_settings, fail, report_errors, state_option
+from raygate.cli.common import audit_config, audit_options, fail, report_errors, state_option
 from raygate.config import GatewayConfig, config_from_mapping
+from raygate.config.model import AuditConfig
 from raygate.errors import ConfigError
-from raygate.observe.audit import AuditSettings
 from raygate.ray.launcher import RayHead, port_in_use, start_ray_head
 from raygate.ray.supervisor import RaySupervisor
 from raygate.runtime import install_uvloop, serve
@@ -151,7 +151,7 @@ def up(
             object_store_memory=object_store_memory,
             upstream=upstream,
             upstream_token_file=upstream_token_file,
-            audit=audit_settings(
+            audit=audit_config(
                 audit_log or str(state_dir / AUDIT_FILE),
                 audit_max_size,
                 audit_max_backups,
@@ -175,7 +175,7 @@ class UpOptions:
     object_store_memory: int | None
     upstream: URL | None
     upstream_token_file: Path | None
-    audit: AuditSettings
+    audit: AuditConfig
     admin_port: int = 0
     profile: Profile = Profile.KUBE_RBAC_PROXY
 
@@ -234,7 +234,7 @@ def _run(options: UpOptions) -> None:
         supervisor = RaySupervisor(head, lambda dead: start(dead.ports))
         upstream = URL(head.dashboard_url)
     config = gateway_config(options, upstream, token_file)
-    audit = options.audit.open()
+    audit = options.audit.open_log()
     try:
         install_uvloop()
         asyncio.run(

@@ -21,6 +21,7 @@ from raygate.authz.attributes import AttributesConfig, ConfigModel
 from raygate.authz.paths import PathPolicy, validate_path_pattern
 from raygate.config.values import (
     TLS_VERSIONS,
+    ByteSize,
     Duration,
     HeaderName,
     one_or_many,
@@ -28,6 +29,13 @@ from raygate.config.values import (
 )
 from raygate.errors import ConfigError
 from raygate.identity import Attributes
+from raygate.observe.audit import (
+    DEFAULT_MAX_BACKUPS,
+    DEFAULT_MAX_SIZE,
+    AuditFailurePolicy,
+    AuditFormat,
+    AuditLog,
+)
 
 MIB = 1024 * 1024
 # Ray takes job packages up to 100 MiB in one PUT; the slack covers the multipart framing.
@@ -300,6 +308,30 @@ class AuthHeaderConfig(ConfigModel):
     group_separator: str = "|"
 
 
+class AuditConfig(ConfigModel):
+    """Audit lines: where (`log`: a path; `-` or unset: stdout), rotation by size with a kept
+    count, the format, and what happens while they cannot be written."""
+
+    log: str | None = None
+    max_size: ByteSize = DEFAULT_MAX_SIZE  # 0: never rotate
+    max_backups: int = Field(default=DEFAULT_MAX_BACKUPS, ge=0)
+    format: AuditFormat = AuditFormat.JSON
+    failure_policy: AuditFailurePolicy = AuditFailurePolicy.FAIL_CLOSED
+
+    def open_log(self) -> AuditLog:
+        import sys
+
+        path = None if self.log in (None, "", "-") else Path(str(self.log))
+        return AuditLog(
+            path,
+            stream=sys.stdout if path is None else None,
+            max_size=self.max_size or None,
+            max_backups=self.max_backups,
+            format=self.format,
+            failure_policy=self.failure_policy,
+        )
+
+
 class GatewayConfig(ConfigModel):
     listen: ListenConfig = ListenConfig()
     upstream: UpstreamConfig
@@ -309,6 +341,7 @@ class GatewayConfig(ConfigModel):
     proxy_endpoints: ProxyEndpointsConfig = ProxyEndpointsConfig()
     limits: LimitsConfig = LimitsConfig()
     auth_header: AuthHeaderConfig = AuthHeaderConfig()
+    audit: AuditConfig = AuditConfig()
     kubeconfig: str | None = None
     state_dir: str | None = None
     log_verbosity: int = Field(default=0, ge=0)

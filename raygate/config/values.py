@@ -57,3 +57,35 @@ TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
     "VersionTLS12": ssl.TLSVersion.TLSv1_2,
     "VersionTLS13": ssl.TLSVersion.TLSv1_3,
 }
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+}
+_SIZE = re.compile(r"\s*(\d+)\s*([kmgKMG]i?)?[bB]?\s*")
+
+
+def byte_size(value: object) -> object:
+    """Bytes, or a number with a unit as Kubernetes quantities write them: `100Mi`, `1Gi`,
+    `10M` (powers of 1000; `K`/`KB`/`MB` too). ValueError for anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size {value} is negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a size: use bytes or e.g. 100Mi, 10M")
+        return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(byte_size)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import re
 import sys
 import threading
 import time
@@ -18,7 +17,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from raygate.errors import ConfigError
 from raygate.identity import Attributes, Identity
 from raygate.observe.kube_event import kubernetes_event
 from raygate.observe.logfile import LineSink, RotatingFile, StreamSink
@@ -83,56 +81,8 @@ class AuditFailurePolicy(StrEnum):
     FAIL_OPEN = "fail-open"  # keep serving, and say how many lines were lost
 
 
-DEFAULT_MAX_SIZE = 100 * 1024 * 1024
+DEFAULT_MAX_SIZE = 100 * 1024 * 1024  # bytes; rotation of the audit file
 DEFAULT_MAX_BACKUPS = 5
-_SIZE_UNITS = {
-    "": 1,
-    "k": 1000,
-    "m": 1000**2,
-    "g": 1000**3,
-    "ki": 1024,
-    "mi": 1024**2,
-    "gi": 1024**3,
-}
-
-
-def parse_size(text: str | int) -> int:
-    """`--audit-max-size`: bytes, or a number with a unit as Kubernetes quantities have them
-    (`100Mi`, `10M`, `1Gi`; `K`/`KB`/`MB`/`GB` are read as powers of 1000). 0 turns rotation off."""
-    if isinstance(text, int):
-        value = text
-    else:
-        match = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]i?)?[bB]?\s*", text)
-        if match is None:
-            raise ConfigError(f"invalid size {text!r}: use bytes or a unit, e.g. 100Mi or 10M")
-        value = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
-    if value < 0:
-        raise ConfigError(f"invalid size {text!r}: must not be negative")
-    return value
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    """Where and how audit lines are written (`--audit-*` flags, `audit:` in the YAML)."""
-
-    log: str | None = None  # a path, or `-`/None for stdout
-    max_size: int = DEFAULT_MAX_SIZE  # 0: never rotate
-    max_backups: int = DEFAULT_MAX_BACKUPS
-    format: AuditFormat = AuditFormat.JSON
-    failure_policy: AuditFailurePolicy = AuditFailurePolicy.FAIL_CLOSED
-
-    def open(self) -> AuditLog:
-        path = None if self.log in (None, "", "-") else Path(str(self.log))
-        return AuditLog(
-            path,
-            stream=sys.stdout if path is None else None,
-            max_size=self.max_size or None,
-            max_backups=self.max_backups,
-            format=self.format,
-            failure_policy=self.failure_policy,
-        )
-
-
 FLUSH_INTERVAL = 1.0  # seconds: lines are on disk within this (fdatasync), and retries
 MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written, then dropped
 _CLOSE = object()

@@ -14,7 +14,8 @@ from yarl import URL
 
 from raygate.authz.attributes import Profile
 from raygate.cli.up import UpOptions, gateway_config
-from raygate.observe.audit import AuditLog, AuditSettings
+from raygate.config.model import AuditConfig
+from raygate.observe.audit import AuditLog
 from raygate.runtime import serve as run_gateway
 from raygate.store.sqlite import ObjectStore
 from raygate.store.state import write_secret
@@ -51,7 +52,7 @@ class Running:
 async def running_gateway(
     state_dir: Path,
     accounts: dict[str, Sequence[str] | None],
-    audit: AuditSettings | None = None,
+    audit: AuditConfig | None = None,
 ) -> AsyncIterator[Running]:
     prepare_state(state_dir)
     with ObjectStore.open(state_dir) as store:
@@ -73,12 +74,12 @@ async def running_gateway(
             object_store_memory=None,
             upstream=upstream_url,
             upstream_token_file=token_file,
-            audit=audit or AuditSettings(log=str(state_dir / "audit.log")),
+            audit=audit or AuditConfig(log=str(state_dir / "audit.log")),
             admin_port=free_port(),
             profile=Profile.KUBE_RBAC_PROXY,
         )
         config = gateway_config(options, upstream_url, token_file)
-        audit_log = options.audit.open()
+        audit_log = options.audit.open_log()
         ready = asyncio.Event()
         stop = asyncio.Event()
         task = asyncio.create_task(

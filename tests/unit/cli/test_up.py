@@ -10,8 +10,8 @@ from yarl import URL
 
 from raygate.authz.attributes import Profile, request_attributes
 from raygate.cli.up import UpOptions, gateway_config, up
+from raygate.config.model import AuditConfig
 from raygate.identity import service_account_identity
-from raygate.observe.audit import AuditSettings
 
 USER = service_account_identity("ml", "ray-user")
 
@@ -28,7 +28,7 @@ def options(tmp_path: Path, profile: Profile | None = None) -> UpOptions:
         object_store_memory=None,
         upstream=None,
         upstream_token_file=None,
-        audit=AuditSettings(log=str(tmp_path / "audit.log")),
+        audit=AuditConfig(log=str(tmp_path / "audit.log")),
         **chosen,
     )
 
