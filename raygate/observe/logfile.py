@@ -8,8 +8,10 @@ line by a crash is repaired when it is opened again. So a reader never sees a pa
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -18,6 +20,19 @@ from typing import IO, Protocol
 MIN_FREE_BYTES = 64 * 1024
 LOG_FILE_MODE = 0o600
 _TAIL_SCAN = 1 << 20  # how far back a torn last line is looked for
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _fd_id(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
 
 
 class LineSink(Protocol):
@@ -72,6 +87,8 @@ class RotatingFile:
         self._size = 0
         self._regular = True
         self.repaired = 0  # bytes of a torn last line removed at open
+        self._opened_before = False
+        self._lock_fd: int | None = None
 
     def open(self) -> None:
         """Open (creating, mode 0600) the file; raise OSError if it cannot be."""
@@ -85,8 +102,10 @@ class RotatingFile:
         self._regular = stat.S_ISREG(info.st_mode)
         self._size = info.st_size if self._regular else 0
         self._fd = fd
-        if self._regular and self._size:
+        if self._regular and self._size and not self._opened_before:
+            # Only at start: later opens follow a file other workers may be appending to.
             self.repaired = self._repair_tail()
+        self._opened_before = True
 
     def _repair_tail(self) -> int:
         """A crash in the middle of a write can leave a last line without its newline: drop it,
@@ -108,11 +127,41 @@ class RotatingFile:
     def write(self, data: bytes) -> None:
         if self._fd is None:
             self.open()
-        if not self.max_size or self._size + len(data) <= self.max_size:
+        if not self.max_size:
+            self._append(data)
+            return
+        # Other processes (--workers) append to this file and rotate it: the size check, the
+        # rotation and the append happen under one lock they all take, on the file the path
+        # names now, with the size the file has (not what this process wrote).
+        with self._locked():
+            assert self._fd is not None
+            if _file_id(self.path) != _fd_id(self._fd):
+                self._reopen()
+            assert self._fd is not None
+            self._size = os.fstat(self._fd).st_size
+            self._write_rotating(data)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._lock_fd is None:
+            self._lock_fd = os.open(
+                self.path.with_name(f".{self.path.name}.lock"),
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                LOG_FILE_MODE,
+            )
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _write_rotating(self, data: bytes) -> None:
+        if self._size + len(data) <= self.max_size:  # type: ignore[operator]
             self._append(data)
             return
         # Split the batch at line ends so that no file grows past max_size (a single line
         # longer than that gets a file of its own).
+        assert self.max_size is not None
         chunk: list[bytes] = []
         size = self._size
         for line in data.splitlines(keepends=True):
@@ -153,8 +202,8 @@ class RotatingFile:
         free = info.f_bavail * info.f_frsize
         if free < MIN_FREE_BYTES:
             raise OSError(28, f"No space left on device (only {free} bytes free)")
-        if os.fstat(self._fd).st_nlink == 0:
-            # Deleted or moved away by someone else: start a new file where it is expected.
+        if _file_id(self.path) != _fd_id(self._fd):
+            # Rotated by another worker, moved away (logrotate) or deleted: follow the path.
             self._reopen()
 
     def sync(self) -> None:
@@ -162,7 +211,8 @@ class RotatingFile:
             os.fdatasync(self._fd)
 
     def _rotate(self) -> None:
-        self.close()
+        """`audit.log` -> `.1`, `.1` -> `.2`, ...; called under the lock."""
+        self._close_file()
         if self.max_backups <= 0:
             os.unlink(self.path)
         else:
@@ -175,7 +225,7 @@ class RotatingFile:
         self.open()
 
     def _reopen(self) -> None:
-        self.close()
+        self._close_file()
         self.open()
 
     def _backup(self, index: int) -> Path:
@@ -185,9 +235,16 @@ class RotatingFile:
     def can_probe(self) -> bool:
         return self._regular
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close(self) -> None:
+        self._close_file()
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
             with contextlib.suppress(OSError):
                 os.close(fd)
 

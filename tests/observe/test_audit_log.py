@@ -163,7 +163,7 @@ def test_rotation_by_size_keeps_the_newest_lines_and_the_given_number_of_backups
         if number % 20 == 0:
             time.sleep(0.02)  # several batches, as under real traffic
     audit.close()
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert files == ["audit.log", "audit.log.1", "audit.log.2"]
     kept: list[int] = []
     for name in ("audit.log.2", "audit.log.1", "audit.log"):
@@ -260,3 +260,37 @@ def test_path_that_cannot_be_opened_refuses_from_the_start(tmp_path: Path) -> No
     audit = AuditLog(tmp_path / "audit.log")
     assert audit.refusal() is not None
     audit.close()
+
+
+_WORKER = """
+import sys, time
+from pathlib import Path
+from tests.observe.test_audit_log import record
+from raygate.observe.audit import AuditLog
+audit = AuditLog(Path(sys.argv[1]), max_size=20_000, max_backups=500)
+base = int(sys.argv[2])
+for number in range(base, base + 1000):
+    audit.write(record(number))
+    if number % 25 == 0:
+        time.sleep(0.002)
+audit.close()
+"""
+
+
+def test_processes_sharing_one_rotated_file_lose_and_split_no_line(tmp_path: Path) -> None:
+    """`--workers N` appends to one file from N processes; rotation is done once, under a lock."""
+    path = tmp_path / "audit.log"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(path), str(base)],
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for base in (0, 10_000, 20_000)
+    ]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0
+    ids = []
+    for file in tmp_path.glob("audit.log*"):
+        assert file.stat().st_size <= 20_000, f"{file.name} grew past the limit"
+        ids += [int(json.loads(line)["requestId"]) for line in lines_of(file)]
+    assert sorted(ids) == [b + n for b in (0, 10_000, 20_000) for n in range(1000)]
