@@ -87,7 +87,11 @@ class RaygateUp:
 
 
 def start_raygate_up(
-    workdir: Path, *extra: str, port: int | None = None, timeout: float = 180
+    workdir: Path,
+    *extra: str,
+    port: int | None = None,
+    timeout: float = 180,
+    command_prefix: tuple[str, ...] = (),
 ) -> RaygateUp:
     port = port or free_port()
     state = workdir / ".raygate"
@@ -96,6 +100,7 @@ def start_raygate_up(
     env.pop("RAYGATE_STATE", None)
     process = subprocess.Popen(
         [
+            *command_prefix,
             executable("raygate"),
             "up",
             "--port",

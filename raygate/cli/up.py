@@ -18,7 +18,15 @@ from raygate.cli.common import audit_config, audit_options, fail, report_errors,
 from raygate.config import GatewayConfig, config_from_mapping
 from raygate.config.model import AuditConfig
 from raygate.errors import ConfigError
-from raygate.ray.launcher import RayHead, port_in_use, start_ray_head
+from raygate.ray.launcher import (
+    RayHead,
+    RayUser,
+    check_ray_user_can_run,
+    port_in_use,
+    ray_executable,
+    resolve_ray_user,
+    start_ray_head,
+)
 from raygate.ray.supervisor import RaySupervisor
 from raygate.runtime import install_uvloop, serve
 from raygate.store.state import resolve_state_dir, write_secret
@@ -109,6 +117,13 @@ def _validate_upstream(
     "subresource per Ray operation (rayclusters/jobs, /dashboard, /serve, ...) and job "
     "ownership (roles in examples/ray-profile-roles.yaml).",
 )
+@click.option(
+    "--ray-user",
+    default=None,
+    metavar="USER",
+    help="Run Ray (and so every job) as this operating-system user, so that jobs cannot read "
+    "raygate's state (signing key, store, Ray's token file). raygate up must run as root.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every reload and backend error to stderr.")
 @report_errors
 def up(
@@ -128,6 +143,7 @@ def up(
     audit_failure_policy: str,
     admin_port: int,
     profile: str,
+    ray_user: str | None,
     verbose: bool,
 ) -> None:
     """Start a Ray head and the authenticating gateway in front of it (Ctrl-C stops both)."""
@@ -137,6 +153,12 @@ def up(
         stream=sys.stderr,
     )
     _check_names(cluster_name, namespace)
+    run_as = None
+    if ray_user is not None:
+        if upstream is not None:
+            raise ConfigError("--ray-user starts Ray as that user; it has no use with --upstream")
+        run_as = resolve_ray_user(ray_user)
+        check_ray_user_can_run(run_as, [sys.executable, ray_executable()])
     if port_in_use(host, port):
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
     state_dir = resolve_state_dir(state, create=True).resolve()
@@ -160,6 +182,7 @@ def up(
             ),
             admin_port=admin_port,
             profile=Profile(profile),
+            ray_user=run_as,
         )
     )
 
@@ -178,6 +201,7 @@ class UpOptions:
     audit: AuditConfig
     admin_port: int = 0
     profile: Profile = Profile.KUBE_RBAC_PROXY
+    ray_user: RayUser | None = None
 
 
 def _check_names(cluster_name: str, namespace: str) -> None:
@@ -217,7 +241,8 @@ def _run(options: UpOptions) -> None:
         token_file = state_dir / RAY_TOKEN_FILE
         token = secrets.token_urlsafe(32)
         write_secret(token_file, token.encode())
-        _say(f"Starting a Ray head (Ray's files in {state_dir})...")
+        as_user = f" as user {options.ray_user.name}" if options.ray_user else ""
+        _say(f"Starting a Ray head{as_user} (Ray's files in {state_dir})...")
 
         # Ray is started before the gateway binds, and stopped after it closes, so the
         # gateway never answers for a Ray that is not there.
@@ -228,6 +253,7 @@ def _run(options: UpOptions) -> None:
                 num_cpus=options.num_cpus,
                 object_store_memory=options.object_store_memory,
                 ports=ports,
+                run_as=options.ray_user,
             )
 
         head = start()
@@ -301,6 +327,11 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
         if options.admin_port
         else ""
     )
+    ray_user = (
+        f"\n  Ray and its jobs run as user {options.ray_user.name} (they cannot read {state_dir})"
+        if options.ray_user
+        else ""
+    )
     sa_user = f"system:serviceaccount:{namespace}:ray-user"
     ns_flag = "" if namespace == "default" else f" -n {namespace}"
     profile = "" if options.profile is Profile.KUBE_RBAC_PROXY else f" (profile {options.profile})"
@@ -315,7 +346,7 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
 raygate is up.
   Gateway (Ray dashboard and Jobs API): {address}
   Ray dashboard behind it (token-protected, not for direct use): {upstream}
-  Authorizing as: rayclusters.ray.io/{cluster_name} in namespace {namespace}{profile}
+  Authorizing as: rayclusters.ray.io/{cluster_name} in namespace {namespace}{profile}{ray_user}
   State: {state_dir}    Audit log: {audit_path}{admin}
 
 Next, in another terminal (with this environment's bin/ on PATH):

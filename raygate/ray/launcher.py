@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raygate.errors import UpstreamError
+from raygate.errors import ConfigError, UpstreamError
 
 # `ray start` refuses a dashboard port inside its worker port range.
 RAY_WORKER_PORTS = range(10002, 20000)
@@ -57,13 +58,75 @@ def port_in_use(host: str, port: int) -> bool:
 RAY_TEMP_CHILD = "r"
 
 
-def ray_temp_dir(state_dir: Path) -> Path:
-    """Ray's files go under the state dir unless its path is too long for Unix sockets; then
-    under `<tmp>/raygate-<hash>/r`, whose parent `prepare_ray_temp_dir` keeps private."""
+@dataclass(frozen=True)
+class RayUser:
+    """`raygate up --ray-user`: the operating-system user Ray (and so every job) runs as."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def resolve_ray_user(name: str) -> RayUser:
+    """The user for `--ray-user NAME`: raygate must run as root, and NAME be another user."""
+    if os.geteuid() != 0:
+        raise ConfigError(
+            f"--ray-user {name}: raygate up must run as root to start Ray as another user "
+            f"(it runs as uid {os.geteuid()})"
+        )
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(f"--ray-user {name}: no such user (create it, e.g. useradd)") from None
+    if entry.pw_uid == 0:
+        raise ConfigError(
+            f"--ray-user {name}: that is root; name an unprivileged user, so jobs cannot read "
+            "raygate's state"
+        )
+    return RayUser(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
+def _may(info: os.stat_result, user: RayUser, groups: set[int], bits: int) -> bool:
+    """Whether `user` has every permission in `bits` (r=4, w=2, x=1) on a file with `info`."""
+    if info.st_uid == user.uid:
+        return (info.st_mode >> 6) & bits == bits
+    if info.st_gid in groups:
+        return (info.st_mode >> 3) & bits == bits
+    return info.st_mode & bits == bits
+
+
+def check_ray_user_can_run(user: RayUser, programs: list[str]) -> None:
+    """Ray runs this Python environment as `user`: every directory on the way to it must let
+    that user pass, or Ray fails with a bare "Permission denied". Say which one, up front."""
+    groups = set(os.getgrouplist(user.name, user.gid))
+    for program in programs:
+        for target in (Path(program), Path(os.path.realpath(program))):
+            for directory in reversed(target.parents):
+                info = os.stat(directory)
+                if not _may(info, user, groups, 1):
+                    raise ConfigError(
+                        f"--ray-user {user.name} cannot run Ray from {program}: it may not enter "
+                        f"{directory} (mode {stat.S_IMODE(info.st_mode):o}); install raygate "
+                        f"and Ray where {user.name} can read them (e.g. a venv outside a private "
+                        "home directory)"
+                    )
+            if not _may(os.stat(target), user, groups, 5):
+                raise ConfigError(
+                    f"--ray-user {user.name} cannot read and run {target}; install raygate and "
+                    f"Ray where {user.name} can"
+                )
+
+
+def ray_temp_dir(state_dir: Path, run_as: RayUser | None = None) -> Path:
+    """Ray's files go under the state dir unless its path is too long for Unix sockets (or Ray
+    runs as another user, who must not enter the state dir); then under
+    `<tmp>/raygate-<hash>/r`, whose parent `prepare_ray_temp_dir` keeps private."""
     preferred = state_dir.resolve() / "ray"
-    if len(str(preferred)) <= MAX_TEMP_DIR_LEN:
+    if len(str(preferred)) <= MAX_TEMP_DIR_LEN and run_as is None:
         return preferred
-    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:10]
+    key = str(preferred) if run_as is None else f"{preferred}:{run_as.name}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     for base in (tempfile.gettempdir(), "/tmp"):
         candidate = Path(base) / f"raygate-{digest}" / RAY_TEMP_CHILD
         if len(str(candidate)) <= MAX_TEMP_DIR_LEN:
@@ -71,26 +134,32 @@ def ray_temp_dir(state_dir: Path) -> Path:
     return candidate
 
 
-def prepare_ray_temp_dir(state_dir: Path) -> Path:
+def prepare_ray_temp_dir(state_dir: Path, run_as: RayUser | None = None) -> Path:
     """Create Ray's temp dir (see `ray_temp_dir`) and return it.
 
     Outside the state dir its parent must be ours alone: created 0700, or else an existing
     real directory (not a symlink) owned by us with no group/other bits. Anything else may
-    have been put there by another local user, and raises UpstreamError.
+    have been put there by another local user, and raises UpstreamError. With `run_as`, the
+    parent may be passed through (0711, never listed) and the temp dir is that user's (0700).
     """
-    temp_dir = ray_temp_dir(state_dir)
+    temp_dir = ray_temp_dir(state_dir, run_as)
     if temp_dir.parent == state_dir.resolve():
         temp_dir.mkdir(parents=True, exist_ok=True)
         return temp_dir
-    _private_parent(temp_dir.parent)
+    _private_parent(temp_dir.parent, pass_through=run_as is not None)
     try:
         temp_dir.mkdir(exist_ok=True)
     except OSError as err:
         raise UpstreamError(f"cannot create Ray's temp dir {temp_dir}: {err.strerror}") from None
+    if run_as is not None:
+        # Ray's user may pass through our private parent (no listing), and owns its own dir.
+        os.chmod(temp_dir.parent, 0o711)
+        os.chown(temp_dir, run_as.uid, run_as.gid)
+        os.chmod(temp_dir, 0o700)
     return temp_dir
 
 
-def _private_parent(path: Path) -> None:
+def _private_parent(path: Path, *, pass_through: bool = False) -> None:
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -106,7 +175,7 @@ def _private_parent(path: Path) -> None:
             f"Ray's temp parent {path} is owned by uid {info.st_uid}, not by you: {fix}"
         )
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
+    if mode & (0o066 if pass_through else 0o077):  # --ray-user's user may pass, not read
         raise UpstreamError(
             f"Ray's temp parent {path} is open to other users (mode {mode:o}): {fix}"
         )
@@ -137,11 +206,18 @@ class RayHead:
         stop_ray_head(self, timeout)
 
 
-def _ray_env(token: str) -> dict[str, str]:
+def _ray_env(
+    token: str, run_as: RayUser | None = None, temp_dir: Path | None = None
+) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k == "RAY_JOB_HEADERS"
     }
     env.pop("RAY_JOB_HEADERS", None)
+    if run_as is not None:
+        # Ray's own token reaches Ray (and its jobs, which need it for ray.init()) in its
+        # environment, which only that user and root can read; raygate's files stay out of reach.
+        home = run_as.home if os.path.isdir(run_as.home) else str(temp_dir or "/")
+        env.update(HOME=home, USER=run_as.name, LOGNAME=run_as.name)
     env.update(
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN=token,
@@ -160,9 +236,11 @@ def start_ray_head(
     object_store_memory: int | None = None,
     timeout: float = 120.0,
     ports: dict[str, int] | None = None,
+    run_as: RayUser | None = None,
 ) -> RayHead:
-    """Start the head; `ports` (a restart) keeps the addresses of the head it replaces."""
-    temp_dir = prepare_ray_temp_dir(state_dir)
+    """Start the head; `ports` (a restart) keeps the addresses of the head it replaces;
+    `run_as` starts Ray as that operating-system user (raygate running as root)."""
+    temp_dir = prepare_ray_temp_dir(state_dir, run_as)
     log_path = state_dir / "ray-head.log"
     ports = (
         dict(ports)
@@ -200,9 +278,11 @@ def start_ray_head(
     if object_store_memory is not None:
         cmd += ["--object-store-memory", str(object_store_memory)]
     with open(log_path, "ab") as log:
+        as_user = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as else {}
         process = subprocess.Popen(
             cmd,
-            env=_ray_env(token),
+            env=_ray_env(token, run_as, temp_dir),
+            **as_user,  # type: ignore[arg-type]
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
