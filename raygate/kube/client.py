@@ -30,6 +30,9 @@ from raygate.errors import BackendUnavailable, ConfigError
 from raygate.identity import Attributes
 
 DEFAULT_TIMEOUT = 5.0
+# API calls in flight at once; more wait for a slot within the same deadline. A slow API server
+# then holds at most this many connections, not one per waiting request.
+MAX_CONCURRENT_CALLS = 32
 _MAX_SERVER_MESSAGE = 300
 
 
@@ -119,6 +122,7 @@ class KubeClient:
     ) -> None:
         self.api_client = api_client
         self.timeout = timeout
+        self._slots: asyncio.Semaphore | None = None
         self.server = server or api_client.configuration.host
         self._authentication = kube.AuthenticationV1Api(api_client)
         self._authorization = kube.AuthorizationV1Api(api_client)
@@ -205,7 +209,10 @@ class KubeClient:
         )
         status = review.status
         if status is None:
-            return TokenReviewResult(authenticated=False, error="empty TokenReview status")
+            # Not an answer about the token: no reason to tell its holder it is invalid (401).
+            raise BackendUnavailable(
+                f"Kubernetes API server {self.server} answered a TokenReview without status"
+            )
         user = status.user
         return TokenReviewResult(
             authenticated=bool(status.authenticated) and user is not None,
@@ -280,9 +287,11 @@ class KubeClient:
         return answer.status.token
 
     async def _call(self, what: str, method: Any, *args: Any, secret: str = "") -> Any:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
         try:
-            async with asyncio.timeout(self.timeout):
-                return await method(*args, _request_timeout=self.timeout)
+            async with asyncio.timeout(self.timeout), self._slots:
+                answer = await method(*args, _request_timeout=self.timeout)
         except TimeoutError:
             raise BackendUnavailable(
                 f"Kubernetes API server {self.server} did not answer a {what} "
@@ -290,12 +299,23 @@ class KubeClient:
             ) from None
         except ApiException as err:
             raise BackendUnavailable(self._describe_refusal(what, err, secret)) from None
-        except (aiohttp.ClientError, OSError, ValueError) as err:
-            # ValueError: a body the generated models refuse to deserialize.
+        except (aiohttp.ClientError, OSError) as err:
             detail = _redact(str(err) or type(err).__name__, secret)
             raise BackendUnavailable(
                 f"cannot reach Kubernetes API server {self.server} for a {what}: {detail}"
             ) from None
+        except (ValueError, TypeError, AttributeError, KeyError) as err:
+            # A body the generated models cannot read: garbage, or another kind of object.
+            raise BackendUnavailable(
+                f"Kubernetes API server {self.server} answered a {what} with something that "
+                f"is not one ({type(err).__name__})"
+            ) from None
+        if not hasattr(answer, "status") and what != "version request":
+            raise BackendUnavailable(
+                f"Kubernetes API server {self.server} answered a {what} with something that "
+                "is not one"
+            )
+        return answer
 
     def _describe_refusal(self, what: str, err: ApiException, secret: str) -> str:
         status = err.status or 0

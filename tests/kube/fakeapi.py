@@ -197,6 +197,11 @@ class FakeKubeAPI:
         self.port = 0
         self.delay = 0.0
         self.fail_with: int | None = None  # answer every review with this HTTP status
+        # Answer every review with these bytes (status 201, as JSON): an API server, or
+        # something in front of it, answering garbage.
+        self.garbage: bytes | None = None
+        self.in_flight = 0  # reviews being answered now, and the most at once
+        self.max_in_flight = 0
         self.ignore_audiences = False  # behave like an API server that drops spec.audiences
         self.service_accounts: set[tuple[str, str]] | None = None  # None: any exists
         self.calls: Counter[str] = Counter()
@@ -338,7 +343,21 @@ class FakeKubeAPI:
     async def _read(self, request: web.Request, endpoint: str) -> dict[str, Any] | web.Response:
         self.calls[endpoint] += 1
         if self.delay:
-            await asyncio.sleep(self.delay)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                # kube-apiserver abandons a request whose client went away (its context is
+                # cancelled): so does the fake, so `in_flight` counts what the client still holds.
+                deadline = asyncio.get_running_loop().time() + self.delay
+                while asyncio.get_running_loop().time() < deadline:
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        return web.Response(status=499)
+                    await asyncio.sleep(0.02)
+            finally:
+                self.in_flight -= 1
+        if self.garbage is not None:
+            return web.Response(body=self.garbage, status=201, content_type="application/json")
         if self.fail_with is not None:
             return _status(self.fail_with, "InternalError", "the fake was told to fail")
         try:
