@@ -36,6 +36,7 @@ class AuditRecord:
     decision: str = "none"  # allow | deny | unauthenticated | unavailable | error | none
     reason: str = ""
     status: int = 0
+    user_agent: str | None = None  # as the client sent it: for the audit line, never trusted
 
     def to_json(self) -> str:
         data: dict[str, Any] = {

@@ -76,9 +76,8 @@ def kubernetes_event(record: AuditRecord, received: float, completed: float) -> 
     }
     if record.remote:
         event["sourceIPs"] = [record.remote]
-    user_agent = getattr(record, "user_agent", None)
-    if user_agent:
-        event["userAgent"] = user_agent
+    if record.user_agent:
+        event["userAgent"] = record.user_agent
     if attributes is not None and attributes.resource_request:
         ref = {
             "resource": attributes.resource,

@@ -146,6 +146,7 @@ class Gateway:
             # The raw path: the one that was authorized and forwarded.
             path=request.rel_url.raw_path,
             remote=request.remote,
+            user_agent=request.headers.get("User-Agent"),
         )
         try:
             refusal = self._audit_refusal()

@@ -99,7 +99,13 @@ def events_for(*records: AuditRecord) -> list[dict]:
 
 def resource_record(decision: str, status: int, reason: str) -> AuditRecord:
     identity = service_account_identity("default", "ray-user", "0a1b")
-    rec = AuditRecord(request_id="f00d", method="POST", path="/api/jobs/?x=1", remote="127.0.0.1")
+    rec = AuditRecord(
+        request_id="f00d",
+        method="POST",
+        path="/api/jobs/?x=1",
+        remote="127.0.0.1",
+        user_agent="ray/2.60.0",
+    )
     rec.identity = identity
     rec.attributes = [
         Attributes(
@@ -138,7 +144,7 @@ def test_allowed_request_is_a_valid_metadata_event_with_kube_apiservers_annotati
         "subresource": "jobs",
     }
     assert event["responseStatus"] == {"metadata": {}, "code": 200}
-    assert event["sourceIPs"] == ["127.0.0.1"]
+    assert event["sourceIPs"] == ["127.0.0.1"] and event["userAgent"] == "ray/2.60.0"
     assert event["annotations"]["authorization.k8s.io/decision"] == "allow"
     assert event["annotations"]["authorization.k8s.io/reason"] == 'RBAC: allowed by RoleBinding "x"'
     received = datetime.fromisoformat(event["requestReceivedTimestamp"])
