@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
+from raygate.config.model import DEFAULT_AUDIT_MAX_BACKUPS, AuditFailurePolicy, AuditFormat
 from raygate.errors import ConfigError, RaygateError, UsageError
 from raygate.objects import check_namespace_name
-from raygate.observe.audit import DEFAULT_MAX_BACKUPS, AuditFailurePolicy, AuditFormat
 from raygate.store.sqlite import DEFAULT_NAMESPACE
 from raygate.store.state import STATE_ENV
 
@@ -111,7 +111,7 @@ def audit_options(func: Callable[P, R]) -> Callable[P, R]:
         click.option(
             "--audit-max-backups",
             type=click.IntRange(0, None),
-            default=DEFAULT_MAX_BACKUPS,
+            default=DEFAULT_AUDIT_MAX_BACKUPS,
             show_default=True,
             help="Rotated audit logs kept (audit.log.1 is the newest).",
         ),

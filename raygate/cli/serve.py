@@ -120,6 +120,7 @@ def serve(args: tuple[str, ...]) -> None:
             raise SystemExit(2)
         return
     from raygate.config import config_from_serve_args
+    from raygate.observe.audit import open_audit_log
     from raygate.runtime import install_uvloop
     from raygate.runtime import serve as run
 
@@ -131,7 +132,7 @@ def serve(args: tuple[str, ...]) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    audit = audit_config.open_log()
+    audit = open_audit_log(audit_config)
 
     def ready() -> None:
         scheme = "https" if config.listen.tls is not None else "http"

@@ -18,6 +18,7 @@ from raygate.cli.common import audit_config, audit_options, fail, report_errors,
 from raygate.config import GatewayConfig, config_from_mapping
 from raygate.config.model import AuditConfig
 from raygate.errors import ConfigError
+from raygate.observe.audit import open_audit_log
 from raygate.ray.launcher import (
     RayHead,
     RayUser,
@@ -260,7 +261,7 @@ def _run(options: UpOptions) -> None:
         supervisor = RaySupervisor(head, lambda dead: start(dead.ports))
         upstream = URL(head.dashboard_url)
     config = gateway_config(options, upstream, token_file)
-    audit = options.audit.open_log()
+    audit = open_audit_log(options.audit)
     try:
         install_uvloop()
         asyncio.run(

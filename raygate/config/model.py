@@ -29,13 +29,6 @@ from raygate.config.values import (
 )
 from raygate.errors import ConfigError
 from raygate.identity import Attributes
-from raygate.observe.audit import (
-    DEFAULT_MAX_BACKUPS,
-    DEFAULT_MAX_SIZE,
-    AuditFailurePolicy,
-    AuditFormat,
-    AuditLog,
-)
 
 MIB = 1024 * 1024
 # Ray takes job packages up to 100 MiB in one PUT; the slack covers the multipart framing.
@@ -308,28 +301,33 @@ class AuthHeaderConfig(ConfigModel):
     group_separator: str = "|"
 
 
+class AuditFormat(StrEnum):
+    """`--audit-format`: raygate's own JSON line, or Kubernetes' audit Event."""
+
+    JSON = "json"
+    KUBERNETES = "kubernetes"
+
+
+class AuditFailurePolicy(StrEnum):
+    """`--audit-failure-policy`: what the gateway does while audit lines cannot be written."""
+
+    FAIL_CLOSED = "fail-closed"  # answer 503, forward nothing
+    FAIL_OPEN = "fail-open"  # keep serving, and say how many lines were lost
+
+
+DEFAULT_AUDIT_MAX_SIZE = 100 * MIB  # bytes: the audit file is rotated before it grows past it
+DEFAULT_AUDIT_MAX_BACKUPS = 5
+
+
 class AuditConfig(ConfigModel):
     """Audit lines: where (`log`: a path; `-` or unset: stdout), rotation by size with a kept
     count, the format, and what happens while they cannot be written."""
 
     log: str | None = None
-    max_size: ByteSize = DEFAULT_MAX_SIZE  # 0: never rotate
-    max_backups: int = Field(default=DEFAULT_MAX_BACKUPS, ge=0)
+    max_size: ByteSize = DEFAULT_AUDIT_MAX_SIZE  # 0: never rotate
+    max_backups: int = Field(default=DEFAULT_AUDIT_MAX_BACKUPS, ge=0)
     format: AuditFormat = AuditFormat.JSON
     failure_policy: AuditFailurePolicy = AuditFailurePolicy.FAIL_CLOSED
-
-    def open_log(self) -> AuditLog:
-        import sys
-
-        path = None if self.log in (None, "", "-") else Path(str(self.log))
-        return AuditLog(
-            path,
-            stream=sys.stdout if path is None else None,
-            max_size=self.max_size or None,
-            max_backups=self.max_backups,
-            format=self.format,
-            failure_policy=self.failure_policy,
-        )
 
 
 class GatewayConfig(ConfigModel):

@@ -13,10 +13,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from raygate.config.model import AuditConfig, AuditFailurePolicy, AuditFormat
 from raygate.identity import Attributes, Identity
 from raygate.observe.kube_event import kubernetes_event
 from raygate.observe.logfile import LineSink, RotatingFile, StreamSink
@@ -68,22 +68,6 @@ class AuditRecord:
         return json.dumps(data, separators=(",", ":"))
 
 
-class AuditFormat(StrEnum):
-    """`--audit-format`: raygate's own JSON line, or Kubernetes' audit Event."""
-
-    JSON = "json"
-    KUBERNETES = "kubernetes"
-
-
-class AuditFailurePolicy(StrEnum):
-    """`--audit-failure-policy`: what the gateway does while audit lines cannot be written."""
-
-    FAIL_CLOSED = "fail-closed"  # answer 503, forward nothing
-    FAIL_OPEN = "fail-open"  # keep serving, and say how many lines were lost
-
-
-DEFAULT_MAX_SIZE = 100 * 1024 * 1024  # bytes; rotation of the audit file
-DEFAULT_MAX_BACKUPS = 5
 FLUSH_INTERVAL = 1.0  # seconds: lines are on disk within this (fdatasync), and retries
 MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written, then dropped
 _CLOSE = object()
@@ -313,3 +297,16 @@ class AuditLog:
             f"; {self._lost} line(s) were dropped" if self._lost else "",
         )
         self._lost = 0
+
+
+def open_audit_log(settings: AuditConfig) -> AuditLog:
+    """The AuditLog the `audit:` settings (or the `--audit-*` flags) describe."""
+    path = None if settings.log in (None, "", "-") else Path(str(settings.log))
+    return AuditLog(
+        path,
+        stream=sys.stdout if path is None else None,
+        max_size=settings.max_size or None,
+        max_backups=settings.max_backups,
+        format=settings.format,
+        failure_policy=settings.failure_policy,
+    )

@@ -15,7 +15,7 @@ from yarl import URL
 from raygate.authz.attributes import Profile
 from raygate.cli.up import UpOptions, gateway_config
 from raygate.config.model import AuditConfig
-from raygate.observe.audit import AuditLog
+from raygate.observe.audit import AuditLog, open_audit_log
 from raygate.runtime import serve as run_gateway
 from raygate.store.sqlite import ObjectStore
 from raygate.store.state import write_secret
@@ -79,7 +79,7 @@ async def running_gateway(
             profile=Profile.KUBE_RBAC_PROXY,
         )
         config = gateway_config(options, upstream_url, token_file)
-        audit_log = options.audit.open_log()
+        audit_log = open_audit_log(options.audit)
         ready = asyncio.Event()
         stop = asyncio.Event()
         task = asyncio.create_task(
