@@ -103,13 +103,21 @@ class EmbeddedAuthority:
 
     async def recheck(self) -> bool:
         """Read-your-writes for a caller about to be refused: `raygate create sa` then a token
-        then a request within one poll interval must not fail. Shares the reload in flight (one
-        at a time, in a thread) and waits for it at most RECHECK_WAIT: a locked store delays a
-        refusal by that much, never longer, and never blocks the event loop."""
+        then a request within one poll interval must not fail. Waits (at most RECHECK_WAIT, so
+        a locked store delays a refusal by that much, never longer, and never blocks the event
+        loop) for a reload that started after the caller asked, sharing it with every other
+        caller. True when the policy changed since the caller's answer was given."""
+        version = self._snapshot.version
         try:
-            return await asyncio.wait_for(asyncio.shield(self._reload_shared()), RECHECK_WAIT)
+            async with asyncio.timeout(RECHECK_WAIT):
+                running = self._reload
+                if running is not None and not running.done():
+                    # It may have read the store before the caller's write: wait, then reload.
+                    await asyncio.shield(running)
+                await asyncio.shield(self._reload_shared())
         except (TimeoutError, StoreError):
-            return False
+            pass
+        return self._snapshot.version != version
 
     def _reload_shared(self) -> asyncio.Future[bool]:
         if self._reload is None or self._reload.done():

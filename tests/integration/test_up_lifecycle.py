@@ -205,3 +205,42 @@ def test_gateway_killed_with_sigkill_restarts_with_its_state_tokens_and_sessions
         assert "serviceaccount/survivor" in listed.stdout
     finally:
         stop_raygate_up(again)
+
+
+def test_audit_events_to_stdout_in_kubernetes_format(raygate_up: RaygateUp, tmp_path: Path) -> None:
+    """`--audit-log - --audit-format kubernetes`: audit.k8s.io/v1 Events on stdout, as a pod's
+    log collector reads kube-apiserver's; all written by the time raygate up has stopped."""
+    import json
+
+    import jsonschema
+
+    from tests.observe.test_kube_event import EVENT
+
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    front = start_raygate_up(
+        tmp_path,
+        "--upstream",
+        str(raygate_up.ray_info()["dashboard"]),
+        "--upstream-token-file",
+        str(raygate_up.state / "ray-auth-token"),
+        "--audit-log",
+        "-",
+        "--audit-format",
+        "kubernetes",
+    )
+    try:
+        token = grant_submitter(front, "event-user")
+        assert http(f"{front.address}/api/version")[0] == 401
+        assert http(f"{front.address}/api/version", token=token)[0] == 200
+    finally:
+        assert stop_raygate_up(front) == 0
+    events = [json.loads(line) for line in front.output if line.startswith('{"kind":"Event"')]
+    for event in events:
+        jsonschema.validate(event, EVENT)
+    codes = [event["responseStatus"]["code"] for event in events]
+    assert codes == [401, 200], codes
+    allowed = events[1]
+    assert allowed["user"]["username"] == "system:serviceaccount:default:event-user"
+    assert allowed["annotations"]["authorization.k8s.io/decision"] == "allow"
+    assert allowed["userAgent"].startswith("Python-urllib")
+    assert not (tmp_path / ".raygate" / "audit.log").exists()
