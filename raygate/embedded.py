@@ -198,23 +198,27 @@ class EmbeddedAuthority:
         while True:
             await asyncio.sleep(self._poll_interval)
             reload = self._reload_shared()
-            try:
-                try:
-                    await asyncio.wait_for(asyncio.shield(reload), STALLED_READ)
-                except TimeoutError:
-                    # SQLite waits out some locks (a process stuck in recovery) on its own,
-                    # whatever the busy timeout: say so now, and wait for that read to end.
-                    self._failed(
-                        f"a read has not answered for {STALLED_READ:g}s "
-                        "(the database is locked by another process?)"
-                    )
-                    await reload
-            except StoreError:
-                pass  # logged by refresh; the last good policy stays
-            except Exception:
+            # asyncio.wait, not wait_for: it neither cancels the read on a timeout nor (Python
+            # 3.11) swallows this task's own cancellation when the read ends at that moment.
+            done, _ = await asyncio.wait({reload}, timeout=STALLED_READ)
+            if not done:
+                # SQLite waits out some locks (a process stuck in recovery) on its own,
+                # whatever the busy timeout: say so now, and wait for that read to end.
+                self._failed(
+                    f"a read has not answered for {STALLED_READ:g}s "
+                    "(the database is locked by another process?)"
+                )
+                await asyncio.wait({reload})
+            error = None if reload.cancelled() else reload.exception()
+            if error is not None and not isinstance(error, StoreError):
                 # Whatever broke this reload, the next one must run: a dead watcher would keep
-                # deleted accounts' tokens working until a restart.
-                log.exception("cannot reload policy, keeping revision %s", self._snapshot.version)
+                # deleted accounts' tokens working until a restart. (StoreError: logged by
+                # refresh; the last good policy stays.)
+                log.error(
+                    "cannot reload policy, keeping revision %s",
+                    self._snapshot.version,
+                    exc_info=error,
+                )
 
     async def start(self, _app: web.Application | None = None) -> None:
         if self._task is None:
