@@ -73,6 +73,22 @@ MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written,
 _CLOSE = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """A Kubernetes audit event to build off the hot path: the record and its two times."""
+
+    record: AuditRecord
+    received: float
+    completed: float
+
+
+def _encoded(item: bytes | _Event) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    event = kubernetes_event(item.record, item.received, item.completed)
+    return (json.dumps(event, separators=(",", ":")) + "\n").encode()
+
+
 class AuditLog:
     """Audit lines, written off the hot path.
 
@@ -131,21 +147,18 @@ class AuditLog:
         return None
 
     def write(self, record: AuditRecord) -> None:
-        line = (self._format(record) + "\n").encode()
+        if self.format is AuditFormat.KUBERNETES:
+            # The times are taken now; the event is built and encoded by the writer thread.
+            now = time.time()
+            item: bytes | _Event = _Event(record, now - (time.monotonic() - record.started), now)
+        else:
+            item = (record.to_json() + "\n").encode()
         if self._closed:
             with self._lock:
-                self._pending.append(line)
+                self._pending.append(_encoded(item))
                 self._write_pending()
             return
-        self._queue.put(line)
-
-    def _format(self, record: AuditRecord) -> str:
-        if self.format is AuditFormat.KUBERNETES:
-            now = time.time()
-            received = now - (time.monotonic() - record.started)
-            event = kubernetes_event(record, received, now)
-            return json.dumps(event, separators=(",", ":"))
-        return record.to_json()
+        self._queue.put(item)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every line queued so far was handed to the file (or failed)."""
@@ -197,8 +210,8 @@ class AuditLog:
         lines = []
         item = first
         while True:
-            if isinstance(item, bytes):
-                lines.append(item)
+            if isinstance(item, bytes | _Event):
+                lines.append(_encoded(item))
             elif isinstance(item, threading.Event):
                 waiters.append(item)
             try:
