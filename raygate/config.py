@@ -413,7 +413,7 @@ class GatewayConfig(ConfigModel):
     kubeconfig: str | None = None
     state_dir: str | None = None
     log_verbosity: int = Field(default=0, ge=0)
-    # Ray's dashboard UI may log in with a token and keep it in a cookie (proxy/browser.py).
+    # Ray's dashboard UI may log in with a token and keep it in a cookie (pipeline/browser.py).
     browser_login: bool = False
 
     @property
