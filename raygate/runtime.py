@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -265,6 +266,19 @@ def _upstream_check(
     return upstream_ready
 
 
+def _metrics_registry(metrics: GatewayMetrics) -> Any:
+    """This process's registry; with several workers, every worker's counts summed."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return metrics.registry
+
+
 def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
     """/healthz, /readyz and /metrics: nothing else, so probes never pass authorization by."""
     app = web.Application()
@@ -292,7 +306,7 @@ def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
         return web.Response(text="ok\n")
 
     async def metrics_handler(_request: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+        body = generate_latest(_metrics_registry(metrics))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
@@ -309,13 +323,15 @@ async def serve(
     stop: asyncio.Event | None = None,
     watch: Awaitable[None] | None = None,
     sock: socket.socket | None = None,
+    reuse_port: bool = False,
     metrics: GatewayMetrics | None = None,
     admin: bool = True,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or `stop`, or `watch` finishing), then shut down gracefully.
 
-    `sock`: an already bound listening socket (a worker's SO_REUSEPORT socket) instead of
-    binding `listen.address`; `admin`: whether this process serves /healthz, /readyz, /metrics.
+    `sock`: an already bound listening socket instead of binding `listen.address`;
+    `reuse_port`: bind with SO_REUSEPORT (one of several workers, raygate.workers);
+    `admin`: whether this process serves /healthz, /readyz and /metrics.
     """
     metrics = metrics or GatewayMetrics()
     assembly = await assemble(config, audit=audit, metrics=metrics)
@@ -327,7 +343,11 @@ async def serve(
     try:
         try:
             await gateway.listen(
-                config.listen.host, config.listen.port, sock=sock, ssl_context=assembly.ssl_context
+                config.listen.host,
+                config.listen.port,
+                sock=sock,
+                ssl_context=assembly.ssl_context,
+                reuse_port=reuse_port,
             )
         except OSError as err:
             raise ConfigError(

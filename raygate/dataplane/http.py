@@ -563,11 +563,12 @@ class HttpConnection(asyncio.Protocol):
             self.close_now(abort=True)
             return
         log.warning("upstream %s: %s", self.gateway.pool.address.host, err or "connection lost")
-        answer = (
-            responses.upstream_invalid()
-            if isinstance(err, UpstreamError)
-            else responses.upstream_unreachable()
-        )
+        if isinstance(err, TimeoutError):
+            answer = responses.upstream_timeout()
+        elif isinstance(err, UpstreamError):
+            answer = responses.upstream_invalid()
+        else:
+            answer = responses.upstream_unreachable()
         cycle.close_after = cycle.close_after or not cycle.body_done
         self.answer(cycle, answer)
 

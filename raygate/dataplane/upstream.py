@@ -252,7 +252,9 @@ class UpstreamPool:
                 self.settings.upstream_connect_timeout,
             )
         except TimeoutError:
-            raise OSError(f"connecting to the upstream timed out ({address.host}:{address.port})")
+            raise TimeoutError(
+                f"connecting to the upstream timed out ({address.host}:{address.port})"
+            ) from None
         self.opened += 1
         self._all.add(conn)
         return conn
