@@ -226,6 +226,10 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._to_start: Cycle | None = None
+        self._idle_since = 0.0
+        self._waiting_for_request = True
+        # Bytes for the client collected while the upstream's bytes are parsed, sent in one write.
+        self._out: list[bytes] | None = None
         self._refusal: Answer | None = None  # a malformed request after one still in flight
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -322,15 +326,26 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _arm_idle(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        self._idle_timer = self.loop.call_later(self.settings.idle_timeout, self._idle_expired)
+        # One timer per connection, re-armed only when it fires: a request costs a clock read,
+        # not a timer.
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(
+                self._idle_since + self.settings.idle_timeout, self._idle_expired
+            )
 
     def _idle_expired(self) -> None:
         self._idle_timer = None
-        if self.cycle is None and not self.queue:
+        if self.closing:
+            return
+        if not self._waiting_for_request or self.cycle is not None or self.queue:
+            return  # busy: the deadline counts again from the end of this request (_finish)
+        deadline = self._idle_since + self.settings.idle_timeout
+        if self.loop.time() >= deadline - 0.001:
             # Idle between requests, or a client still trickling its headers: disconnect.
             self.close_now()
+        else:
+            self._idle_timer = self.loop.call_at(deadline, self._idle_expired)
 
     # -- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -365,9 +380,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._waiting_for_request = False
         parser = self.parser
         headers = Headers(self._headers)
         method = parser.get_method().decode("latin-1")
@@ -622,13 +635,12 @@ class HttpConnection(asyncio.Protocol):
             return
         if not data or cycle.head_only:
             return
-        transport = self.transport
-        if transport is None or self.closing:
-            return
         if cycle.response_chunked:
-            transport.writelines([framing.chunk_size_line(len(data)), data, framing.CRLF])
+            self._write(framing.chunk_size_line(len(data)))
+            self._write(data)
+            self._write(framing.CRLF)
         else:
-            transport.write(data)
+            self._write(data)
 
     def response_complete(self, cycle: Cycle) -> None:
         upstream = cycle.upstream
@@ -645,8 +657,8 @@ class HttpConnection(asyncio.Protocol):
             if waiting is not None and not waiting.done():
                 waiting.set_result(b"")
             return
-        if cycle.response_chunked and self.transport is not None and not self.closing:
-            self.transport.write(framing.LAST_CHUNK)
+        if cycle.response_chunked:
+            self._write(framing.LAST_CHUNK)
         self._finish(cycle)
 
     # -- answering -------------------------------------------------------------------------------
@@ -704,9 +716,27 @@ class HttpConnection(asyncio.Protocol):
         )
 
     def _write(self, data: bytes) -> None:
+        out = self._out
+        if out is not None:
+            out.append(data)
+            return
         transport = self.transport
         if transport is not None and not self.closing:
             transport.write(data)
+
+    def cork(self) -> None:
+        """Collect writes to the client (until `uncork`): one syscall per upstream read."""
+        if self._out is None:
+            self._out = []
+
+    def uncork(self) -> None:
+        out = self._out
+        self._out = None
+        if out and self.transport is not None and not self.closing:
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.write(b"".join(out))
 
     def _finish(self, cycle: Cycle) -> None:
         if cycle.timer is not None:
@@ -734,6 +764,7 @@ class HttpConnection(asyncio.Protocol):
             self.cycle = following
             self._start(following)
         else:
+            self._waiting_for_request = True
             self._arm_idle()
             self.gateway.connection_idle(self)
 
@@ -810,6 +841,9 @@ class HttpConnection(asyncio.Protocol):
             transport.close()
 
     def close_now(self, abort: bool = False) -> None:
+        if not abort:
+            self.uncork()
+        self._out = None
         self.closing = True
         transport = self.transport
         if transport is not None:
@@ -909,6 +943,12 @@ class _Relay:
     def __init__(self, conn: HttpConnection, cycle: Cycle) -> None:
         self.conn = conn
         self.cycle = cycle
+
+    def cork(self) -> None:
+        self.conn.cork()
+
+    def uncork(self) -> None:
+        self.conn.uncork()
 
     def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
         if self.cycle.upstream is not None:
