@@ -121,9 +121,9 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install -y wrk")
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
-    from tests.integration.gateway_helpers import grant, prepare_state, service_account
     from raygate.store.sqlite import ObjectStore
     from raygate.store.tokens import issue_token, load_signing_key
+    from tests.integration.gateway_helpers import grant, prepare_state, service_account
 
     two_cores = len(os.sched_getaffinity(0)) >= 2
     pin = (lambda core: ["taskset", "-c", str(core)]) if two_cores else (lambda core: [])
