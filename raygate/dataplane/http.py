@@ -19,7 +19,7 @@ import httptools
 
 from raygate.dataplane import framing, websocket
 from raygate.dataplane.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection
-from raygate.errors import UpstreamError
+from raygate.errors import RequestRefused, UpstreamError
 from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
 from raygate.pipeline import (
     Answer,
@@ -43,13 +43,6 @@ HOLD_BYTES = 256 * 1024
 # A refused request's unread body is read and dropped up to this size to keep the
 # connection; beyond, the connection is closed after the answer.
 DISCARD_BYTES = 64 * 1024
-
-
-class _Refused(Exception):
-    """Raised inside a parser callback: answer this and close."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
 
 
 def _drive(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
@@ -263,7 +256,7 @@ class HttpConnection(asyncio.Protocol):
             self.pause("upgrade")  # bytes after the handshake wait for the decision
         except httptools.HttpParserCallbackError as err:
             refused = err.__context__
-            if isinstance(refused, _Refused):
+            if isinstance(refused, RequestRefused):
                 self.refuse(refused.answer)
             else:
                 log.exception("parsing a request failed", exc_info=refused)
@@ -356,7 +349,7 @@ class HttpConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.settings.max_header_bytes:
-            raise _Refused(
+            raise RequestRefused(
                 responses.text(414, "URI Too Long: the request target is over "
                                f"{self.settings.max_header_bytes} bytes.\n")
             )
@@ -366,7 +359,7 @@ class HttpConnection(asyncio.Protocol):
         settings = self.settings
         self._header_bytes += size
         if size > settings.max_header_bytes or self._header_bytes > 4 * settings.max_header_bytes:
-            raise _Refused(
+            raise RequestRefused(
                 responses.headers_too_large(
                     f"a header line is over {settings.max_header_bytes} bytes"
                     if size > settings.max_header_bytes
@@ -374,7 +367,7 @@ class HttpConnection(asyncio.Protocol):
                 )
             )
         if len(self._headers) >= settings.max_headers:
-            raise _Refused(
+            raise RequestRefused(
                 responses.headers_too_large(f"more than {settings.max_headers} header lines")
             )
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -404,7 +397,7 @@ class HttpConnection(asyncio.Protocol):
             # Only plain chunked is relayed (re-chunked): another coding would be dropped
             # silently, and HTTP/1.0 has no chunked framing to trust.
             if transfer.strip().lower() != "chunked" or cycle.version != "1.1":
-                raise _Refused(
+                raise RequestRefused(
                     responses.bad_request(f"unsupported Transfer-Encoding {transfer.strip()!r}")
                 )
             cycle.chunked = True
