@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -136,9 +135,12 @@ def test_apply_then_get_returns_what_was_applied(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
-        manifest = Path(tmp) / "objects.yaml"
-        manifest.write_text(yaml.safe_dump_all(docs, allow_unicode=True), encoding="utf-8")
-        out = cli(state, "apply", "-f", str(manifest))
+        # JSON, one file per object: PyYAML's emitter garbles some characters (U+0085).
+        manifests = Path(tmp) / "objects"
+        manifests.mkdir()
+        for i, doc in enumerate(docs):
+            (manifests / f"{i}.json").write_text(json.dumps(doc), encoding="utf-8")
+        out = cli(state, "apply", "-f", str(manifests))
         assert out.count(" created") == len(docs)
         uids = {}
         for doc in docs:
@@ -147,11 +149,12 @@ def test_apply_then_get_returns_what_was_applied(
             assert got == without_empty(doc)
             uids[_key(doc)] = server["uid"]
         # Applied again: nothing changes, not even the uid.
-        assert cli(state, "apply", "-f", str(manifest)).count(" unchanged") == len(docs)
+        assert cli(state, "apply", "-f", str(manifests)).count(" unchanged") == len(docs)
         # One object changed: get shows the change, and the same uid.
         changed = data.draw(st.sampled_from(docs))
         changed["metadata"].setdefault("labels", {})["changed"] = "yes"
-        manifest.write_text(yaml.safe_dump(changed, allow_unicode=True), encoding="utf-8")
+        manifest = Path(tmp) / "changed.json"
+        manifest.write_text(json.dumps(changed), encoding="utf-8")
         assert " configured" in cli(state, "apply", "-f", str(manifest))
         got = get_json(state, changed)
         assert got["metadata"].pop("uid") == uids[_key(changed)]
