@@ -35,9 +35,9 @@ from ..integration.gateway_helpers import (
 
 UPSTREAM_TOKEN = "ray-token-only-the-gateway-holds"
 UPSTREAM_BODY = b"upstream"
-UPSTREAM_ANSWER = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-    % (len(UPSTREAM_BODY), UPSTREAM_BODY)
+UPSTREAM_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(UPSTREAM_BODY),
+    UPSTREAM_BODY,
 )
 # Values the corpus forges in identity headers and credentials; none may reach the upstream.
 SPOOF_VALUES_FORBIDDEN = (b"system:masters", b"admin", b"stolen")
@@ -386,9 +386,7 @@ async def recorded_gateway(
 ) -> AsyncIterator[tuple[Gateway, RawRecorder]]:
     recorder = RawRecorder()
     await recorder.start()
-    gateway = await asyncio.to_thread(
-        start_gateway, workdir, recorder.url, accounts, extra_args
-    )
+    gateway = await asyncio.to_thread(start_gateway, workdir, recorder.url, accounts, extra_args)
     try:
         yield gateway, recorder
     finally:
@@ -509,6 +507,15 @@ class RecorderThread:
             return [bytes(c.data) for c in self.recorder.connections]
 
         return asyncio.run_coroutine_threadsafe(copy(), self._loop).result(10)
+
+    def lengths(self) -> list[int]:
+        return [len(data) for data in self.connection_bytes()]
+
+    def new_bytes(self, lengths: Sequence[int]) -> list[bytes]:
+        """What each connection received since `lengths()` returned `lengths` (non-empty only)."""
+        now = self.connection_bytes()
+        old = [*lengths, *[0] * (len(now) - len(lengths))]
+        return [data[start:] for data, start in zip(now, old, strict=True) if len(data) > start]
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.recorder.stop(), self._loop).result(10)
