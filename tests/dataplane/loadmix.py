@@ -261,8 +261,10 @@ async def run_crowd(
     uploads: int,
     denied_uploads: int = 1,
     think: tuple[float, float] = (0.2, 0.8),
+    outcome: Outcome | None = None,
 ) -> Outcome:
-    outcome = Outcome()
+    """Run the crowd for `seconds`; `outcome` (new if None) fills as it goes."""
+    outcome = outcome if outcome is not None else Outcome()
     crowd = Crowd(base, tokens, outcome)
     stop_at = time.monotonic() + seconds
     try:
