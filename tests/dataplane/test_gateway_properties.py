@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -53,6 +54,8 @@ REFUSED_METHODS = {"TRACE", "TRACK", "CONNECT"}
 METHOD_VERBS = {"GET": "get", "HEAD": "get", "OPTIONS": "get", "POST": "create",
                 "PUT": "update", "PATCH": "patch", "DELETE": "delete"}  # fmt: skip
 _counter = itertools.count()
+# More examples for a longer hunt: RAYGATE_PROPERTY_EXAMPLES=2000 (the defaults keep it < 30 s).
+SCALE = float(os.environ.get("RAYGATE_PROPERTY_EXAMPLES", "150")) / 150
 
 
 @dataclass
@@ -156,7 +159,7 @@ def policies(draw: st.DrawFn, tag: str) -> tuple[list[dict[str, Any]], list[tupl
     return docs, accounts
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(25 * SCALE), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_a_request_reaches_the_upstream_iff_its_identity_is_allowed(
     rig: Rig, data: st.DataObject
@@ -289,7 +292,7 @@ def http_like(draw: st.DrawFn, auth: bytes) -> bytes:
     return data
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(150 * SCALE), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_any_bytes_get_a_4xx_or_reach_the_upstream_as_one_well_formed_request(
     rig: Rig, data: st.DataObject

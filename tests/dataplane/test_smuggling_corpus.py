@@ -168,8 +168,60 @@ def test_corpus_case(rig: Rig, case: Case) -> None:
         rig.forwarded.add(marker)
 
 
+def test_corpus_is_large_enough() -> None:
+    names = [c.name for c in CASES]
+    assert len(set(names)) == len(names) >= 100
+
+
+async def _interim_then_final(rig: Rig, head: bytes, body: bytes | None) -> tuple[bytes, bytes]:
+    """Send `head`; read the first answer head; then send `body` (if any) and read the rest."""
+    reader, writer = await asyncio.open_connection(rig.gateway.host, rig.gateway.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        rest = b""
+        if body is not None:
+            writer.write(body)
+            await writer.drain()
+            rest = await asyncio.wait_for(reader.readuntil(b"upstream"), 10)
+        return first, rest
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("variant", ["no-token", "no-rights", "bad-token"])
+def test_expect_100_continue_is_refused_before_any_invitation(rig: Rig, variant: str) -> None:
+    """A refused client is never invited to send its 100 MiB, and none of it goes upstream."""
+    marker = f"expect-interactive.{variant}".encode()
+    head = (
+        b"PUT /api/jobs/?c=" + marker + b" HTTP/1.1\r\nHost: ray\r\n" + rig.auth[variant]
+        + b"Expect: 100-continue\r\nContent-Length: 104857600\r\n\r\n"
+    )  # fmt: skip
+    first, _ = asyncio.run(_interim_then_final(rig, head, None))
+    time.sleep(SETTLE)
+    assert statuses(first) == [403 if variant == "no-rights" else 401], first
+    assert b"100 Continue" not in first
+    assert requests_with(marker, rig.upstream.connection_bytes())[0] == 0
+
+
+def test_expect_100_continue_is_answered_once_authorized(rig: Rig) -> None:
+    marker = b"expect-interactive.allowed"
+    head = (
+        b"PUT /api/jobs/?c=" + marker + b" HTTP/1.1\r\nHost: ray\r\n" + rig.auth["allowed"]
+        + b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+    )  # fmt: skip
+    first, rest = asyncio.run(_interim_then_final(rig, head, b"hello"))
+    assert first.startswith(b"HTTP/1.1 100 "), first
+    assert statuses(rest) == [200], rest
+    _, requests, error = requests_with(marker, rig.upstream.connection_bytes())
+    assert not error and len(requests) == 1 and requests[0].body == b"hello"
+    assert b"expect" not in requests[0].names()  # the gateway answered it; Ray must not again
+    rig.forwarded.add(marker)
+
+
 def test_upstream_received_only_whole_requests_of_forwarded_cases(rig: Rig) -> None:
-    """After the corpus: every byte the upstream got parses as whole requests of replays that
+    """Last in this module. After the corpus: every byte the upstream got parses as whole requests of replays that
     were meant to be forwarded, each once."""
     seen: list[bytes] = []
     for data in rig.upstream.connection_bytes():
@@ -177,8 +229,3 @@ def test_upstream_received_only_whole_requests_of_forwarded_cases(rig: Rig) -> N
             marker = request.target.partition(b"c=")[2].split(b"&")[0]
             seen.append(marker)
     assert sorted(seen) == sorted(rig.forwarded)
-
-
-def test_corpus_is_large_enough() -> None:
-    names = [c.name for c in CASES]
-    assert len(set(names)) == len(names) >= 100
