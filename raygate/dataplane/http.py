@@ -261,8 +261,10 @@ class HttpConnection(asyncio.Protocol):
             else:
                 log.exception("parsing a request failed", exc_info=refused)
                 self.refuse(responses.internal_error())
+            self._start_pending()  # a whole request before the refused one is still answered
         except httptools.HttpParserError as err:
             self.refuse(responses.bad_request(f"malformed request ({_parser_reason(err)})"))
+            self._start_pending()
         else:
             self._start_pending()
 
@@ -387,7 +389,19 @@ class HttpConnection(asyncio.Protocol):
             headers.get("Host") or "",
             Door.DASHBOARD,
         )
-        cycle = Cycle(self, head, parser.get_http_version())
+        version = parser.get_http_version()
+        hosts = headers.getall("Host")
+        if len(hosts) > 1 or (not hosts and version != "1.0"):
+            # RFC 9112 §3.2: exactly one Host; two could name two different hosts to two parsers.
+            raise RequestRefused(responses.bad_request("a request needs exactly one Host header"))
+        target = head.target
+        if not target.startswith("/") and not (target == "*" and method == "OPTIONS"):
+            # Only origin-form is forwarded: an absolute or authority form would be read as
+            # another path (or host) by the upstream than the one authorized here.
+            raise RequestRefused(
+                responses.bad_request("the request target must be a path starting with /")
+            )
+        cycle = Cycle(self, head, version)
         cycle.keep_alive = parser.should_keep_alive()
         length = headers.get("Content-Length")
         if length is not None:
@@ -746,16 +760,15 @@ class HttpConnection(asyncio.Protocol):
         if cycle.close_after or self.closing:
             self.close_now()
             return
-        if self._refusal is not None:
-            refusal, self._refusal = self._refusal, None
-            self.refuse(refusal)
-            return
         if self.queue:
             following = self.queue.popleft()
             if not self.queue:
                 self.resume("pipeline")
             self.cycle = following
             self._start(following)
+        elif self._refusal is not None:
+            refusal, self._refusal = self._refusal, None
+            self.refuse(refusal)
         else:
             self._waiting_for_request = True
             self._arm_idle()
@@ -806,8 +819,9 @@ class HttpConnection(asyncio.Protocol):
             # A malformed request behind one still being answered: answered after it.
             self._refusal = answer
             self.pause("refused")
-            self.queue.clear()
-            self._to_start = None
+            if self.parsing is not None and self.parsing in self.queue:
+                self.queue.remove(self.parsing)  # the malformed one itself goes nowhere
+            self.parsing = None
             return
         if cycle is not None and cycle.started:
             self.close_now(abort=True)
@@ -822,6 +836,7 @@ class HttpConnection(asyncio.Protocol):
         if cycle is not None:
             cycle.record = None  # the refusal is this request's answer and audit line
             self.cycle = None
+        self._to_start = None
         self.closing = True
         transport = self.transport
         if transport is not None:
