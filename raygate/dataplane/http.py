@@ -352,8 +352,11 @@ class HttpConnection(asyncio.Protocol):
         self._url += url
         if len(self._url) > self.settings.max_header_bytes:
             raise RequestRefused(
-                responses.text(414, "URI Too Long: the request target is over "
-                               f"{self.settings.max_header_bytes} bytes.\n")
+                responses.text(
+                    414,
+                    "URI Too Long: the request target is over "
+                    f"{self.settings.max_header_bytes} bytes.\n",
+                )
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -477,8 +480,9 @@ class HttpConnection(asyncio.Protocol):
         settings = self.settings
         if cycle.declared_length is not None and cycle.declared_length > settings.max_body_bytes:
             cycle.close_after = True
-            self.answer(cycle, responses.too_large(
-                f"request body exceeds {settings.max_body_bytes} bytes"))
+            self.answer(
+                cycle, responses.too_large(f"request body exceeds {settings.max_body_bytes} bytes")
+            )
             return
         if outcome.request_body_hook is not None or outcome.response_hook is not None:
             asyncio.ensure_future(self._forward_buffered(cycle, outcome))
@@ -555,8 +559,9 @@ class HttpConnection(asyncio.Protocol):
             if cycle.upstream is not None:
                 cycle.upstream.abort()
                 cycle.upstream = None
-            log.warning("upstream: no response headers within %gs",
-                        self.settings.upstream_headers_timeout)
+            log.warning(
+                "upstream: no response headers within %gs", self.settings.upstream_headers_timeout
+            )
             cycle.close_after = cycle.close_after or not cycle.body_done
             self.answer(cycle, responses.upstream_timeout())
 
@@ -604,7 +609,10 @@ class HttpConnection(asyncio.Protocol):
         out = downstream_response_headers(headers)
         if cycle.response_hook is not None:
             cycle.response_status, cycle.response_reason, cycle.response_headers = (
-                status, reason, out)
+                status,
+                reason,
+                out,
+            )
             cycle.response_parts = []
             return
         with_body = framing.has_body(cycle.head.method, status)
