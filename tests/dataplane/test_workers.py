@@ -80,7 +80,9 @@ def test_two_workers_answer_count_and_audit_as_one(two_workers: tuple[Gateway, i
     workers = {line["requestId"][:4] for line in lines}
     assert len(workers) == 2, workers
 
-    # One /metrics for both: every request counted once.
+    # One /metrics for both: every request counted once (workers publish their counts within
+    # a second).
+    time.sleep(1.5)
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as resp:
         metrics = resp.read().decode()
     found = re.search(r'^raygate_requests_total\{code="200"\} (\S+)$', metrics, re.M)
