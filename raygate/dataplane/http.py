@@ -113,7 +113,7 @@ class Cycle:
         "response_reason",
         "response_headers",
         "upload_framing",
-        "timer",
+        "deadline",
         "retry",
         "request_bytes",
         "start_time",
@@ -151,7 +151,7 @@ class Cycle:
         self.response_reason = b""
         self.response_headers: HeaderList = []
         self.upload_framing = ""
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
         self.retry = False
         self.request_bytes = b""
         self.start_time = 0.0
@@ -218,6 +218,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._header_bytes = 0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._headers_timer: asyncio.TimerHandle | None = None
         self._to_start: Cycle | None = None
         self._idle_since = 0.0
         self._waiting_for_request = True
@@ -281,8 +282,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.gateway.connections.discard(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        for timer in (self._idle_timer, self._headers_timer):
+            if timer is not None:
+                timer.cancel()
         upstream = self.upgraded_to
         if upstream is not None:
             upstream.close()
@@ -529,8 +531,11 @@ class HttpConnection(asyncio.Protocol):
         cycle.upstream = conn
         conn.start(_Relay(self, cycle), cycle.request_bytes, head_only=cycle.head_only)
         timeout = self.settings.upstream_headers_timeout
-        if timeout is not None and cycle.timer is None:
-            cycle.timer = self.loop.call_later(timeout, self._headers_timeout, cycle)
+        if timeout is not None and not cycle.deadline:
+            # One timer per connection, re-armed only when it fires (as the idle timer).
+            cycle.deadline = self.loop.time() + timeout
+            if self._headers_timer is None:
+                self._headers_timer = self.loop.call_at(cycle.deadline, self._headers_deadline)
         if cycle.upload_framing:
             if cycle.continue_expected and not cycle.body_received:
                 self._write(framing.CONTINUE)  # authorized: now the body may come
@@ -553,9 +558,16 @@ class HttpConnection(asyncio.Protocol):
         else:
             conn.write(data)
 
-    def _headers_timeout(self, cycle: Cycle) -> None:
-        cycle.timer = None
-        if cycle is self.cycle and not cycle.started:
+    def _headers_deadline(self) -> None:
+        self._headers_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.deadline or self.closing:
+            return
+        if self.loop.time() < cycle.deadline - 0.001:
+            self._headers_timer = self.loop.call_at(cycle.deadline, self._headers_deadline)
+            return
+        cycle.deadline = 0.0
+        if not cycle.started:
             if cycle.upstream is not None:
                 cycle.upstream.abort()
                 cycle.upstream = None
@@ -568,9 +580,7 @@ class HttpConnection(asyncio.Protocol):
     def _upstream_failed(self, cycle: Cycle, err: BaseException | None) -> None:
         if cycle is not self.cycle:
             return
-        if cycle.timer is not None:
-            cycle.timer.cancel()
-            cycle.timer = None
+        cycle.deadline = 0.0
         upstream = cycle.upstream
         cycle.upstream = None
         cycle.sink = None
@@ -600,12 +610,10 @@ class HttpConnection(asyncio.Protocol):
     # -- the upstream's response, streamed (called by _Relay) ----------------------------------
     def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: HeaderList) -> None:
         cycle.upstream_started = True
-        if cycle.timer is not None:
-            cycle.timer.cancel()
-            cycle.timer = None
+        cycle.deadline = 0.0
         metrics = self.pipeline.settings.metrics
         if metrics is not None:
-            metrics.upstream_latency.observe(time.monotonic() - cycle.start_time)
+            metrics.upstream_answered(time.monotonic() - cycle.start_time)
         out = downstream_response_headers(headers)
         if cycle.response_hook is not None:
             cycle.response_status, cycle.response_reason, cycle.response_headers = (
@@ -754,9 +762,7 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.write(b"".join(out))
 
     def _finish(self, cycle: Cycle) -> None:
-        if cycle.timer is not None:
-            cycle.timer.cancel()
-            cycle.timer = None
+        cycle.deadline = 0.0
         record = cycle.record
         if record is not None:
             record.status = cycle.response_status
@@ -784,9 +790,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _abandon(self, cycle: Cycle) -> None:
         """The client left while `cycle` was in flight."""
-        if cycle.timer is not None:
-            cycle.timer.cancel()
-            cycle.timer = None
+        cycle.deadline = 0.0
         upstream = cycle.upstream
         if upstream is not None:
             cycle.upstream = None

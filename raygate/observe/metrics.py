@@ -40,6 +40,7 @@ class GatewayMetrics:
         self._cached_hits: tuple[Any, Any] | None = None
         self._pending: dict[tuple[int, str], int] = {}
         self._cached = 0
+        self._latencies: list[float] = []
         self.upstream_latency = Histogram(
             "raygate_upstream_latency_seconds",
             "Time to the upstream's response headers.",
@@ -53,6 +54,13 @@ class GatewayMetrics:
         key = (status, decision)
         pending = self._pending
         pending[key] = pending.get(key, 0) + 1
+
+    def upstream_answered(self, seconds: float) -> None:
+        """Time to the upstream's response headers, counted locally until the next flush."""
+        latencies = self._latencies
+        latencies.append(seconds)
+        if len(latencies) >= 65536:  # nobody flushes (no serving loop): stay bounded
+            self.flush()
 
     def decision_cached(self) -> None:
         """A request decided from the pipeline's cache: a hit for both caches it spares."""
@@ -71,6 +79,10 @@ class GatewayMetrics:
                     decision=decision
                 )
             child.inc(count)
+        latencies, self._latencies = self._latencies, []
+        observe = self.upstream_latency.observe
+        for seconds in latencies:
+            observe(seconds)
         cached, self._cached = self._cached, 0
         if cached:
             hits = self._cached_hits
