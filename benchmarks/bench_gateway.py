@@ -70,8 +70,9 @@ def untrusted_token() -> str:
     """A well-formed service-account token signed by a key raygate does not know."""
     from raygate.store.tokens import SigningKey, issue_token
 
-    return issue_token("default", "bench", "0" * 8, signing_key=SigningKey.generate(),
-                       duration=timedelta(hours=1))
+    return issue_token(
+        "default", "bench", "0" * 8, signing_key=SigningKey.generate(), duration=timedelta(hours=1)
+    )
 
 
 def measure(wrk: Wrk, path: Path_, connections: int, settings: Settings) -> dict[str, float]:
@@ -83,12 +84,16 @@ def measure(wrk: Wrk, path: Path_, connections: int, settings: Settings) -> dict
         wrk.run(url, connections, settings.warmup, headers=path.headers)
     token_file = path.token_files[connections] if path.token_files else None
     cpu = path.processes.cpu_seconds()
-    figures = wrk.run(url, connections, settings.seconds, headers=path.headers,
-                      token_file=token_file)
+    figures = wrk.run(
+        url, connections, settings.seconds, headers=path.headers, token_file=token_file
+    )
     cpu = path.processes.cpu_seconds() - cpu
     figures["server_cpu_us_per_request"] = round(cpu / max(figures["requests"], 1) * 1e6, 1)
-    wrong = figures["status_4xx_5xx"] if path.status < 400 else (
-        figures["requests"] - figures["status_4xx_5xx"])
+    wrong = (
+        figures["status_4xx_5xx"]
+        if path.status < 400
+        else (figures["requests"] - figures["status_4xx_5xx"])
+    )
     if figures["socket_errors"] or wrong:
         raise RuntimeError(f"{path.label} at {connections} connections: {figures}")
     return figures
@@ -135,12 +140,28 @@ def main() -> None:
                 Path_("direct (tiny upstream)", tiny, Processes(tiny_pid), {}, 200),
                 Path_("nginx reverse proxy", ngx, Processes(ngx_pid), {}, 200),
                 Path_("naive aiohttp+uvloop pass-through", naive, Processes(naive_pid), {}, 200),
-                Path_("raygate, valid token, cached decision", gate, gate_procs,
-                      bearer(state.allowed_token), 200),
-                Path_("raygate, a token never seen before each request", gate, gate_procs,
-                      bearer(state.allowed_token), 200, token_files),
-                Path_("raygate, untrusted token (401)", gate, gate_procs,
-                      bearer(untrusted_token()), 401),
+                Path_(
+                    "raygate, valid token, cached decision",
+                    gate,
+                    gate_procs,
+                    bearer(state.allowed_token),
+                    200,
+                ),
+                Path_(
+                    "raygate, a token never seen before each request",
+                    gate,
+                    gate_procs,
+                    bearer(state.allowed_token),
+                    200,
+                    token_files,
+                ),
+                Path_(
+                    "raygate, untrusted token (401)",
+                    gate,
+                    gate_procs,
+                    bearer(untrusted_token()),
+                    401,
+                ),
                 Path_("raygate, no role (403)", gate, gate_procs, bearer(state.denied_token), 403),
             ]
             for connections in settings.connections:
@@ -166,26 +187,48 @@ def report(
 
     summary = result.table(
         "Summary (as in issue 7)",
-        ["path", "c=1 p50 ms", *(f"c={c} req/s" for c in settings.connections[1:]),
-         "CPU µs/req (c=16)"],
+        [
+            "path",
+            "c=1 p50 ms",
+            *(f"c={c} req/s" for c in settings.connections[1:]),
+            "CPU µs/req (c=16)",
+        ],
     )
     for label in labels:
-        summary.add(label, by[label, 1]["p50_ms"],
-                    *(by[label, c]["requests_per_second"] for c in settings.connections[1:]),
-                    by[label, settings.connections[1]]["server_cpu_us_per_request"])
+        summary.add(
+            label,
+            by[label, 1]["p50_ms"],
+            *(by[label, c]["requests_per_second"] for c in settings.connections[1:]),
+            by[label, settings.connections[1]]["server_cpu_us_per_request"],
+        )
 
     table = result.table(
         "Every measurement",
-        ["path", "connections", "req/s", "× nginx req/s", "p50 ms", "p99 ms",
-         "p50 − nginx p50 (ms)", "server CPU µs/req", "requests"],
+        [
+            "path",
+            "connections",
+            "req/s",
+            "× nginx req/s",
+            "p50 ms",
+            "p99 ms",
+            "p50 − nginx p50 (ms)",
+            "server CPU µs/req",
+            "requests",
+        ],
     )
     for label, c, figures in rows:
         base = by[nginx, c]
-        table.add(label, c, figures["requests_per_second"],
-                  round(figures["requests_per_second"] / base["requests_per_second"], 3),
-                  figures["p50_ms"], figures["p99_ms"],
-                  round(figures["p50_ms"] - base["p50_ms"], 3),
-                  figures["server_cpu_us_per_request"], figures["requests"])
+        table.add(
+            label,
+            c,
+            figures["requests_per_second"],
+            round(figures["requests_per_second"] / base["requests_per_second"], 3),
+            figures["p50_ms"],
+            figures["p99_ms"],
+            round(figures["p50_ms"] - base["p50_ms"], 3),
+            figures["server_cpu_us_per_request"],
+            figures["requests"],
+        )
     table.notes.append(
         f"'a token never seen before': {settings.new_tokens:,} tokens minted per connection "
         "count, each sent once; wrk stops when all are answered (its rate counts the time until "
@@ -194,14 +237,26 @@ def report(
 
     for c in settings.connections[1:]:
         ratio = by[cached, c]["requests_per_second"] / by[nginx, c]["requests_per_second"]
-        result.target(f"tiny upstream, c={c}: raygate req/s ÷ nginx req/s (one worker each)",
-                      round(ratio, 3), ">= 0.5", ratio >= 0.5)
+        result.target(
+            f"tiny upstream, c={c}: raygate req/s ÷ nginx req/s (one worker each)",
+            round(ratio, 3),
+            ">= 0.5",
+            ratio >= 0.5,
+        )
     added = by[cached, 1]["p50_ms"] - by[nginx, 1]["p50_ms"]
-    result.target("tiny upstream, c=1: raygate p50 − nginx p50 (ms)", round(added, 3),
-                  "<= +0.05 ms", added <= 0.05)
+    result.target(
+        "tiny upstream, c=1: raygate p50 − nginx p50 (ms)",
+        round(added, 3),
+        "<= +0.05 ms",
+        added <= 0.05,
+    )
     peak = max((m.get("hwm", 0.0) for m in memory.values()), default=0.0)
-    result.target("raygate peak RSS per worker under load (VmHWM, MiB)", peak,
-                  f"< 80 MB ({RSS_LIMIT_MIB:.1f} MiB)", peak < RSS_LIMIT_MIB)
+    result.target(
+        "raygate peak RSS per worker under load (VmHWM, MiB)",
+        peak,
+        f"< 80 MB ({RSS_LIMIT_MIB:.1f} MiB)",
+        peak < RSS_LIMIT_MIB,
+    )
     result.data = {
         "path": PATH,
         "settings": settings.__dict__,

@@ -138,8 +138,15 @@ def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: flo
 
 
 @contextlib.contextmanager
-def running(command: Sequence[str], port: int, what: str, *, sig: int = signal.SIGTERM,
-            log: Path | None = None, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    command: Sequence[str],
+    port: int,
+    what: str,
+    *,
+    sig: int = signal.SIGTERM,
+    log: Path | None = None,
+    **popen: Any,
+) -> Iterator[subprocess.Popen[bytes]]:
     """A server started from `command`, once it listens on `port`; stopped on exit."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, **popen)
@@ -423,10 +430,12 @@ def nginx(cores: Cores, workdir: Path, name: str, body: str, port: int) -> Itera
     directory.mkdir()
     config = directory / "nginx.conf"
     config.write_text(_NGINX_MAIN.format(dir=directory, body=body))
-    command = cores.server(["nginx", "-p", str(directory), "-c", str(config),
-                            "-e", str(directory / "error.log")])
-    with running(command, port, f"nginx ({name})", sig=signal.SIGQUIT,
-                 log=directory / "stdout.log") as process:
+    command = cores.server(
+        ["nginx", "-p", str(directory), "-c", str(config), "-e", str(directory / "error.log")]
+    )
+    with running(
+        command, port, f"nginx ({name})", sig=signal.SIGQUIT, log=directory / "stdout.log"
+    ) as process:
         yield process.pid
 
 
@@ -437,7 +446,9 @@ def nginx_tiny_upstream(cores: Cores, workdir: Path) -> contextlib.AbstractConte
     return _with_port(nginx(cores, workdir, "tiny", body, port), port)
 
 
-def nginx_reverse_proxy(cores: Cores, workdir: Path, upstream: int) -> contextlib.AbstractContextManager[int]:
+def nginx_reverse_proxy(
+    cores: Cores, workdir: Path, upstream: int
+) -> contextlib.AbstractContextManager[int]:
     """nginx proxying to 127.0.0.1:upstream with keep-alive upstream connections."""
     port = free_port()
     body = _NGINX_PROXY.format(port=port, upstream=upstream)
@@ -454,8 +465,16 @@ def _with_port(manager: contextlib.AbstractContextManager[int], port: int) -> It
 def naive_proxy(cores: Cores, workdir: Path, upstream: int) -> Iterator[tuple[int, int]]:
     """The naive aiohttp+uvloop pass-through (naive_proxy.py). Yields (port, pid)."""
     port = free_port()
-    command = cores.server([PYTHON, str(HERE / "naive_proxy.py"), "--port", str(port),
-                            "--upstream", f"http://127.0.0.1:{upstream}"])
+    command = cores.server(
+        [
+            PYTHON,
+            str(HERE / "naive_proxy.py"),
+            "--port",
+            str(port),
+            "--upstream",
+            f"http://127.0.0.1:{upstream}",
+        ]
+    )
     with running(command, port, "naive proxy", log=workdir / "naive-proxy.log") as process:
         yield port, process.pid
 
@@ -503,8 +522,9 @@ class State:
         uid = self._uid(ALLOWED)
         with path.open("w") as out:
             for _ in range(count):
-                token = issue_token("default", ALLOWED, uid, signing_key=key,
-                                    duration=timedelta(hours=2))
+                token = issue_token(
+                    "default", ALLOWED, uid, signing_key=key, duration=timedelta(hours=2)
+                )
                 out.write(token + "\n")
         return path
 
@@ -527,8 +547,7 @@ def prepare_state(directory: Path) -> State:
     key = load_signing_key(directory)
     state = State(directory, "", "")
     tokens = [
-        issue_token("default", name, state._uid(name), signing_key=key,
-                    duration=timedelta(hours=2))
+        issue_token("default", name, state._uid(name), signing_key=key, duration=timedelta(hours=2))
         for name in (ALLOWED, DENIED)
     ]
     state.allowed_token, state.denied_token = tokens
@@ -542,23 +561,40 @@ def raygate_has_workers_flag() -> bool:
 
 @contextlib.contextmanager
 def raygate_up_upstream(
-    cores: Cores, workdir: Path, state: State, upstream: int, *, workers: int | None = None,
-    extra: Sequence[str] = (), wrap: Sequence[str] = (),
+    cores: Cores,
+    workdir: Path,
+    state: State,
+    upstream: int,
+    *,
+    workers: int | None = None,
+    extra: Sequence[str] = (),
+    wrap: Sequence[str] = (),
 ) -> Iterator[tuple[int, Processes]]:
     """`raygate up --upstream` (embedded authority, audit log on). Yields (port, processes).
 
     `wrap` goes before the command (a profiler); SIGINT stops raygate cleanly.
     """
     port = free_port()
-    command = [*wrap, RAYGATE, "up", "--state", str(state.directory),
-               "--upstream", f"http://127.0.0.1:{upstream}",
-               "--upstream-token-file", str(state.directory / "upstream-token"),
-               "--port", str(port), *extra]
+    command = [
+        *wrap,
+        RAYGATE,
+        "up",
+        "--state",
+        str(state.directory),
+        "--upstream",
+        f"http://127.0.0.1:{upstream}",
+        "--upstream-token-file",
+        str(state.directory / "upstream-token"),
+        "--port",
+        str(port),
+        *extra,
+    ]
     if workers is not None:
         command += ["--workers", str(workers)]
     log = workdir / f"raygate-{port}.log"
-    with running(cores.server(command), port, "raygate up --upstream", sig=signal.SIGINT,
-                 log=log) as process:
+    with running(
+        cores.server(command), port, "raygate up --upstream", sig=signal.SIGINT, log=log
+    ) as process:
         processes = Processes(process.pid)
         if workers and workers > 1:
             # The workers may bind a moment after the first: wait until all are there.

@@ -17,8 +17,15 @@ import uvloop
 from aiohttp import web
 
 HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-    "upgrade", "host", "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
 }
 
 
@@ -34,7 +41,10 @@ def build_app(upstream: str) -> web.Application:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         body = request.content if request.body_exists else None
         async with request.app["session"].request(
-            request.method, upstream + request.rel_url.raw_path_qs, headers=headers, data=body,
+            request.method,
+            upstream + request.rel_url.raw_path_qs,
+            headers=headers,
+            data=body,
             allow_redirects=False,
         ) as answer:
             response = web.StreamResponse(status=answer.status, reason=answer.reason)

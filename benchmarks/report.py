@@ -55,7 +55,12 @@ class Table:
         self.rows.append(list(cells))
 
     def to_json(self) -> dict[str, Any]:
-        return {"title": self.title, "columns": self.columns, "rows": self.rows, "notes": self.notes}
+        return {
+            "title": self.title,
+            "columns": self.columns,
+            "rows": self.rows,
+            "notes": self.notes,
+        }
 
 
 @dataclass
@@ -186,24 +191,43 @@ def check(document: Any, where: str = "result") -> None:
 
     need(isinstance(document, dict), "not a JSON object")
     need(document.get("format") == FORMAT, f"format is not {FORMAT!r}")
-    for key, kind in (("name", str), ("title", str), ("smoke", bool), ("tables", list),
-                      ("targets", list), ("environment", dict), ("data", dict)):
+    for key, kind in (
+        ("name", str),
+        ("title", str),
+        ("smoke", bool),
+        ("tables", list),
+        ("targets", list),
+        ("environment", dict),
+        ("data", dict),
+    ):
         need(isinstance(document.get(key), kind), f"{key!r} missing or not a {kind.__name__}")
-    need(document.get("skipped") is None or isinstance(document["skipped"], str),
-         "'skipped' is not a string")
+    need(
+        document.get("skipped") is None or isinstance(document["skipped"], str),
+        "'skipped' is not a string",
+    )
     for table in document["tables"]:
-        need(isinstance(table, dict) and isinstance(table.get("title"), str), "a table lacks a title")
+        need(
+            isinstance(table, dict) and isinstance(table.get("title"), str), "a table lacks a title"
+        )
         columns = table.get("columns")
         need(isinstance(columns, list) and bool(columns), f"table {table['title']!r}: no columns")
         for row in table.get("rows", []):
-            need(isinstance(row, list) and len(row) == len(columns),
-                 f"table {table['title']!r}: a row has {len(row)} cells for {len(columns)} columns")
-            need(all(cell is None or isinstance(cell, str | int | float) for cell in row),
-                 f"table {table['title']!r}: a cell is not a number or a string")
+            need(
+                isinstance(row, list) and len(row) == len(columns),
+                f"table {table['title']!r}: a row has {len(row)} cells for {len(columns)} columns",
+            )
+            need(
+                all(cell is None or isinstance(cell, str | int | float) for cell in row),
+                f"table {table['title']!r}: a cell is not a number or a string",
+            )
     for target in document["targets"]:
-        need(isinstance(target, dict) and isinstance(target.get("what"), str)
-             and isinstance(target.get("target"), str) and target.get("pass") in (True, False, None),
-             f"a target is malformed: {target!r}")
+        need(
+            isinstance(target, dict)
+            and isinstance(target.get("what"), str)
+            and isinstance(target.get("target"), str)
+            and target.get("pass") in (True, False, None),
+            f"a target is malformed: {target!r}",
+        )
 
 
 # -- RESULTS.md --------------------------------------------------------------------------------
@@ -242,8 +266,12 @@ def render(documents: list[dict[str, Any]], header: str = "") -> str:
         lines += [header, ""]
     targets = [(doc, t) for doc in documents for t in doc["targets"]]
     if targets:
-        lines += ["## Targets", "", "| benchmark | target | measured | wanted | result |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "## Targets",
+            "",
+            "| benchmark | target | measured | wanted | result |",
+            "|---|---|---|---|---|",
+        ]
         for doc, t in targets:
             lines.append(
                 f"| {doc['name']} | {_cell(t['what'])} | {_cell(t['measured'])} "
