@@ -164,6 +164,11 @@ def main() -> None:
                 ),
                 Path_("raygate, no role (403)", gate, gate_procs, bearer(state.denied_token), 403),
             ]
+            idle = gate_procs.idle_cpu_ms_per_second()
+            result.notes.append(
+                f"raygate idle (no requests): {idle} ms of CPU per second; CPU per request "
+                "includes that share of the run."
+            )
             for connections in settings.connections:
                 for path in paths:
                     figures = measure(wrk, path, connections, settings)

@@ -62,6 +62,8 @@ POLICY = [
 ]
 
 Check = Callable[[str], Awaitable[bool]]
+RAYGATE_CACHES = "authn 120 s by token hash (failures 10 s), allow 300 s, deny 30 s, single flight"
+RAY_MODEL = "TokenReview + SubjectAccessReview per request, only allowed cached"
 
 
 def ray_write(identity: Identity) -> Attributes:
@@ -163,9 +165,8 @@ async def run(requests: int, concurrency: int) -> dict[str, Any]:
     return {
         "benchmark": "Kubernetes API calls for a flood of requests (fake API server, loopback)",
         "concurrency": concurrency,
-        "raygate_caches": "authn 120 s by token hash (failures 10 s), allow 300 s, deny 30 s, "
-        "single flight",
-        "ray_model": "TokenReview + SubjectAccessReview per request, only allowed cached",
+        "raygate_caches": RAYGATE_CACHES,
+        "ray_model": RAY_MODEL,
         "results": results,
     }
 
@@ -177,17 +178,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.requests = 100
-    data = asyncio.run(run(args.requests, args.concurrency))
     result = Result(
         "kube_cache",
         "Kubernetes API calls for a flood of requests: raygate's caches vs Ray's built-in auth",
         about=(
             "The fake API server of the tests (real kubernetes_asyncio client); requests in "
-            f"waves of {args.concurrency}. raygate: {data['raygate_caches']}. Ray's model: "
-            f"{data['ray_model']}. Only call counts: wall time would measure the fake."
+            f"waves of {args.concurrency}. raygate: {RAYGATE_CACHES}. Ray's model: "
+            f"{RAY_MODEL}. Only call counts: wall time would measure the fake."
         ),
         smoke=args.smoke,
     )
+    data = asyncio.run(run(args.requests, args.concurrency))
     table = result.table(
         "API calls (TokenReview + SubjectAccessReview)",
         ["workload", "requests", "raygate calls", "Ray built-in calls", "Ray ÷ raygate"],

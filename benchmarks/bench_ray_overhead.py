@@ -174,6 +174,11 @@ def main() -> None:
             gateway = f"http://127.0.0.1:{up.port}"
             raygate = Processes(up.process.pid)
             wrk = Wrk(cores, work)
+            idle = raygate.idle_cpu_ms_per_second()
+            result.notes.append(
+                f"raygate idle (no requests, Ray up): {idle} ms of CPU per second; CPU per "
+                "request includes that share of the run."
+            )
             sides = {
                 "Ray direct": (dashboard, bearer(ray_token), None),
                 "through raygate": (gateway, bearer(token), raygate),

@@ -106,6 +106,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.decisions = 200
+    result = Result(
+        "rbac",
+        "RBAC decisions as bindings for other subjects pile up",
+        about=(
+            "PolicyIndex.authorize, one thread, best of 3 runs of "
+            f"{args.decisions:,} decisions; the index files bindings by subject, so the cost "
+            "should stay flat."
+        ),
+        smoke=args.smoke,
+    )
 
     allowed = Attributes(
         service_account_identity("default", "ray-user"),
@@ -138,16 +148,6 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
 
-    result = Result(
-        "rbac",
-        "RBAC decisions as bindings for other subjects pile up",
-        about=(
-            "PolicyIndex.authorize, one thread, best of 3 runs of "
-            f"{args.decisions:,} decisions; the index files bindings by subject, so the cost "
-            "should stay flat."
-        ),
-        smoke=args.smoke,
-    )
     table = result.table(
         "µs per decision",
         ["other bindings", "index build ms", "allowed µs", "denied µs", "allowed per second"],

@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -171,8 +170,8 @@ def _cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
 
 
-def children(pid: int) -> list[int]:
-    """Every descendant of `pid` (from /proc, at this moment)."""
+def child_map() -> dict[int, list[int]]:
+    """{parent pid: [child pids]} for every process, from /proc, at this moment."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -181,20 +180,16 @@ def children(pid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
             parents.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    return parents
 
 
 @dataclass
 class Processes:
     """A server's own processes: the one started and the workers it forks or spawns.
 
-    Ray's processes under `raygate up` are left out: a worker is a descendant with the same
-    command line as the root (fork) or one run by Python's multiprocessing (spawn).
+    Walks down from the root through its own kind only: a child with the root's command line
+    (a fork) or one of Python's multiprocessing (spawn, forkserver). Ray's processes under
+    `raygate up` (`ray start` and everything below it) are not walked into.
     """
 
     root: int
@@ -205,14 +200,17 @@ class Processes:
             command = _cmdline(self.root)
         except OSError:
             return self.pids
-        pids = [self.root]
-        for child in children(self.root):
-            try:
-                line = _cmdline(child)
-            except OSError:
-                continue
-            if line == command or any("multiprocessing" in part for part in line):
-                pids.append(child)
+        tree = child_map()
+        pids, todo = [self.root], [self.root]
+        while todo:
+            for child in tree.get(todo.pop(), []):
+                try:
+                    line = _cmdline(child)
+                except OSError:
+                    continue
+                if line == command or any("multiprocessing" in part for part in line[:4]):
+                    pids.append(child)
+                    todo.append(child)
         self.pids = pids
         return pids
 
@@ -224,6 +222,12 @@ class Processes:
                 fields = _stat_fields(pid)
                 total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
+
+    def idle_cpu_ms_per_second(self, seconds: float = 2.0) -> float:
+        """CPU the processes use with no request at all (timers, reloads), per second."""
+        before = self.cpu_seconds()
+        time.sleep(seconds)
+        return round((self.cpu_seconds() - before) / seconds * 1000, 1)
 
     def memory_mib(self) -> dict[int, dict[str, float]]:
         """{pid: {"rss": VmRSS, "hwm": VmHWM}} in MiB, per process."""
@@ -426,7 +430,7 @@ _NGINX_PROXY = """
 @contextlib.contextmanager
 def nginx(cores: Cores, workdir: Path, name: str, body: str, port: int) -> Iterator[int]:
     """nginx as a foreground process (one worker, no master) with its own config; its pid."""
-    directory = workdir / f"nginx-{name}"
+    directory = workdir / f"nginx-{name}-{port}"
     directory.mkdir()
     config = directory / "nginx.conf"
     config.write_text(_NGINX_MAIN.format(dir=directory, body=body))
@@ -568,15 +572,13 @@ def raygate_up_upstream(
     *,
     workers: int | None = None,
     extra: Sequence[str] = (),
-    wrap: Sequence[str] = (),
 ) -> Iterator[tuple[int, Processes]]:
     """`raygate up --upstream` (embedded authority, audit log on). Yields (port, processes).
 
-    `wrap` goes before the command (a profiler); SIGINT stops raygate cleanly.
+    Stopped with SIGINT, as Ctrl-C stops it.
     """
     port = free_port()
     command = [
-        *wrap,
         RAYGATE,
         "up",
         "--state",
@@ -610,7 +612,3 @@ def bearer(token: str) -> dict[str, str]:
 
 def tempdir(prefix: str) -> contextlib.AbstractContextManager[str]:
     return tempfile.TemporaryDirectory(prefix=prefix)
-
-
-def dedent(text: str) -> str:
-    return textwrap.dedent(text).strip()
