@@ -20,8 +20,6 @@ sys.path.insert(0, str(BENCHMARKS))
 import report  # noqa: E402
 
 SCRIPTS = sorted(BENCHMARKS.glob("bench_*.py"))
-# Scripts that start their own Ray head take longer; the rest take seconds.
-NEEDS_RAY = {"bench_ray_overhead.py"}
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +63,7 @@ def test_every_benchmark_script_is_smoke_tested() -> None:
 
 @pytest.mark.parametrize(
     "script",
-    [
-        pytest.param(s, id=s.stem, marks=[pytest.mark.ray] if s.name in NEEDS_RAY else [])
-        for s in SCRIPTS
-    ],
+    [pytest.param(s, id=s.stem) for s in SCRIPTS],
 )
 def test_benchmark_smoke_run_writes_a_well_formed_result(
     script: Path, smoke_run: Callable[[Path], dict[str, Any]]
