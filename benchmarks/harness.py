@@ -208,7 +208,11 @@ class Processes:
                     line = _cmdline(child)
                 except OSError:
                     continue
-                if line == command or any("multiprocessing" in part for part in line[:4]):
+                # multiprocessing's resource tracker is bookkeeping, not a worker.
+                spawned = any("multiprocessing" in part for part in line[:4])
+                if line == command or (
+                    spawned and not any("resource_tracker" in part for part in line[:4])
+                ):
                     pids.append(child)
                     todo.append(child)
         self.pids = pids
