@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from report import Result, common_arguments  # noqa: E402
 
-from raygate.authn.tokenreview import TokenReviewAuthenticator  # noqa: E402
 from raygate.authz.cache import CachingAuthenticator, CachingAuthorizer, token_key  # noqa: E402
-from raygate.authz.sar import SubjectAccessReviewAuthorizer  # noqa: E402
 from raygate.identity import Attributes, Identity  # noqa: E402
 from raygate.kube.client import KubeClient  # noqa: E402
+from raygate.kube.sar import SubjectAccessReviewAuthorizer  # noqa: E402
+from raygate.kube.tokenreview import TokenReviewAuthenticator  # noqa: E402
 from tests.kube.fakeapi import (  # noqa: E402
     SUBJECT_ACCESS_REVIEWS,
     TOKEN_REVIEWS,
