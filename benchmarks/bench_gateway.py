@@ -255,6 +255,11 @@ def report(
         "<= +0.05 ms",
         added <= 0.05,
     )
+    workers = result.table(
+        "raygate's processes after every measurement", ["pid", "RSS MiB", "peak RSS (VmHWM) MiB"]
+    )
+    for pid, figures in memory.items():
+        workers.add(pid, figures.get("rss"), figures.get("hwm"))
     peak = max((m.get("hwm", 0.0) for m in memory.values()), default=0.0)
     result.target(
         "raygate peak RSS per worker under load (VmHWM, MiB)",
