@@ -236,8 +236,9 @@ def report(
         )
     table.notes.append(
         f"'a token never seen before': {settings.new_tokens:,} tokens minted per connection "
-        "count, each sent once; wrk stops when all are answered (its rate counts the time until "
-        "then), so such a run can be shorter than the others."
+        "count, each sent once; the run ends when all are answered, and the rate is over the "
+        "span from the first request to the last answer (timed in wrk's Lua script), so it "
+        "can be shorter than the others."
     )
 
     for c in settings.connections[1:]:
@@ -259,7 +260,7 @@ def report(
         "raygate's processes after every measurement", ["pid", "RSS MiB", "peak RSS (VmHWM) MiB"]
     )
     for pid, figures in memory.items():
-        workers.add(pid, figures.get("rss"), figures.get("hwm"))
+        workers.add(str(pid), figures.get("rss"), figures.get("hwm"))
     peak = max((m.get("hwm", 0.0) for m in memory.values()), default=0.0)
     result.target(
         "raygate peak RSS per worker under load (VmHWM, MiB)",

@@ -253,7 +253,7 @@ def _verdict(passed: bool | None) -> str:
     return {True: "**pass**", False: "**FAIL**", None: "not measured"}[passed]
 
 
-def render(documents: list[dict[str, Any]], header: str = "") -> str:
+def render(documents: list[dict[str, Any]], header: str = "", footer: str = "") -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -305,13 +305,15 @@ def render(documents: list[dict[str, Any]], header: str = "") -> str:
                 lines.append("")
         if doc.get("notes"):
             lines += [f"- {note}" for note in doc["notes"]] + [""]
+    if footer:
+        lines += [footer]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_directory(results_dir: Path = RESULTS_DIR, header: str = "") -> str:
+def render_directory(results_dir: Path = RESULTS_DIR, header: str = "", footer: str = "") -> str:
     """RESULTS.md for every results file in a directory (sorted by name)."""
     documents = [load(path) for path in sorted(results_dir.glob("*.json"))]
-    return render(documents, header)
+    return render(documents, header, footer)
 
 
 def main() -> None:
