@@ -52,7 +52,7 @@ class Settings:
     new_tokens: int  # per connection count
 
 
-FULL = Settings(connections=(1, 16, 64), seconds=4, warmup=1, new_tokens=6000)
+FULL = Settings(connections=(1, 16, 64), seconds=4, warmup=1, new_tokens=8000)
 SMOKE = Settings(connections=(1, 16), seconds=1, warmup=0, new_tokens=100)
 
 
