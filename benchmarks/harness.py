@@ -4,7 +4,7 @@
   nginx's system service;
 - `Cores`: on two or more cores, wrk runs on the first and every server on the second
   (`taskset`), so the load generator never takes CPU from what it measures;
-- `run_wrk()` runs wrk (one thread) with a Lua script that prints its summary as JSON, and
+- `Wrk.run()` runs wrk (one thread) with a Lua script that prints its summary as JSON, and
   optionally sends a token never seen before with every request;
 - `nginx_tiny_upstream()`, `nginx_reverse_proxy()`, `naive_proxy()`, `raygate_up_upstream()`
   start the compared servers as child processes on loopback ports, and stop them;
@@ -127,12 +127,14 @@ def wait_for_port(port: int, process: subprocess.Popen[Any], what: str) -> None:
 
 
 def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Ask the server to stop; if it does not, kill its whole session (workers included)."""
     if process.poll() is None:
         process.send_signal(sig)
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
@@ -148,7 +150,10 @@ def running(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A server started from `command`, once it listens on `port`; stopped on exit."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, **popen)
+    # A session of its own: stop() can kill the server with every worker it started.
+    process = subprocess.Popen(
+        list(command), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen
+    )
     try:
         try:
             wait_for_port(port, process, what)
