@@ -4,7 +4,7 @@ Each script writes results/<name>.json in the shared format (report.py); a scrip
 is reported and the others still run; RESULTS.md is rendered from whatever results exist, and
 the exit status is non-zero if any script failed.
 
-    .venv/bin/python benchmarks/run.py                 # the full bench (~6 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py                 # the full bench (6 to 7 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --smoke --results-dir /tmp/r --no-profile
     .venv/bin/python benchmarks/run.py --only gateway --only memory
 """
