@@ -39,8 +39,10 @@ class _RecheckDenials:
         self._refresh = refresh
 
     async def authorize(self, attributes: Attributes) -> Decision:
+        index = self.inner.index
         decision = await self.inner.authorize(attributes)
-        if not decision.allowed and self._refresh():
+        # The watcher thread may have swapped the index in since: that counts as a reload too.
+        if not decision.allowed and (self._refresh() or self.inner.index is not index):
             decision = await self.inner.authorize(attributes)
         return decision
 
@@ -71,8 +73,10 @@ class EmbeddedAuthority:
         self._reload_lock = threading.Lock()
 
     def _lookup_uid(self, namespace: str, name: str) -> str | None:
-        uid = self._snapshot.service_account_uid(namespace, name)
-        if uid is None and self._refresh_now():
+        snapshot = self._snapshot
+        uid = snapshot.service_account_uid(namespace, name)
+        # The watcher thread may have swapped the snapshot in since: that counts as a reload too.
+        if uid is None and (self._refresh_now() or self._snapshot is not snapshot):
             uid = self._snapshot.service_account_uid(namespace, name)
         return uid
 
