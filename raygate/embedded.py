@@ -107,9 +107,11 @@ class EmbeddedAuthority:
             if snapshot.version <= self._snapshot.version:
                 return False
             index = PolicyIndex.build(snapshot.objects)
-            # Swap both together: the authorizer and the uid table describe one revision.
-            self._snapshot = snapshot
+            # Swap both together: the authorizer and the uid table describe one revision. The
+            # index first: a request on the event loop that already sees the new snapshot (so
+            # finds the store current and does not reload) must see the new index too.
             self._rbac.replace(index)
+            self._snapshot = snapshot
         log.info(
             "policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects)
         )

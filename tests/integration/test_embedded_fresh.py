@@ -101,3 +101,28 @@ def test_new_account_counts_when_the_watcher_reloads_between_lookup_and_recheck(
         assert decision.allowed, decision.reason
     finally:
         authority.store.close()
+
+
+def test_a_reload_swaps_the_index_in_before_the_snapshot(tmp_path: Path) -> None:
+    """Whoever sees the new snapshot (and so finds the store current and does not reload) must
+    also see the new index: otherwise a request between the two swaps is denied on the old
+    policy (fresh grants got 403 this way under load)."""
+    prepare_state(tmp_path)
+    authority = EmbeddedAuthority(tmp_path, poll_interval=3600)
+    try:
+        old_version = authority._snapshot.version
+        seen_at_swap: list[int] = []
+        replace = authority._rbac.replace
+
+        def recording_replace(index: PolicyIndex) -> None:
+            seen_at_swap.append(authority._snapshot.version)
+            replace(index)
+
+        authority._rbac.replace = recording_replace  # type: ignore[method-assign]
+        with ObjectStore.open(tmp_path) as cli:
+            cli.apply([service_account("fresh")])
+        assert authority.refresh()
+        assert seen_at_swap == [old_version]
+        assert authority._snapshot.version != old_version
+    finally:
+        authority.store.close()
