@@ -99,6 +99,10 @@ def _worker_main(
             await asyncio.sleep(1.0)
         log.warning("the parent process is gone; stopping")
 
+    # Audit lines to a shared stdout: one write per line (whole lines up to PIPE_BUF on a pipe),
+    # never a block-buffered flush that cuts a line between two workers' writes.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     audit = audit_log_for(audit_path)
     install_uvloop()
     try:
