@@ -17,11 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import web
-
 from raygate.authn.jwt import ServiceAccountTokenAuthenticator, jwks, openid_configuration
 from raygate.errors import StoreError
-from raygate.identity import Attributes, Decision
+from raygate.identity import Attributes, Decision, Identity
 from raygate.rbac.authorizer import LocalRBACAuthorizer
 from raygate.rbac.index import PolicyIndex
 from raygate.store.sqlite import ObjectStore, Snapshot
@@ -48,7 +46,10 @@ class _RecheckDenials:
 
     async def authorize(self, attributes: Attributes) -> Decision:
         decision = await self.inner.authorize(attributes)
-        if not decision.allowed and await self._recheck():
+        if not decision.allowed:
+            # Asked again after a reload that started after this answer (or a swap by the
+            # watcher thread meanwhile): a cheap in-memory evaluation.
+            await self._recheck()
             decision = await self.inner.authorize(attributes)
         return decision
 
@@ -97,6 +98,12 @@ class EmbeddedAuthority:
     def failure(self) -> str | None:
         """Why the store cannot be read right now (the last good policy is served), or None."""
         return self._failure
+
+    async def authenticate(self, credential: str) -> Identity | None:
+        return await self.authenticator.authenticate_token(credential)
+
+    async def authorize(self, attributes: Attributes) -> Decision:
+        return await self.authorizer.authorize(attributes)
 
     def _lookup_uid(self, namespace: str, name: str) -> str | None:
         return self._snapshot.service_account_uid(namespace, name)
@@ -151,9 +158,10 @@ class EmbeddedAuthority:
             ):
                 return False
             index = PolicyIndex.build(snapshot.objects)
-            # Swap both together: the authorizer and the uid table describe one revision.
-            self._snapshot = snapshot
+            # Swap both together: the authorizer and the uid table describe one revision. The
+            # index first: a request that already sees the new snapshot must see its index too.
             self._rbac.replace(index)
+            self._snapshot = snapshot
         log.info(
             "policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects)
         )
@@ -220,11 +228,11 @@ class EmbeddedAuthority:
                     exc_info=error,
                 )
 
-    async def start(self, _app: web.Application | None = None) -> None:
+    async def start(self, _app: object = None) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._watch())
 
-    async def stop(self, _app: web.Application | None = None) -> None:
+    async def stop(self, _app: object = None) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -232,13 +240,10 @@ class EmbeddedAuthority:
             self._task = None
         self.store.close()
 
-    def public_routes(self) -> dict[str, object]:
-        """OIDC discovery and JWKS, served without authentication like kube-apiserver does."""
-
-        async def discovery(_request: web.Request) -> web.Response:
-            return web.Response(text=self._discovery, content_type="application/json")
-
-        async def keys(_request: web.Request) -> web.Response:
-            return web.Response(text=self._jwks, content_type="application/jwk-set+json")
-
-        return {"/.well-known/openid-configuration": discovery, "/openid/v1/jwks": keys}
+    def public_routes(self) -> dict[str, tuple[str, bytes]]:
+        """OIDC discovery and JWKS (content type, body), served without authentication like
+        kube-apiserver does."""
+        return {
+            "/.well-known/openid-configuration": ("application/json", self._discovery.encode()),
+            "/openid/v1/jwks": ("application/jwk-set+json", self._jwks.encode()),
+        }

@@ -134,7 +134,10 @@ class ServiceAccountTokenAuthenticator:
             return None
         # Checked on every call, cached or not: deleting the account revokes at once.
         uid = self._lookup_uid(verified.namespace, verified.name)
-        if uid != verified.uid and self._recheck is not None and await self._recheck():
+        if uid != verified.uid and self._recheck is not None:
+            # Looked up again after the reload, whatever it found: the watcher thread may have
+            # swapped a newer table in meanwhile.
+            await self._recheck()
             uid = self._lookup_uid(verified.namespace, verified.name)
         if uid != verified.uid:
             return None

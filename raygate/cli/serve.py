@@ -42,6 +42,9 @@ kube-rbac-proxy flags understood: --insecure-listen-address, --secure-listen-add
 --oidc-groups-prefix, --oidc-sign-alg, --oidc-ca-file, --logtostderr, -v. Unknown flags are
 errors.
 
+--workers N (with either form): N gateway processes on the listen address (SO_REUSEPORT);
+`auto` is one per core this process may use. Default 1 (or `workers:` in the YAML config).
+
 Ray's token (RAY_AUTH_TOKEN, as KubeRay's token mode sets it) is sent upstream in place of the
 caller's. Audit lines (one per decision) go to stdout, or to the file named by
 --audit-log (or $RAYGATE_AUDIT_LOG, or `audit.log` in the YAML). With either form:
@@ -123,16 +126,18 @@ def serve(args: tuple[str, ...]) -> None:
     from raygate.observe.audit import open_audit_log
     from raygate.runtime import install_uvloop
     from raygate.runtime import serve as run
+    from raygate.workers import run_workers, worker_count
 
     rest, audit_flags = split_audit_flags(list(args))
+    rest, workers_flag = _split_workers(rest)
     config = config_from_serve_args(rest)
     audit_config = audit_for(config, audit_flags)
+    workers = worker_count(workers_flag if workers_flag is not None else config.workers)
     logging.basicConfig(
         level=logging.DEBUG if config.log_verbosity >= 4 else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    audit = open_audit_log(audit_config)
 
     def ready() -> None:
         scheme = "https" if config.listen.tls is not None else "http"
@@ -140,6 +145,16 @@ def serve(args: tuple[str, ...]) -> None:
             "serving on %s://%s, upstream %s", scheme, config.listen.address, config.upstream.url
         )
 
+    if workers > 1:
+        status = run_workers(
+            config,
+            workers,
+            audit=audit_config,
+            on_ready=ready,
+            log_level=logging.DEBUG if config.log_verbosity >= 4 else logging.INFO,
+        )
+        raise SystemExit(status)
+    audit = open_audit_log(audit_config)
     install_uvloop()
     try:
         asyncio.run(run(config, audit=audit, on_ready=ready))
@@ -147,3 +162,22 @@ def serve(args: tuple[str, ...]) -> None:
         pass
     finally:
         audit.close()
+
+
+def _split_workers(args: list[str]) -> tuple[list[str], str | None]:
+    """`--workers N` / `--workers=N` out of the other flags (they go to the config parser)."""
+    rest: list[str] = []
+    workers: str | None = None
+    items = iter(args)
+    for arg in items:
+        if arg in ("--workers", "-workers"):
+            workers = next(items, None)
+            if workers is None:
+                from raygate.errors import ConfigError
+
+                raise ConfigError("flag needs an argument: --workers")
+        elif arg.startswith(("--workers=", "-workers=")):
+            workers = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+    return rest, workers

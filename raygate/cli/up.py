@@ -125,6 +125,12 @@ def _validate_upstream(
     help="Run Ray (and so every job) as this operating-system user, so that jobs cannot read "
     "raygate's state (signing key, store, Ray's token file). raygate up must run as root.",
 )
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    help="Gateway processes sharing the port (SO_REUSEPORT); auto: one per usable core.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every reload and backend error to stderr.")
 @report_errors
 def up(
@@ -145,6 +151,7 @@ def up(
     admin_port: int,
     profile: str,
     ray_user: str | None,
+    workers: str,
     verbose: bool,
 ) -> None:
     """Start a Ray head and the authenticating gateway in front of it (Ctrl-C stops both)."""
@@ -160,6 +167,9 @@ def up(
             raise ConfigError("--ray-user starts Ray as that user; it has no use with --upstream")
         run_as = resolve_ray_user(ray_user)
         check_ray_user_can_run(run_as, [sys.executable, ray_executable()])
+    from raygate.workers import worker_count
+
+    worker_processes = worker_count(workers)
     if port_in_use(host, port):
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
     state_dir = resolve_state_dir(state, create=True).resolve()
@@ -184,6 +194,7 @@ def up(
             admin_port=admin_port,
             profile=Profile(profile),
             ray_user=run_as,
+            workers=worker_processes,
         )
     )
 
@@ -203,6 +214,7 @@ class UpOptions:
     admin_port: int = 0
     profile: Profile = Profile.KUBE_RBAC_PROXY
     ray_user: RayUser | None = None
+    workers: int = 1
 
 
 def _check_names(cluster_name: str, namespace: str) -> None:
@@ -261,6 +273,9 @@ def _run(options: UpOptions) -> None:
         supervisor = RaySupervisor(head, lambda dead: start(dead.ports))
         upstream = URL(head.dashboard_url)
     config = gateway_config(options, upstream, token_file)
+    if options.workers > 1:
+        _run_workers(options, config, upstream, head)
+        return
     audit = open_audit_log(options.audit)
     try:
         install_uvloop()
@@ -285,6 +300,37 @@ def _run(options: UpOptions) -> None:
             _say("Stopping Ray...")
             head.stop()
             _say("Stopped.")
+
+
+def _run_workers(
+    options: UpOptions, config: GatewayConfig, upstream: URL, head: RayHead | None
+) -> None:
+    from raygate.workers import run_workers
+
+    def ray_gone() -> str | None:
+        if head is None or head.process.poll() is None:
+            return None
+        return f"Ray exited unexpectedly (code {head.process.returncode}); see {head.log_path}"
+
+    status = 1
+    try:
+        status = run_workers(
+            config,
+            options.workers,
+            audit=options.audit,
+            on_ready=lambda: _print_banner(options, upstream),
+            alive=ray_gone,
+            log_level=logging.getLogger().level,
+        )
+    finally:
+        if head is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _say("Stopping Ray...")
+            head.stop()
+            _say("Stopped.")
+    if status:
+        raise SystemExit(status)
 
 
 def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -> GatewayConfig:

@@ -5,14 +5,17 @@ Never holds a token: the record is built from the Identity and Attributes only.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import queue
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,7 +27,30 @@ from raygate.observe.logfile import LineSink, RotatingFile, StreamSink
 log = logging.getLogger("raygate.audit")
 
 
-@dataclass
+class AuditDecision(StrEnum):
+    """What the gateway decided for a request: the `decision` of every audit line."""
+
+    ALLOW = "allow"  # authorized, forwarded as the caller
+    DENY = "deny"  # authenticated but not authorized (403), or a request it cannot map (400)
+    UNAUTHENTICATED = "unauthenticated"  # no credential, or one that is not valid (401)
+    UNAVAILABLE = "unavailable"  # the identity or policy backend could not answer (503)
+    ERROR = "error"  # the gateway failed while deciding (500)
+    IGNORED_PATH = "ignored-path"  # forwarded anonymously: authorization.ignorePaths
+    UI_SHELL = "ui-shell"  # forwarded anonymously: the dashboard's static shell (browserLogin)
+    PUBLIC = "public"  # answered by the gateway without credentials (OIDC discovery, JWKS)
+    NONE = "none"  # answered before any decision (refused method, bad framing, login mode)
+
+
+# Request ids: unique per process (pid and start time), a counter within it. No uuid4 per request.
+_ID_PREFIX = f"{os.getpid() & 0xFFFF:04x}{int(time.time()) & 0xFFFF:04x}"
+_ids = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):08x}"
+
+
+@dataclass(slots=True)
 class AuditRecord:
     request_id: str
     method: str
@@ -33,7 +59,7 @@ class AuditRecord:
     started: float = field(default_factory=time.monotonic)
     identity: Identity | None = None
     attributes: list[Attributes] = field(default_factory=list)
-    decision: str = "none"  # allow | deny | unauthenticated | unavailable | error | none
+    decision: AuditDecision = AuditDecision.NONE
     reason: str = ""
     status: int = 0
     user_agent: str | None = None  # as the client sent it: for the audit line, never trusted

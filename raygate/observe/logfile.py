@@ -58,8 +58,11 @@ class StreamSink:
         self._stream = stream
 
     def write(self, data: bytes) -> None:
-        self._stream.write(data.decode())
-        self._stream.flush()
+        # One write per line: processes sharing a pipe (--workers) never split each other's
+        # lines (a write up to PIPE_BUF bytes is atomic), which one big write would not ensure.
+        for line in data.decode().splitlines(keepends=True):
+            self._stream.write(line)
+            self._stream.flush()
 
     def check(self) -> None:
         pass
