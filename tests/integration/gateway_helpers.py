@@ -290,8 +290,9 @@ class Stack:
         )
 
     def audit_lines(self) -> list[dict[str, Any]]:
-        if self.settings.audit is not None:
-            self.settings.audit.flush()  # lines are written by a thread, off the hot path
+        if self.settings.pipeline.audit is not None:
+            # Lines are written by a thread, off the hot path.
+            self.settings.pipeline.audit.flush()
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
 
 
