@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UP_ARGS ?= --num-cpus 1
 PYTEST_ARGS ?=
 
-.PHONY: venv up test test-deps chromium lint bench clean
+.PHONY: venv up test test-deps chromium oidc-provider lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -24,7 +24,15 @@ test-deps: $(VENV)/.test-installed
 $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium
+	$(MAKE) --no-print-directory oidc-provider
 	touch $@
+
+# The SSO tests run a real OpenID provider (npm's oidc-provider) with Node.js, pinned by its
+# package-lock.json.
+oidc-provider:
+	@command -v npm >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/fixtures/oidc && npm ci --no-audit --no-fund --loglevel=error
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 chromium:
