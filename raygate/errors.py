@@ -33,3 +33,8 @@ class BackendUnavailable(RaygateError):
 
 class UpstreamError(RaygateError):
     """Ray (the upstream) could not be started or reached."""
+
+
+class SignInError(RaygateError):
+    """A sign-in with the OpenID provider failed: a refused, forged or replayed state or code,
+    or a provider answer that does not verify. Never contains a token or code."""

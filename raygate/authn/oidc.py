@@ -8,11 +8,13 @@ not know makes us fetch the JWKS again (the issuer rotated its keys), at most on
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -27,6 +29,30 @@ RESERVED_USERNAME_PREFIX = "system:"
 SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 )
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: a provider on this machine (development and tests)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_issuer_url(url: str) -> str | None:
+    """Why `url` cannot be an issuer, or None: https, or http on a loopback address only."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"{url!r} is not a URL"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return None
+    return f"{url!r}: the OIDC issuer must be an https:// URL (http only on a loopback address)"
 
 
 @dataclass(frozen=True)
@@ -52,8 +78,9 @@ class OIDCOptions:
     leeway: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.issuer_url.startswith("https://"):
-            raise ConfigError(f"--oidc-issuer must be an https URL, got {self.issuer_url!r}")
+        problem = check_issuer_url(self.issuer_url)
+        if problem is not None:
+            raise ConfigError(f"--oidc-issuer: {problem}")
         if not self.client_id:
             raise ConfigError("--oidc-clientID is required with --oidc-issuer")
         unknown = set(self.signing_algorithms) - SUPPORTED_ALGORITHMS
@@ -110,8 +137,12 @@ class OIDCAuthenticator:
     """A TokenAuthenticator for ID tokens of one issuer and client id."""
 
     def __init__(
-        self, options: OIDCOptions, *, session: aiohttp.ClientSession | None = None,
-        min_refresh_interval: float = 10.0, timeout: float = 5.0,
+        self,
+        options: OIDCOptions,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        min_refresh_interval: float = 10.0,
+        timeout: float = 5.0,
         clock: Any = time.monotonic,
     ) -> None:
         self.options = options
@@ -134,6 +165,11 @@ class OIDCAuthenticator:
             self._session = None
 
     async def authenticate_token(self, token: str) -> Identity | None:
+        claims = await self.verify(token)
+        return identity_from_claims(self.options, claims) if claims is not None else None
+
+    async def verify(self, token: str) -> dict[str, Any] | None:
+        """The claims of a valid ID token (signature, iss, aud, exp), else None."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -148,15 +184,19 @@ class OIDCAuthenticator:
         for key in keys:
             try:
                 claims = jwt.decode(
-                    token, key=key, algorithms=list(self.options.signing_algorithms),
-                    audience=self.options.client_id, issuer=self.options.issuer_url,
-                    leeway=self.options.leeway, options={"require": ["iss", "aud", "exp"]},
+                    token,
+                    key=key,
+                    algorithms=list(self.options.signing_algorithms),
+                    audience=self.options.client_id,
+                    issuer=self.options.issuer_url,
+                    leeway=self.options.leeway,
+                    options={"require": ["iss", "aud", "exp"]},
                 )
             except jwt.InvalidSignatureError:
                 continue
             except jwt.PyJWTError:
                 return None
-            return identity_from_claims(self.options, claims)
+            return claims
         return None
 
     async def _keys_for(self, kid: str | None) -> Sequence[jwt.PyJWK]:
@@ -176,8 +216,7 @@ class OIDCAuthenticator:
 
     def _may_refetch(self) -> bool:
         return (
-            self._last_fetch is None
-            or self.clock() - self._last_fetch >= self.min_refresh_interval
+            self._last_fetch is None or self.clock() - self._last_fetch >= self.min_refresh_interval
         )
 
     async def _fetch_keys(self) -> None:
@@ -237,7 +276,5 @@ class OIDCAuthenticator:
                     ssl_context = ssl.create_default_context(cafile=self.options.ca_file)
                 except (OSError, ssl.SSLError) as err:
                     raise ConfigError(f"--oidc-ca-file {self.options.ca_file}: {err}") from None
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl_context)
-            )
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context))
         return self._session
