@@ -246,6 +246,7 @@ class BrowserSignIn:
 
     async def close(self) -> None:
         await self.provider.close()
+        await self.verifier.close()
         self.store.close()
 
     # -- routes of its own ----------------------------------------------------------------------
