@@ -135,8 +135,10 @@ class SessionStore:
         self.path = state_dir / DB_FILE
         self.clock = clock
         self._local = threading.local()
-        with self._transaction() as db:
-            db.executescript(_SCHEMA)
+        try:
+            self._connection().executescript(_SCHEMA)  # idempotent; executescript commits
+        except sqlite3.Error as err:
+            raise StoreError(f"session store {self.path}: {err}") from None
         try:
             os.chmod(self.path, SECRET_FILE_MODE)
         except OSError as err:
