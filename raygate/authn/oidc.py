@@ -102,8 +102,9 @@ class OIDCOptions:
 
 def identity_from_claims(options: OIDCOptions, claims: Mapping[str, Any]) -> Identity | None:
     """Map verified claims to an Identity; None when the username claim is missing or unusable,
-    or when the username (prefix included) would be a reserved `system:` name: an IdP user
-    must not become `system:admin` or a service account.
+    or when the username or a group (prefix included) would be a reserved `system:` name: an
+    IdP user must not become `system:admin`, a service account, or a member of
+    `system:masters`.
 
     The identity gets `system:authenticated`, as kube-apiserver gives every authenticated user,
     so bindings to that group mean the same behind raygate.
@@ -123,6 +124,9 @@ def identity_from_claims(options: OIDCOptions, claims: Mapping[str, Any]) -> Ide
     if not isinstance(raw_groups, list) or not all(isinstance(g, str) for g in raw_groups):
         return None
     groups = [options.groups_prefix + g for g in raw_groups]
+    if any(g.startswith(RESERVED_USERNAME_PREFIX) for g in groups):
+        # system:masters, system:serviceaccounts, ... are Kubernetes' to give, not the IdP's.
+        return None
     if AUTHENTICATED_GROUP not in groups:
         groups.append(AUTHENTICATED_GROUP)
     subject = claims.get("sub")

@@ -280,7 +280,7 @@ def test_identity_from_claims(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"issuer_url": "http://sso.example.com"}, "must be an https URL"),
+        ({"issuer_url": "http://sso.example.com"}, "must be an https:// URL"),
         ({"client_id": ""}, "--oidc-clientID is required"),
         ({"signing_algorithms": ("HS256",)}, "--oidc-sign-alg: unsupported"),
     ],

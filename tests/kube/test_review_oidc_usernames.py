@@ -91,3 +91,12 @@ def test_sub_claim_without_prefix_is_namespaced_by_the_issuer(tmp_path: Path) ->
         assert identity is not None and identity.user == f"{provider.issuer}#system:admin"
 
     run_with_provider(tmp_path, body)
+
+
+def test_a_system_group_from_the_provider_refuses_the_token() -> None:
+    """An IdP group named `system:masters` must not put its members in Kubernetes' group."""
+    claims = {"email": "mallory@example.com", "groups": ["ml-team", "system:masters"]}
+    assert identity_from_claims(options(), claims) is None
+    # Behind a groups prefix it is an ordinary name.
+    prefixed = identity_from_claims(options(groups_prefix="oidc:"), claims)
+    assert prefixed is not None and "oidc:system:masters" in prefixed.groups
