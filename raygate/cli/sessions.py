@@ -17,7 +17,6 @@ from raygate.sso.store import DB_FILE, Session, SessionStore
 from raygate.store.state import resolve_state_dir
 
 
-
 def _store(state: Path | None) -> SessionStore | None:
     path = resolve_state_dir(state)
     if not (path / DB_FILE).exists():

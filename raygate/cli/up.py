@@ -23,6 +23,7 @@ from raygate.runtime import install_uvloop, serve
 from raygate.store.state import resolve_state_dir, write_secret
 
 RAY_TOKEN_FILE = "ray-auth-token"
+DEFAULT_OIDC_SCOPES = ("openid", "email", "profile")
 AUDIT_FILE = "audit.log"
 
 log = logging.getLogger("raygate.up")
@@ -142,7 +143,8 @@ def _validate_upstream(
     "--oidc-scope",
     "oidc_scopes",
     multiple=True,
-    help="Scopes the browser sign-in asks for (repeatable; default: openid email profile).",
+    help="A scope the browser sign-in asks for besides openid, email and profile (repeatable), "
+    "e.g. groups (Dex) or offline_access (refresh tokens).",
 )
 @click.option(
     "--oidc-ca-file",
@@ -253,7 +255,8 @@ def _oidc_settings(
     if client_secret_file is not None:
         oidc["clientSecretFile"] = str(client_secret_file.resolve())
     if scopes:
-        oidc["scopes"] = list(scopes if "openid" in scopes else ("openid", *scopes))
+        # Extra scopes (groups, offline_access, ...) on top of the ones every sign-in needs.
+        oidc["scopes"] = list(dict.fromkeys((*DEFAULT_OIDC_SCOPES, *scopes)))
     if ca_file is not None:
         oidc["caFile"] = str(ca_file.resolve())
     return oidc
@@ -412,7 +415,7 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
         browser = (
             f"In a browser: open {address} and sign in with {options.oidc['issuerURL']}\n"
             f"(sign out at {address}/raygate/logout; service-account tokens: {address}/?login=token).\n"
-            f"People need RBAC too, e.g. raygate create rolebinding ... --user=alice@example.com.\n"
+            f"People need RBAC too: bind roles to kind User (alice@example.com) or Group.\n"
             f"CLI: raygate login --issuer {options.oidc['issuerURL']} --client-id "
             f'{options.oidc["clientID"]}; eval "$(raygate env)"'
         )

@@ -29,7 +29,7 @@ from raygate.identity import Attributes, Decision, Identity
 from raygate.observe.audit import AuditLog, AuditRecord
 from raygate.observe.metrics import GatewayMetrics
 from raygate.proxy import browser, forward, responses
-from raygate.pipeline.headers import upstream_request_headers
+from raygate.proxy.headers import upstream_request_headers
 
 log = logging.getLogger("raygate.gateway")
 
@@ -91,6 +91,7 @@ class GatewaySettings:
     # Ray's dashboard UI logs in with a raygate token (see proxy/browser.py).
     browser_login: bool = False
     realm: str = "raygate"
+    browser_sign_in: Any = None
 
 
 def _bearer_token(request: web.Request) -> str | None:
@@ -182,6 +183,56 @@ class Gateway:
             if action is PathAction.SKIP_AUTH:
                 record.decision = "ignored-path"
                 return await self._forward(request, None)
+
+        sign_in = self.settings.browser_sign_in
+        signed_in = None
+        if sign_in is not None:
+            from raygate.pipeline.head import Headers, RequestHead
+            from raygate.sso.flow import BrowserAnswer
+
+            head = RequestHead(
+                request.method,
+                request.rel_url.raw_path_qs,
+                Headers(list(request.headers.items())),
+                peer=request.remote,
+                scheme=request.scheme,
+                host=request.host,
+            )
+            try:
+                step = await (sign_in.route(head) if sign_in.is_route(head) else sign_in.session(head))
+            except BackendUnavailable as err:
+                record.decision = "unavailable"
+                record.reason = str(err)
+                return responses.unavailable(str(err))
+            if isinstance(step, BrowserAnswer):
+                record.decision = step.decision
+                record.reason = step.reason
+                record.identity = step.identity
+                return web.Response(status=step.status, headers=CIMultiDict(step.headers), body=step.body)
+            signed_in = step
+        if request.path == "/raygate/whoami" and request.method == "GET":
+            from raygate.pipeline.responses import self_subject_review
+
+            if signed_in is not None:
+                who = signed_in.identity
+            else:
+                who = await self.authenticate(request, record)
+                if isinstance(who, web.StreamResponse):
+                    return who
+            answer = self_subject_review(who)
+            record.decision = "allow"
+            return web.Response(status=200, headers=CIMultiDict(answer.headers), body=answer.body)
+        if signed_in is not None:
+            identity = signed_in.identity
+            record.identity = identity
+            denied = await self.authorize(request, identity, record)
+            if denied is not None:
+                return denied
+            if self._job_ownership is not None:
+                answered = await self._job_ownership.handle(request, identity, record, self)
+                if answered is not None:
+                    return answered
+            return await self._forward(request, identity)
 
         browser_login = self.settings.browser_login
         if browser_login:
@@ -422,7 +473,7 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 def attributes_mapper(config: AttributesConfig) -> AttributesMapper:
     """Bind the pure mapping to aiohttp requests; the query is parsed only if a rewrite reads it."""
     if config.profile is Profile.RAY:
-        from raygate.pipeline.ownership import RayAttributesMapper
+        from raygate.proxy.ownership import RayAttributesMapper
 
         return RayAttributesMapper(config)
     rewrites = config.rewrites

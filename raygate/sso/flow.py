@@ -299,12 +299,25 @@ class BrowserSignIn:
             raise BackendUnavailable(str(err)) from None
         if session is None:
             return await self._ended(head, "session unknown, revoked or signed out")
-        if self.clock() >= session.expires - REFRESH_MARGIN:
+        if self._renewal_due(session, secret):
             refreshed = await self._refresh(head, secret, session)
             if not isinstance(refreshed, Session):
                 return refreshed
             session = refreshed
         return SignedIn(session.identity, session.name)
+
+    def _renewal_due(self, session: Session, secret: str) -> bool:
+        """Past the ID token's expiry; or, with a refresh token, a little before it (never
+        more than a quarter of the token's lifetime, so short-lived tokens are not renewed on
+        every request)."""
+        now = self.clock()
+        if now >= session.expires:
+            return True
+        margin = min(REFRESH_MARGIN, (session.expires - session.refreshed) / 4)
+        if now < session.expires - margin:
+            return False
+        tokens = session.tokens(secret)
+        return tokens is not None and tokens.refresh_token is not None
 
     async def _ended(self, head: RequestHeadLike, reason: str) -> BrowserAnswer:
         """No (more) session: a browser signs in again; anything else gets 401."""
@@ -332,7 +345,7 @@ class BrowserSignIn:
                 current = self.store.lookup(secret)
                 if current is None:
                     return await self._ended(head, "session revoked")
-                if self.clock() < current.expires - REFRESH_MARGIN:
+                if not self._renewal_due(current, secret):
                     return current
                 tokens = current.tokens(secret)
                 if tokens is None or tokens.refresh_token is None:

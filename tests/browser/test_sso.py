@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.browser.test_dashboard_in_browser import CHROMIUM_ARGS
 from tests.conftest import REPO, RaygateUp, executable, free_port, start_raygate_up, stop_raygate_up
-from tests.integration.test_ray_gateway import grant_submitter, submit_no_wait
+from tests.integration.test_ray_gateway import grant_submitter, http, submit_no_wait
 from tests.sso.provider import (
     CLIENT_ID,
     SHORT_CLIENT_ID,
@@ -71,7 +72,7 @@ subjects:
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[Provider]:
-    with run_provider(ACCOUNTS, short_ttl=6) as running:
+    with run_provider(ACCOUNTS, short_ttl=20) as running:
         yield running
 
 
@@ -136,12 +137,13 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture(scope="module")
-def running_job(raygate_up: RaygateUp) -> str:
+def running_job(raygate_up: RaygateUp) -> Iterator[str]:
     """A job that runs for the whole module, submitted with a service-account token."""
     token = grant_submitter(raygate_up, "sso-submitter")
     job_id = f"sso-{uuid.uuid4().hex[:8]}"
     submit_no_wait(raygate_up, token, "sleep", "600", submission_id=job_id)
-    return job_id
+    yield job_id
+    http(f"{raygate_up.address}/api/jobs/{job_id}/stop", method="POST", token=token)
 
 
 def sign_in(page: Page, gateway: RaygateUp, provider: Provider, login: str) -> None:
@@ -164,9 +166,25 @@ def fetch(page: Page, method: str, path: str) -> tuple[int, str]:
     return status, body
 
 
+def went_through_provider(page: Page, url: str, provider: Provider) -> bool:
+    """Open `url`; was the browser sent to the provider's authorization endpoint?"""
+    visited: list[str] = []
+    page.on("request", lambda r: visited.append(r.url))
+    page.goto(url)
+    page.wait_for_load_state()
+    return any(u.startswith(f"{provider.issuer}/auth") for u in visited)
+
+
 def jobs_page_lists(page: Page, gateway: RaygateUp, job_id: str) -> None:
     page.goto(f"{gateway.address}/#/jobs")
-    page.get_by_text(job_id).first.wait_for(timeout=30_000)
+    try:
+        page.get_by_text(job_id).first.wait_for(timeout=30_000)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / f"sso-jobs-failed-{uuid.uuid4().hex[:6]}.png"
+        page.screenshot(path=str(shot))
+        print(f"jobs page without {job_id}: {shot}; cookies {page.context.cookies()}")
+        raise
 
 
 def session_cookie(context: BrowserContext) -> dict:  # type: ignore[type-arg]
@@ -289,8 +307,8 @@ def test_an_admin_revokes_a_session(
         deleted = sso.raygate("delete", "session", name)
         assert deleted.returncode == 0 and "deleted" in deleted.stdout, deleted.stderr
     assert fetch(page, "GET", "/api/jobs/")[0] == 401
-    page.goto(f"{sso.address}/")
-    assert page.url.startswith(provider.issuer)
+    # The browser is sent through the provider again (which, still signed in, sends it back).
+    assert went_through_provider(page, f"{sso.address}/", provider)
 
 
 def test_a_forged_or_replayed_state_or_code_is_refused(
@@ -346,7 +364,7 @@ def test_a_forged_or_replayed_state_or_code_is_refused(
 def test_sessions_survive_a_gateway_restart_and_expire_with_the_id_token(
     raygate_up: RaygateUp, provider: Provider, browser: Browser
 ) -> None:
-    """With a client whose ID tokens live 6 s and that gets no refresh token."""
+    """With a client whose ID tokens live 20 s and that gets no refresh token."""
     workdir = Path(tempfile.mkdtemp(prefix="raygate-sso-short-"))
     port = free_port()
     gateway = start_sso_gateway(raygate_up, provider, workdir, SHORT_CLIENT_ID, port=port)
@@ -358,12 +376,14 @@ def test_sessions_survive_a_gateway_restart_and_expire_with_the_id_token(
         stop_raygate_up(gateway)
         gateway = start_sso_gateway(raygate_up, provider, workdir, SHORT_CLIENT_ID, port=port)
         assert fetch(page, "GET", "/api/jobs/")[0] == 200  # the session outlived the restart
-        time.sleep(7)
+        listed = json.loads(gateway.raygate("get", "sessions", "-o", "json").stdout)["items"]
+        expires = max(
+            datetime.strptime(s["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+            for s in listed
+        )
+        time.sleep(max(0.0, expires - time.time()) + 1.5)
         assert fetch(page, "GET", "/api/jobs/")[0] == 401  # an API call: 401, no redirect
-        visited: list[str] = []
-        page.on("request", lambda r: visited.append(r.url))
-        page.goto(f"{gateway.address}/#/jobs")
-        assert any(url.startswith(f"{provider.issuer}/auth") for url in visited), visited
+        assert went_through_provider(page, f"{gateway.address}/", provider)
     finally:
         context.close()
         stop_raygate_up(gateway)

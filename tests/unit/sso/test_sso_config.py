@@ -83,7 +83,7 @@ def test_up_flags_become_the_same_config(tmp_path: Path) -> None:
     assert config.authentication.mode == (AuthnMode.EMBEDDED, AuthnMode.OIDC)
     assert config.authentication.oidc is not None
     assert config.authentication.oidc.browser_sign_in
-    assert config.authentication.oidc.scopes == ("openid", "groups")
+    assert config.authentication.oidc.scopes == ("openid", "email", "profile", "groups")
     assert config.browser_login  # the token dialog stays for service-account tokens
 
 
