@@ -2,23 +2,23 @@
 
 The issuer's keys come from its discovery document and JWKS. A token signed with a key id we do
 not know makes us fetch the JWKS again (the issuer rotated its keys), at most once per
-`min_refresh_interval`, so a flood of forged key ids cannot turn into a flood of fetches.
+`min_refresh_interval`, so a flood of forged key ids cannot turn into a flood of fetches: the
+fetch goes through raygate.cache.TTLCache (single flight, the outcome kept for the interval).
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
 
+from raygate.cache import TTLCache
+from raygate.config.values import check_issuer_url
 from raygate.errors import BackendUnavailable, ConfigError
 from raygate.identity import AUTHENTICATED_GROUP, Identity
 
@@ -29,30 +29,6 @@ RESERVED_USERNAME_PREFIX = "system:"
 SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 )
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """localhost, 127.0.0.0/8 or ::1: a provider on this machine (development and tests)."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_issuer_url(url: str) -> str | None:
-    """Why `url` cannot be an issuer, or None: https, or http on a loopback address only."""
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return f"{url!r} is not a URL"
-    if parts.scheme == "https":
-        return None
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return None
-    return f"{url!r}: the OIDC issuer must be an https:// URL (http only on a loopback address)"
 
 
 @dataclass(frozen=True)
@@ -159,9 +135,10 @@ class OIDCAuthenticator:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._unnamed_keys: list[jwt.PyJWK] = []
         self._jwks_uri: str | None = None
-        self._last_fetch: float | None = None
+        # The outcome of the last JWKS fetch ("" or why it failed), kept for the interval.
+        self._fetches: TTLCache[str] = TTLCache(1, clock=clock)
+        self._fetched = False
         self._fetch_error = ""
-        self._lock = asyncio.Lock()
 
     async def close(self) -> None:
         if self._owns_session and self._session is not None:
@@ -204,12 +181,10 @@ class OIDCAuthenticator:
         return None
 
     async def _keys_for(self, kid: str | None) -> Sequence[jwt.PyJWK]:
-        if self._last_fetch is None or (kid is not None and kid not in self._keys):
-            async with self._lock:
-                # Another request may have fetched while we waited for the lock.
-                if self._last_fetch is None or (kid is not None and kid not in self._keys):
-                    if self._may_refetch():
-                        await self._fetch_keys()
+        if not self._fetched or (kid is not None and kid not in self._keys):
+            self._fetch_error = await self._fetches.get_or_load(
+                "jwks", self._fetch_keys, lambda _: self.min_refresh_interval
+            )
         if self._fetch_error and not self._keys and not self._unnamed_keys:
             # Never had keys: we cannot tell good tokens from bad ones, so fail closed (503).
             raise BackendUnavailable(self._fetch_error)
@@ -218,19 +193,14 @@ class OIDCAuthenticator:
         key = self._keys.get(kid)
         return [key] if key is not None else []
 
-    def _may_refetch(self) -> bool:
-        return (
-            self._last_fetch is None or self.clock() - self._last_fetch >= self.min_refresh_interval
-        )
-
-    async def _fetch_keys(self) -> None:
-        self._last_fetch = self.clock()
+    async def _fetch_keys(self) -> str:
+        """Fetch the key set; "" when it worked, else why not (kept, so failures are paced too)."""
         try:
             await self._fetch_keys_once()
         except BackendUnavailable as err:
-            self._fetch_error = str(err)
-            raise
-        self._fetch_error = ""
+            return str(err)
+        self._fetched = True
+        return ""
 
     async def _fetch_keys_once(self) -> None:
         if self._jwks_uri is None:

@@ -170,7 +170,7 @@ async def _login(
 
 
 def _check_issuer(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    from raygate.authn.oidc import check_issuer_url
+    from raygate.config.values import check_issuer_url
 
     problem = check_issuer_url(value)
     if problem is not None:

@@ -12,7 +12,7 @@ import click
 import yaml
 
 from raygate.cli.common import fail, namespace_option, report_errors, state_option
-from raygate.errors import ConfigError, ManifestError, NotFoundError
+from raygate.errors import AlreadyExistsError, ConfigError, ManifestError, NotFoundError
 from raygate.objects import (
     ClusterRoleBinding,
     RoleBinding,
@@ -24,7 +24,6 @@ from raygate.store.kinds import is_namespaced, object_ref, resource_singular
 from raygate.store.manifests import load_manifests
 from raygate.store.sqlite import (
     DEFAULT_NAMESPACE,
-    AlreadyExistsError,
     ObjectStore,
     StoredObject,
     not_found_message,
@@ -452,12 +451,12 @@ def create_token(
       export TOKEN=$(raygate create token ray-user --kubeconfig ~/.kube/config)
     """
     # Imported here: RSA and JWT code is not needed by the other object commands.
+    from raygate.durations import parse_duration
     from raygate.store.tokens import (
         DEFAULT_AUDIENCE,
         check_token_duration,
         issue_token,
         load_signing_key,
-        parse_duration,
     )
 
     lifetime = check_token_duration(parse_duration(duration))

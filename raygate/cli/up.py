@@ -238,7 +238,7 @@ def _oidc_settings(
         return None
     if not client_id:
         raise ConfigError("--oidc-issuer-url needs --oidc-client-id")
-    from raygate.authn.oidc import check_issuer_url
+    from raygate.config.values import check_issuer_url
 
     problem = check_issuer_url(issuer_url)
     if problem is not None:

@@ -31,12 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from authlib.common.security import generate_token
 
-from raygate.authn.oidc import (
-    OIDCAuthenticator,
-    OIDCOptions,
-    identity_from_claims,
-    is_loopback_host,
-)
+from raygate.authn.oidc import OIDCAuthenticator, OIDCOptions, identity_from_claims
+from raygate.config.values import is_loopback_host
 from raygate.errors import BackendUnavailable, SignInError, StoreError
 from raygate.identity import Identity
 from raygate.sso.provider import PKCE, OIDCProviderClient, ProviderError, TokenSet, new_state
