@@ -152,6 +152,12 @@ def _validate_upstream(
     default=None,
     help="CA bundle of a provider with a private CA.",
 )
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    help="Gateway processes sharing the port (SO_REUSEPORT); auto: one per usable core.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every reload and backend error to stderr.")
 @report_errors
 def up(
@@ -176,6 +182,7 @@ def up(
     oidc_groups_prefix: str,
     oidc_scopes: tuple[str, ...],
     oidc_ca_file: Path | None,
+    workers: str,
     verbose: bool,
 ) -> None:
     """Start a Ray head and the authenticating gateway in front of it (Ctrl-C stops both)."""
@@ -185,6 +192,9 @@ def up(
         stream=sys.stderr,
     )
     _check_names(cluster_name, namespace)
+    from raygate.workers import worker_count
+
+    worker_processes = worker_count(workers)
     if port_in_use(host, port):
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
     oidc = _oidc_settings(
@@ -214,6 +224,7 @@ def up(
             admin_port=admin_port,
             profile=Profile(profile),
             oidc=oidc,
+            workers=worker_processes,
         )
     )
 
@@ -278,6 +289,7 @@ class UpOptions:
     profile: Profile = Profile.KUBE_RBAC_PROXY
     # `authentication.oidc` (browser sign-in and ID tokens) from the --oidc-* flags.
     oidc: dict[str, object] | None = None
+    workers: int = 1
 
 
 def _check_names(cluster_name: str, namespace: str) -> None:
@@ -325,6 +337,9 @@ def _run(options: UpOptions) -> None:
         )
         upstream = URL(head.dashboard_url)
     config = gateway_config(options, upstream, token_file)
+    if options.workers > 1:
+        _run_workers(options, config, upstream, head)
+        return
     audit = AuditLog(options.audit_path)
     try:
         install_uvloop()
@@ -347,6 +362,37 @@ def _run(options: UpOptions) -> None:
             _say("Stopping Ray...")
             head.stop()
             _say("Stopped.")
+
+
+def _run_workers(
+    options: UpOptions, config: GatewayConfig, upstream: URL, head: RayHead | None
+) -> None:
+    from raygate.workers import run_workers
+
+    def ray_gone() -> str | None:
+        if head is None or head.process.poll() is None:
+            return None
+        return f"Ray exited unexpectedly (code {head.process.returncode}); see {head.log_path}"
+
+    status = 1
+    try:
+        status = run_workers(
+            config,
+            options.workers,
+            audit_path=str(options.audit_path),
+            on_ready=lambda: _print_banner(options, upstream),
+            alive=ray_gone,
+            log_level=logging.getLogger().level,
+        )
+    finally:
+        if head is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _say("Stopping Ray...")
+            head.stop()
+            _say("Stopped.")
+    if status:
+        raise SystemExit(status)
 
 
 def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -> GatewayConfig:

@@ -7,7 +7,7 @@ each other, directly or round a loop.
     2 backends       store, kube (API client, TokenReview, SubjectAccessReview), authn (embedded
                      tokens, OIDC, client certificates), embedded (the store as an authority),
                      observe, ray (the launcher)
-    3 assembly       proxy, pipeline, dataplane, doors, sso, runtime, deploy
+    3 assembly       proxy, pipeline, dataplane, doors, sso, runtime, workers, deploy
     4 CLI            cli, __main__
 
 The graph is read from the source with `ast`, so imports inside functions count as much as
@@ -56,6 +56,7 @@ LAYERS: Mapping[str, int] = {
     "doors": ASSEMBLY,
     "sso": ASSEMBLY,
     "runtime": ASSEMBLY,
+    "workers": ASSEMBLY,
     "deploy": ASSEMBLY,
     "cli": CLI,
     "__main__": CLI,
