@@ -35,7 +35,14 @@ from raygate.authn.oidc import OIDCAuthenticator, OIDCOptions, identity_from_cla
 from raygate.config.values import is_loopback_host
 from raygate.errors import BackendUnavailable, SignInError, StoreError
 from raygate.identity import Identity
-from raygate.sso.provider import PKCE, OIDCProviderClient, ProviderError, TokenSet, new_state
+from raygate.sso.provider import (
+    PKCE,
+    OIDCProviderClient,
+    ProviderError,
+    TokenSet,
+    in_task,
+    new_state,
+)
 from raygate.sso.store import PendingSignIn, Session, SessionStore, SessionTokens
 
 CALLBACK_PATH = "/oauth2/callback"
@@ -473,7 +480,7 @@ class BrowserSignIn:
         )
 
     async def _verify(self, tokens: TokenSet, *, nonce: str | None) -> tuple[Identity, float]:
-        claims = await self.verifier.verify(tokens.id_token)
+        claims = await in_task(self.verifier.verify(tokens.id_token))
         if claims is None:
             raise SignInError(
                 "the provider's ID token did not verify (issuer, audience, signature or expiry)"

@@ -7,10 +7,11 @@ ID tokens are verified with PyJWT by `raygate.authn.oidc.OIDCAuthenticator`.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -22,6 +23,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from raygate.authn.oidc import DISCOVERY_PATH
 from raygate.errors import BackendUnavailable, ConfigError, SignInError
 
+T = TypeVar("T")
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_SCOPES = ("openid", "email", "profile")
 
@@ -238,6 +240,11 @@ class OIDCProviderClient:
         headers: dict[str, str] | None = None,
         data: str | None = None,
     ) -> dict[str, Any]:
+        return await in_task(self._request_in_task(method, url, headers, data))
+
+    async def _request_in_task(
+        self, method: str, url: str, headers: dict[str, str] | None, data: str | None
+    ) -> dict[str, Any]:
         session = self._client_session()
         try:
             async with session.request(
@@ -273,6 +280,15 @@ class OIDCProviderClient:
                     raise ConfigError(f"OIDC CA file {self.ca_file}: {err}") from None
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context))
         return self._session
+
+
+async def in_task(awaitable: Awaitable[T]) -> T:
+    """Await `awaitable` inside an asyncio Task. The data plane steps a decision outside any
+    task until it first waits (raygate.dataplane.http._drive), and aiohttp's timeouts need
+    one."""
+    if asyncio.current_task() is None:
+        return await asyncio.ensure_future(awaitable)
+    return await awaitable
 
 
 def new_state() -> str:
