@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from tests.browser.test_dashboard_in_browser import CHROMIUM_ARGS
 from tests.conftest import REPO, RaygateUp, executable, free_port, start_raygate_up, stop_raygate_up
 from tests.integration.test_ray_gateway import grant_submitter, http, submit_no_wait
-from tests.sso.provider import (
+from tests.oidc_provider import (
     CLIENT_ID,
     SHORT_CLIENT_ID,
     Provider,
