@@ -24,6 +24,8 @@ from raygate.cli.common import report_errors
 from raygate.errors import BackendUnavailable, SignInError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+# offline_access: a refresh token, so `raygate env` can renew the ID token without a new login.
+DEFAULT_SCOPES = ("openid", "email", "profile", "offline_access")
 EXEC_CREDENTIAL_VERSION = "client.authentication.k8s.io/v1"
 
 
@@ -185,7 +187,8 @@ def _check_issuer(_ctx: click.Context, _param: click.Parameter, value: str) -> s
     "--scope",
     "scopes",
     multiple=True,
-    help="Scopes to ask for (repeatable; default: openid email profile offline_access).",
+    help="A scope to ask for besides openid, email, profile and offline_access (repeatable), "
+    "e.g. groups.",
 )
 @click.option(
     "--browser",
@@ -216,9 +219,7 @@ def login(
     """Sign in with your organization's OpenID provider (tokens kept 0600 in your config dir)."""
     from raygate.sso import cli_tokens
 
-    wanted = scopes or ("openid", "email", "profile", "offline_access")
-    if "openid" not in wanted:
-        wanted = ("openid", *wanted)
+    wanted = tuple(dict.fromkeys((*DEFAULT_SCOPES, *scopes)))
     try:
         stored = asyncio.run(
             _login(issuer, client_id, wanted, ca_file, use_browser, timeout, exec_credential)

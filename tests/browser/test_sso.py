@@ -496,3 +496,84 @@ def test_can_i_answers_for_people_and_their_groups(sso: RaygateUp) -> None:
     assert (alice.returncode, alice.stdout.strip()) == (0, "yes")
     assert (bob.returncode, bob.stdout.strip()) == (1, "no")
     assert (bob_get.returncode, bob_get.stdout.strip()) == (0, "yes")
+
+
+def _session_times(gateway: RaygateUp, user: str) -> tuple[float, float]:
+    """(expires, refreshed) of `user`'s one session, from `raygate get sessions -o json`."""
+    items = json.loads(gateway.raygate("get", "sessions", "-o", "json").stdout)["items"]
+    (item,) = [s for s in items if s["user"] == user]
+
+    def seconds(text: str) -> float:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+    return seconds(item["expires"]), seconds(item["refreshed"])
+
+
+def test_a_session_is_renewed_with_the_refresh_token(
+    raygate_up: RaygateUp, browser: Browser
+) -> None:
+    """ID tokens that live 15 s, and a refresh token (offline_access): the session goes on."""
+    with run_provider(ACCOUNTS, id_token_ttl=15) as short_lived:
+        workdir = Path(tempfile.mkdtemp(prefix="raygate-sso-refresh-"))
+        gateway = start_sso_gateway(raygate_up, short_lived, workdir, CLIENT_ID)
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            sign_in(page, gateway, short_lived, "alice@example.com")
+            expires, _ = _session_times(gateway, "alice@example.com")
+            time.sleep(max(0.0, expires - time.time()) + 1.5)
+            status, body = fetch(page, "GET", "/api/jobs/")
+            assert status == 200, body  # renewed behind the scenes, no trip to the provider
+            renewed, refreshed = _session_times(gateway, "alice@example.com")
+            assert renewed > expires and refreshed >= expires - 5
+            assert page.url.startswith(gateway.address)
+        finally:
+            context.close()
+            stop_raygate_up(gateway)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_cli_signs_in_with_a_loopback_redirect(
+    sso: RaygateUp, provider: Provider, context: BrowserContext, tmp_path: Path
+) -> None:
+    """`raygate login --browser`: PKCE and a redirect to 127.0.0.1 (BROWSER=true opens
+    nothing, the test's Chromium follows the printed link)."""
+    env = sso.env(XDG_CONFIG_HOME=str(tmp_path / "config"), BROWSER="true")
+    login = subprocess.Popen(
+        [
+            executable("raygate"),
+            "login",
+            "--issuer",
+            provider.issuer,
+            "--client-id",
+            CLIENT_ID,
+            "--browser",
+            "--scope",
+            "groups",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert login.stderr is not None
+        url = None
+        for line in login.stderr:
+            if line.startswith("  http"):
+                url = line.strip()
+                break
+        assert url is not None and "code_challenge_method=S256" in url
+        page = context.new_page()
+        page.goto(url)
+        sign_in_at_provider(page, "alice@example.com")
+        page.get_by_text("sign-in received").wait_for(timeout=30_000)
+        assert login.wait(timeout=60) == 0, login.stderr.read()
+    finally:
+        if login.poll() is None:
+            login.kill()
+            login.wait()
+    whoami = sso.raygate("whoami", "--address", sso.address, "-o", "json", env=env)
+    assert whoami.returncode == 0, whoami.stderr
+    user_info = json.loads(whoami.stdout)["status"]["userInfo"]
+    assert user_info["username"] == "alice@example.com" and "ml-team" in user_info["groups"]
