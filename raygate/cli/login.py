@@ -40,7 +40,7 @@ def _verifier(issuer: str, client_id: str, ca_file: str | None):  # type: ignore
 
 
 async def _device_login(provider, verifier) -> Any:  # type: ignore[no-untyped-def]
-    from raygate.sso.provider import ProviderError
+    from raygate.errors import ProviderError
 
     grant = await provider.device_authorization()
     _say(

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import jwt
 
-from raygate.errors import ConfigError, SignInError
-from raygate.sso.provider import OIDCProviderClient, ProviderError, TokenSet
+from raygate.errors import ConfigError, ProviderError, SignInError
+from raygate.sso.provider import OIDCProviderClient, TokenSet
 
 LOGIN_FILE = "login.json"
 TOKEN_FILE = "id-token"

@@ -33,12 +33,11 @@ from authlib.common.security import generate_token
 
 from raygate.authn.oidc import OIDCAuthenticator, OIDCOptions, identity_from_claims
 from raygate.config.values import is_loopback_host
-from raygate.errors import BackendUnavailable, SignInError, StoreError
+from raygate.errors import BackendUnavailable, ProviderError, SignInError, StoreError
 from raygate.identity import Identity
 from raygate.sso.provider import (
     PKCE,
     OIDCProviderClient,
-    ProviderError,
     TokenSet,
     in_task,
     new_state,

@@ -21,7 +21,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from raygate.authn.oidc import DISCOVERY_PATH
-from raygate.errors import BackendUnavailable, ConfigError, SignInError
+from raygate.errors import BackendUnavailable, ConfigError, ProviderError, SignInError
 
 T = TypeVar("T")
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -73,17 +73,6 @@ class DeviceAuthorization:
     verification_uri_complete: str | None
     expires_in: int
     interval: int
-
-
-class ProviderError(SignInError):
-    """The provider answered an OAuth error (`invalid_grant`, `authorization_pending`, ...)."""
-
-    def __init__(self, error: str, description: str = "") -> None:
-        self.error = error
-        self.description = description
-        super().__init__(
-            f"the identity provider refused: {error}" + (f" ({description})" if description else "")
-        )
 
 
 class OIDCProviderClient:
