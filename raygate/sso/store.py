@@ -35,6 +35,8 @@ DB_FILE = "sessions.db"
 BUSY_TIMEOUT_MS = 15_000
 # A sign-in started but not finished within this long is forgotten (its state is refused).
 PENDING_TTL = 600.0
+# Sign-ins under way at once, at most (a flood of unauthenticated page loads evicts the oldest).
+MAX_PENDING = 10_000
 SESSION_NAME_PREFIX = "session-"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -182,6 +184,12 @@ class SessionStore:
         now = self.clock()
         with self._transaction() as db:
             db.execute("DELETE FROM pending WHERE created < ?", (now - PENDING_TTL,))
+            # Anyone can start sign-ins: keep only the newest MAX_PENDING of them.
+            db.execute(
+                "DELETE FROM pending WHERE key IN "
+                "(SELECT key FROM pending ORDER BY created DESC LIMIT -1 OFFSET ?)",
+                (MAX_PENDING - 1,),
+            )
             db.execute(
                 "INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (

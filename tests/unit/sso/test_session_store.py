@@ -93,3 +93,15 @@ def test_rows_are_keyed_by_hash(tmp_path: Path) -> None:
     secret, session = store.create(ALICE, 2e9, TOKENS)
     keys = [r[0] for r in sqlite3.connect(tmp_path / DB_FILE).execute("SELECT key FROM sessions")]
     assert keys == [session.key] and secret not in keys[0]
+
+
+def test_pending_sign_ins_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("raygate.sso.store.MAX_PENDING", 3)
+    now = [1000.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0])
+    for i in range(5):
+        now[0] += 1
+        store.add_pending(f"state-{i}", "browser", PendingSignIn("v", "n", "r", "/"))
+    assert store.take_pending("state-0", "browser") is None  # evicted, oldest first
+    assert store.take_pending("state-4", "browser") is not None
+    assert store.take_pending("state-2", "browser") is not None
