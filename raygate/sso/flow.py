@@ -22,6 +22,7 @@ request: bearer tokens, client certificates and the token dialog take it from th
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -122,9 +123,16 @@ def _split(target: str) -> tuple[str, str]:
 def secure_cookies(head: RequestHeadLike) -> bool:
     """May cookies be `Secure` (and so `__Host-`)? Under TLS, and on loopback, where browsers
     treat plain http as a secure context."""
-    if head.scheme == "https":
-        return True
-    return is_loopback_host(urlsplit(f"//{head.host}").hostname)
+    return head.scheme == "https" or _loopback_authority(head.host)
+
+
+@functools.lru_cache(maxsize=256)
+def _loopback_authority(host: str) -> bool:
+    # Asked on every request with a cookie; hosts are few (bounded cache: Host is the client's).
+    try:
+        return is_loopback_host(urlsplit(f"//{host}").hostname)
+    except ValueError:
+        return False
 
 
 def cookie_name(base: str, head: RequestHeadLike) -> str:
