@@ -116,7 +116,7 @@ def _validate_upstream(
 @click.option("--oidc-client-id", default=None, help="raygate's client id at the provider.")
 @click.option(
     "--oidc-client-secret-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
     default=None,
     help="File holding the client secret (a confidential client); none for a public client.",
 )
@@ -148,7 +148,7 @@ def _validate_upstream(
 )
 @click.option(
     "--oidc-ca-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
     default=None,
     help="CA bundle of a provider with a private CA.",
 )
