@@ -28,6 +28,7 @@ from tests.conftest import REPO, RaygateUp, executable, free_port, start_raygate
 from tests.integration.test_ray_gateway import grant_submitter, http, submit_no_wait
 from tests.oidc_provider import (
     CLIENT_ID,
+    SECRET_CLIENT_ID,
     SHORT_CLIENT_ID,
     Provider,
     run_provider,
@@ -82,6 +83,7 @@ def start_sso_gateway(
     workdir: Path,
     client_id: str,
     port: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> RaygateUp:
     dashboard = str(raygate_up.ray_info()["dashboard"])
     up = start_raygate_up(
@@ -98,6 +100,7 @@ def start_sso_gateway(
         "groups",
         "--oidc-scope",
         "offline_access",
+        *extra,
         port=port,
     )
     applied = up.raygate("apply", "-f", "-", input=PEOPLE_RBAC)
@@ -577,3 +580,30 @@ def test_the_cli_signs_in_with_a_loopback_redirect(
     assert whoami.returncode == 0, whoami.stderr
     user_info = json.loads(whoami.stdout)["status"]["userInfo"]
     assert user_info["username"] == "alice@example.com" and "ml-team" in user_info["groups"]
+
+
+def test_a_confidential_client_signs_in_with_its_secret(
+    raygate_up: RaygateUp, provider: Provider, browser: Browser
+) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="raygate-sso-secret-"))
+    secret_file = workdir / "client-secret"
+    secret_file.write_text(provider.client_secret + "\n")
+    gateway = start_sso_gateway(
+        raygate_up,
+        provider,
+        workdir,
+        SECRET_CLIENT_ID,
+        extra=("--oidc-client-secret-file", str(secret_file)),
+    )
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        sign_in(page, gateway, provider, "bob@example.com")
+        status, body = fetch(page, "GET", "/raygate/whoami")
+        assert status == 200 and "bob@example.com" in body, body
+        assert provider.client_secret not in "".join(gateway.output)
+        assert provider.client_secret not in (gateway.state / "audit.log").read_text()
+    finally:
+        context.close()
+        stop_raygate_up(gateway)
+        shutil.rmtree(workdir, ignore_errors=True)
