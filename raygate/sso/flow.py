@@ -43,7 +43,7 @@ from raygate.sso.provider import (
     in_task,
     new_state,
 )
-from raygate.sso.store import PendingSignIn, Session, SessionStore, SessionTokens
+from raygate.sso.store import PENDING_TTL, PendingSignIn, Session, SessionStore, SessionTokens
 
 CALLBACK_PATH = "/oauth2/callback"
 LOGIN_PATH = "/raygate/login"
@@ -97,12 +97,6 @@ class BrowserAnswer:
     decision: str
     reason: str = ""
     identity: Identity | None = None
-
-
-@dataclass(frozen=True)
-class SignInSettings:
-    scopes: Sequence[str] = ("openid", "email", "profile")
-    pending_cookie_age: int = 600
 
 
 def cookies(head: RequestHeadLike) -> dict[str, str]:
@@ -164,7 +158,7 @@ def wants_token_dialog(head: RequestHeadLike) -> bool:
     """Ray's own token dialog (service-account tokens) stays: `/?login=token`, or a browser
     that already holds the dialog's cookie, is not sent to the provider."""
     _, query = _split(head.target)
-    if TOKEN_LOGIN_PARAM in parse_qs(query) and parse_qs(query)[TOKEN_LOGIN_PARAM] == ["token"]:
+    if parse_qs(query).get(TOKEN_LOGIN_PARAM) == ["token"]:
         return True
     return RAY_TOKEN_COOKIE in cookies(head)
 
@@ -412,7 +406,7 @@ class BrowserSignIn:
             )
         except StoreError as err:
             raise BackendUnavailable(str(err)) from None
-        cookie = _set_cookie(head, SIGN_IN_COOKIE, browser_secret, 600)
+        cookie = _set_cookie(head, SIGN_IN_COOKIE, browser_secret, int(PENDING_TTL))
         return _redirect(location, "sign-in", reason, (cookie, *extra))
 
     async def _callback(self, head: RequestHeadLike, params: dict[str, list[str]]) -> BrowserAnswer:
