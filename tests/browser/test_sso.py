@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jwt
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
@@ -393,10 +394,10 @@ def test_sessions_survive_a_gateway_restart_and_expire_with_the_id_token(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def test_the_cli_signs_in_with_the_device_flow_and_submits_a_job(
-    sso: RaygateUp, provider: Provider, context: BrowserContext, tmp_path: Path
+def device_login(
+    env: dict[str, str], provider: Provider, context: BrowserContext, person: str
 ) -> None:
-    env = sso.env(XDG_CONFIG_HOME=str(tmp_path / "config"))
+    """`raygate login` with the device flow; the person approves the code in the browser."""
     login = subprocess.Popen(
         [
             executable("raygate"),
@@ -406,11 +407,7 @@ def test_the_cli_signs_in_with_the_device_flow_and_submits_a_job(
             "--client-id",
             CLIENT_ID,
             "--scope",
-            "email",
-            "--scope",
             "groups",
-            "--scope",
-            "offline_access",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -426,17 +423,23 @@ def test_the_cli_signs_in_with_the_device_flow_and_submits_a_job(
                 verification = found.group(1)
                 break
         assert verification is not None
-        # The person approves the code in a browser.
         page = context.new_page()
         page.goto(verification)
         page.get_by_role("button", name="Continue").click()
-        sign_in_at_provider(page, "alice@example.com")
+        sign_in_at_provider(page, person)
         page.get_by_text("Sign-in Success").wait_for(timeout=30_000)
         assert login.wait(timeout=60) == 0, login.stderr.read()
     finally:
         if login.poll() is None:
             login.kill()
             login.wait()
+
+
+def test_the_cli_signs_in_with_the_device_flow_and_submits_a_job(
+    sso: RaygateUp, provider: Provider, context: BrowserContext, tmp_path: Path
+) -> None:
+    env = sso.env(XDG_CONFIG_HOME=str(tmp_path / "config"))
+    device_login(env, provider, context, "alice@example.com")
     config = tmp_path / "config" / "raygate"
     assert (config / "login.json").stat().st_mode & 0o777 == 0o600
     assert (config / "id-token").stat().st_mode & 0o777 == 0o600
@@ -530,6 +533,25 @@ def test_a_session_is_renewed_with_the_refresh_token(
             renewed, refreshed = _session_times(gateway, "alice@example.com")
             assert renewed > expires and refreshed >= expires - 5
             assert page.url.startswith(gateway.address)
+
+            # The CLI's login is renewed the same way by `raygate env`.
+            env = gateway.env(XDG_CONFIG_HOME=str(workdir / "config"))
+            approver = browser.new_context()  # not yet signed in at the provider
+            try:
+                device_login(env, short_lived, approver, "alice@example.com")
+            finally:
+                approver.close()
+            token_file = workdir / "config" / "raygate" / "id-token"
+            first = token_file.read_text()
+            first_exp = jwt.decode(first, options={"verify_signature": False})["exp"]
+            time.sleep(max(0.0, first_exp - time.time()) + 1.5)
+            exports = gateway.raygate("env", env=env)
+            assert exports.returncode == 0, exports.stderr
+            second = token_file.read_text()
+            assert second != first and second in exports.stdout
+            assert jwt.decode(second, options={"verify_signature": False})["exp"] > first_exp
+            whoami = gateway.raygate("whoami", "--address", gateway.address, env=env)
+            assert whoami.returncode == 0 and "alice@example.com" in whoami.stdout, whoami.stderr
         finally:
             context.close()
             stop_raygate_up(gateway)
