@@ -849,7 +849,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.record = None  # the refusal is this request's answer and audit line
             self.cycle = None
         self._to_start = None
-        self.uncork()  # what was answered before goes out first
+        self.uncork()  # the answers of whole requests before this one go out first
         self.closing = True
         transport = self.transport
         if transport is not None:
