@@ -401,6 +401,88 @@ class AuthHeaderConfig(ConfigModel):
     group_separator: str = "|"
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_RATE_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+}
+
+
+def parse_rate(value: object) -> float | None:
+    """`10/s`, `600/m`, `1000/h` -> requests per second; None or "" -> no limit."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    elif isinstance(value, str):
+        match = _RATE.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a rate (write e.g. '10/s', '600/m' or '1000/h')")
+        rate = float(match.group(1)) / _RATE_UNITS[match.group(2)]
+    else:
+        raise ValueError("a rate is written like '10/s', '600/m' or '1000/h'")
+    if rate <= 0:
+        raise ValueError("a rate limit must be above zero (leave it out for no limit)")
+    return rate
+
+
+Rate = Annotated[float | None, BeforeValidator(parse_rate)]
+
+
+class ClientDoorConfig(ConfigModel):
+    """The Ray Client door (gRPC): where it listens and where Ray's client server is."""
+
+    listen: str
+    upstream: str
+    # Long-lived streams are re-authorized this often, and when their token expires.
+    recheck_interval: Duration = 30.0
+
+    @field_validator("listen", "upstream")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("recheck_interval")
+    @classmethod
+    def _recheck(cls, value: float) -> float:
+        if not 0 < value <= 30:
+            raise ValueError("recheckInterval must be above 0 and at most 30s")
+        return value
+
+
+class ServeDoorConfig(ConfigModel):
+    """The Serve door (HTTP): where it listens and where Serve's HTTP proxy is."""
+
+    listen: str
+    upstream: str
+    # Per identity and Serve application; None: no limit.
+    rate_limit: Rate = None
+    rate_burst: int | None = Field(default=None, ge=1)
+    # How long Serve's application list (routes) is reused.
+    applications_ttl: Duration = Field(default=2.0, alias="applicationsTTL")
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http:// URL with a host")
+        return value
+
+
 class GatewayConfig(ConfigModel):
     listen: ListenConfig = ListenConfig()
     upstream: UpstreamConfig
@@ -415,6 +497,9 @@ class GatewayConfig(ConfigModel):
     log_verbosity: int = Field(default=0, ge=0)
     # Ray's dashboard UI may log in with a token and keep it in a cookie (proxy/browser.py).
     browser_login: bool = False
+    # Ray's other doors; absent: closed.
+    client: ClientDoorConfig | None = None
+    serve: ServeDoorConfig | None = None
 
     @property
     def proxy_endpoints_address(self) -> tuple[str, int] | None:

@@ -372,6 +372,9 @@ async def serve(
     )
     await runner.setup()
     runners = [runner]
+    from raygate.doors.assembly import Doors
+
+    doors = Doors(config, assembly.settings, audit=audit, metrics=metrics)
     try:
         site = web.TCPSite(
             runner,
@@ -381,6 +384,7 @@ async def serve(
             reuse_address=True,
         )
         await _start_site(site, config.listen.address)
+        await doors.open()
         admin_address = config.proxy_endpoints_address
         if admin_address is not None:
             admin_runner = web.AppRunner(
@@ -420,6 +424,7 @@ async def serve(
         # package upload) would stall until the grace period cut it off.
         for each_site in list(runner.sites):
             await each_site.stop()
+        await doors.close(hurry)
         await in_flight.drain(SHUTDOWN_GRACE, hurry)
         for each in reversed(runners):
             await each.cleanup()

@@ -1,0 +1,301 @@
+"""The Ray Client door: a generic gRPC proxy in front of Ray's client server.
+
+Every method is relayed as a raw-bytes stream (unary calls too: on the wire a unary call is a
+stream of one message), so nothing depends on Ray's protobufs. Each call is authorized with the
+caller's `authorization` metadata, which is replaced by Ray's token upstream. Measured with
+Ray 2.60: the client sends its token on every call, opens no other connection, and fails within
+a second with the server's message when its connect-time PING is answered and its data stream
+refused; a bare UNAUTHENTICATED on the PING makes it wait 30 s and blame the ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import jwt
+from grpc import aio
+
+from raygate.authz.attributes import AttributesConfig
+from raygate.authz.doors import client_attributes
+from raygate.doors.guard import DENY, DoorGuard, Verdict, bearer_token
+from raygate.doors.sessions import SessionBindings
+
+log = logging.getLogger("raygate.doors.client")
+
+DOOR = "client"
+# Ray's own limit (ray.util.client.common.GRPC_MAX_MESSAGE_SIZE): 2 GiB - 1.
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024 - 1
+DEFAULT_RECHECK_INTERVAL = 30.0
+
+DATAPATH = "/ray.rpc.RayletDataStreamer/Datapath"
+LOGSTREAM = "/ray.rpc.RayletLogStreamer/Logstream"
+CLUSTER_INFO = "/ray.rpc.RayletDriver/ClusterInfo"
+# Streams that stay open (audited when opened, re-checked while open); the rest are unary.
+STREAMS = frozenset({DATAPATH, LOGSTREAM, "/ray.rpc.RayletDriver/GetObject"})
+
+# ClusterInfoRequest{type: PING} and the answer Ray's server gives it (ClusterInfoResponse
+# {type: PING, json: "{}"}), as protobuf bytes: field 1 varint 6; field 1 varint 6 + field 2 "{}".
+PING_REQUEST = b"\x08\x06"
+PING_RESPONSE = b"\x08\x06\x12\x02{}"
+
+# Metadata the gRPC runtime sets itself, or that carries the caller's credential.
+_DROPPED_METADATA = frozenset({"authorization", "user-agent", "content-type", "te", "host"})
+
+# Ray's client treats these codes as final (ray.util.client.common.GRPC_UNRECOVERABLE_ERRORS);
+# any other code on the data stream makes it reconnect for its 30 s grace period, and only
+# then report a generic timeout. Refusals therefore travel as FAILED_PRECONDITION (a token
+# problem is not fixed by retrying) with raygate's message as the details.
+REFUSAL_CODE = grpc.StatusCode.FAILED_PRECONDITION
+
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Ray's client pings every 30 s, also without calls; refusing them would drop sessions.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),
+]
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 600_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # One channel carries every session: no per-channel connection limit on Ray's side.
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
+@dataclass(frozen=True)
+class ClientDoorSettings:
+    listen: str  # host:port
+    upstream: str  # host:port of Ray's client server
+    ray_token: str | None
+    attributes: AttributesConfig
+    recheck_interval: float = DEFAULT_RECHECK_INTERVAL
+
+
+def _token_expiry(token: str) -> float | None:
+    """The `exp` of a JWT the authenticator already accepted (wall clock), else None.
+
+    Not a verification: only when to look again, so a stream ends when its token does.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+def _is_ray_startup_failure(details: str | None) -> bool:
+    return bool(details) and "Starting Ray client server failed" in details  # type: ignore[operator]
+
+
+class _Cut(Exception):
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+
+class ClientDoor:
+    """The gRPC server, its upstream channel, and the per-call relay."""
+
+    def __init__(
+        self,
+        settings: ClientDoorSettings,
+        guard: DoorGuard,
+        sessions: SessionBindings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.guard = guard
+        self.sessions = sessions or SessionBindings()
+        self._server: aio.Server | None = None
+        self._channel: aio.Channel | None = None
+        self._methods: dict[str, Callable[..., Any]] = {}
+        self.port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._channel = aio.insecure_channel(self.settings.upstream, options=CHANNEL_OPTIONS)
+        server = aio.server(options=SERVER_OPTIONS)
+        server.add_generic_rpc_handlers((_GenericHandler(self),))
+        try:
+            self.port = server.add_insecure_port(self.settings.listen)
+        except RuntimeError as err:
+            raise OSError(f"cannot listen on {self.settings.listen}: {err}") from None
+        if not self.port:
+            raise OSError(f"cannot listen on {self.settings.listen}")
+        await server.start()
+        self._server = server
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    def _upstream_call(self, method: str) -> Callable[..., Any]:
+        call = self._methods.get(method)
+        if call is None:
+            assert self._channel is not None
+            # No serializers: messages cross as the bytes they arrived as.
+            call = self._methods[method] = self._channel.stream_stream(method)
+        return call
+
+    # -- one call ----------------------------------------------------------------------------
+    async def relay(
+        self, method: str, requests: AsyncIterator[bytes], context: aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        metadata = context.invocation_metadata() or ()
+        token_value = None
+        client_id = None
+        forwarded: list[tuple[str, Any]] = []
+        for key, value in metadata:
+            if key == "authorization":
+                token_value = value if isinstance(value, str) else None
+                continue
+            if key == "client_id" and isinstance(value, str):
+                client_id = value
+            if key in _DROPPED_METADATA or key.startswith((":", "grpc-")):
+                continue
+            forwarded.append((key, value))
+        token = bearer_token(token_value)
+        attributes = self.settings.attributes
+        verdict = await self.guard.check(
+            token, lambda identity: client_attributes(identity, method, attributes)
+        )
+        if verdict.allowed and client_id is not None and verdict.identity is not None:
+            owner = self.sessions.claim(client_id, verdict.identity)
+            if owner is not None:
+                verdict = Verdict(
+                    DENY,
+                    f'raygate: Forbidden: Ray Client session {client_id} belongs to "{owner}", '
+                    f'not to "{verdict.identity.user}"',
+                    f"session {client_id} is bound to {owner}",
+                    verdict.identity,
+                    verdict.attributes,
+                    verdict.started,
+                )
+        peer = context.peer()
+        is_stream = method in STREAMS
+        metrics = self.guard.metrics
+        if not verdict.allowed:
+            self.guard.record(verdict, method="gRPC", path=method, remote=peer)
+            if metrics is not None:
+                metrics.door_call(DOOR, method, verdict.decision)
+            if method == CLUSTER_INFO:
+                # Answer the connect-time PING so the client goes on to open its data stream,
+                # where it reads the refusal (see the module docstring).
+                first = await anext(aiter(requests), None)
+                if first == PING_REQUEST:
+                    yield PING_RESPONSE
+                    return
+            await context.abort(REFUSAL_CODE, verdict.message)
+            return
+        if is_stream:
+            self.guard.record(verdict, method="gRPC", path=method, remote=peer)
+        if self.settings.ray_token:
+            forwarded.append(("authorization", f"Bearer {self.settings.ray_token}"))
+        call = self._upstream_call(method)(requests, metadata=forwarded)
+        watcher = None
+        cut: list[Verdict] = []
+        if is_stream and metrics is not None:
+            metrics.door_streams.labels(method=method).inc()
+        if is_stream and token is not None:
+            watcher = asyncio.ensure_future(self._watch(token, method, call, cut))
+        outcome = "OK"
+        try:
+            async for message in call:
+                yield message
+            code = await call.code()
+            outcome = code.name
+            trailing = await call.trailing_metadata()
+            if trailing:
+                context.set_trailing_metadata(tuple(trailing))
+        except aio.AioRpcError as err:
+            outcome = err.code().name
+            details = err.details() or ""
+            if _is_ray_startup_failure(details):
+                details = f"Ray's client server failed to start this session (an error of Ray, not raygate): {details}"
+            elif err.code() is grpc.StatusCode.UNAVAILABLE and "connect" in details.lower():
+                log.warning("Ray's client server at %s: %s", self.settings.upstream, details)
+                details = "raygate: Ray's client server is unreachable; try again shortly."
+            await context.abort(err.code(), details)
+        except asyncio.CancelledError:
+            if not cut:
+                outcome = "CANCELLED"
+                raise
+            verdict = cut[0]
+            outcome = "cut"
+            self.guard.record(
+                verdict,
+                method="gRPC",
+                path=method,
+                remote=peer,
+                reason=f"stream cut: {verdict.reason}",
+            )
+            await context.abort(REFUSAL_CODE, verdict.message)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            call.cancel()
+            if is_stream and metrics is not None:
+                metrics.door_streams.labels(method=method).dec()
+            if metrics is not None:
+                metrics.door_call(DOOR, method, outcome)
+
+    async def _watch(self, token: str, method: str, call: Any, cut: list[Verdict]) -> None:
+        """Re-check a long-lived stream: at its token's expiry and every recheck interval."""
+        attributes = self.settings.attributes
+        interval = self.settings.recheck_interval
+        expiry = _token_expiry(token)
+        while True:
+            delay = interval
+            if expiry is not None:
+                delay = min(delay, max(expiry - time.time(), 0.0) + 0.05)
+            await asyncio.sleep(delay)
+            verdict = await self.guard.check(
+                token, lambda identity: client_attributes(identity, method, attributes)
+            )
+            if verdict.decision in ("unauthenticated", "deny"):
+                # A backend outage is not a reason to cut a running session; a refusal is.
+                cut.append(verdict)
+                call.cancel()
+                return
+
+
+class _GenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, door: ClientDoor) -> None:
+        self._door = door
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        door = self._door
+
+        def behavior(
+            requests: AsyncIterator[bytes], context: aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            return door.relay(method, requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(behavior)
+
+
+@contextlib.asynccontextmanager
+async def running(door: ClientDoor) -> AsyncIterator[ClientDoor]:
+    await door.start()
+    try:
+        yield door
+    finally:
+        await door.stop()
