@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -281,14 +282,9 @@ class _GenericHandler(grpc.GenericRpcHandler):
         self._door = door
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        door = self._door
-
-        def behavior(
-            requests: AsyncIterator[bytes], context: aio.ServicerContext
-        ) -> AsyncIterator[bytes]:
-            return door.relay(method, requests, context)
-
+        # A partial of the async generator method: gRPC inspects the behaviour to tell an
+        # async generator from a sync one (a plain wrapper would be run in a thread).
+        behavior = functools.partial(self._door.relay, handler_call_details.method)
         return grpc.stream_stream_rpc_method_handler(behavior)
 
 
