@@ -16,11 +16,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
-
 from raygate.authn.jwt import ServiceAccountTokenAuthenticator, jwks, openid_configuration
 from raygate.errors import StoreError
-from raygate.identity import Attributes, Decision
+from raygate.identity import Attributes, Decision, Identity
 from raygate.rbac.authorizer import LocalRBACAuthorizer
 from raygate.rbac.index import PolicyIndex
 from raygate.store.sqlite import ObjectStore, Snapshot
@@ -69,6 +67,17 @@ class EmbeddedAuthority:
         self._poll_interval = poll_interval
         self._task: asyncio.Task[None] | None = None
         self._reload_lock = threading.Lock()
+
+    @property
+    def revision(self) -> int:
+        """The store revision the policy in memory was built from."""
+        return self._snapshot.version
+
+    async def authenticate(self, credential: str) -> Identity | None:
+        return await self.authenticator.authenticate_token(credential)
+
+    async def authorize(self, attributes: Attributes) -> Decision:
+        return await self.authorizer.authorize(attributes)
 
     def _lookup_uid(self, namespace: str, name: str) -> str | None:
         uid = self._snapshot.service_account_uid(namespace, name)
@@ -124,11 +133,11 @@ class EmbeddedAuthority:
                 # deleted accounts' tokens working until a restart.
                 log.exception("cannot reload policy, keeping revision %s", self._snapshot.version)
 
-    async def start(self, _app: web.Application | None = None) -> None:
+    async def start(self, _app: object = None) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._watch())
 
-    async def stop(self, _app: web.Application | None = None) -> None:
+    async def stop(self, _app: object = None) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,13 +145,10 @@ class EmbeddedAuthority:
             self._task = None
         self.store.close()
 
-    def public_routes(self) -> dict[str, object]:
-        """OIDC discovery and JWKS, served without authentication like kube-apiserver does."""
-
-        async def discovery(_request: web.Request) -> web.Response:
-            return web.Response(text=self._discovery, content_type="application/json")
-
-        async def keys(_request: web.Request) -> web.Response:
-            return web.Response(text=self._jwks, content_type="application/jwk-set+json")
-
-        return {"/.well-known/openid-configuration": discovery, "/openid/v1/jwks": keys}
+    def public_routes(self) -> dict[str, tuple[str, bytes]]:
+        """OIDC discovery and JWKS (content type, body), served without authentication like
+        kube-apiserver does."""
+        return {
+            "/.well-known/openid-configuration": ("application/json", self._discovery.encode()),
+            "/openid/v1/jwks": ("application/jwk-set+json", self._jwks.encode()),
+        }

@@ -19,7 +19,7 @@ Profiles (chosen with `authorization.profile`):
   `rayclusters/dashboard`, `rayclusters/serve`, `rayclusters/proxy` for the rest; see
   raygate.ray.routes), on the cluster named by `resourceAttributes`. Job ownership (the
   submitter stamped into the job, `rayclusters/alljobs` for someone else's) is the gateway's
-  part: raygate.proxy.ownership.
+  part: raygate.pipeline.ownership.
 """
 
 from __future__ import annotations

@@ -5,18 +5,44 @@ Never holds a token: the record is built from the Identity and Attributes only.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
 from raygate.identity import Attributes, Identity
 
 
-@dataclass
+class AuditDecision(StrEnum):
+    """What the gateway decided for a request: the `decision` of every audit line."""
+
+    ALLOW = "allow"  # authorized, forwarded as the caller
+    DENY = "deny"  # authenticated but not authorized (403), or a request it cannot map (400)
+    UNAUTHENTICATED = "unauthenticated"  # no credential, or one that is not valid (401)
+    UNAVAILABLE = "unavailable"  # the identity or policy backend could not answer (503)
+    ERROR = "error"  # the gateway failed while deciding (500)
+    IGNORED_PATH = "ignored-path"  # forwarded anonymously: authorization.ignorePaths
+    UI_SHELL = "ui-shell"  # forwarded anonymously: the dashboard's static shell (browserLogin)
+    PUBLIC = "public"  # answered by the gateway without credentials (OIDC discovery, JWKS)
+    NONE = "none"  # answered before any decision (refused method, bad framing, login mode)
+
+
+# Request ids: unique per process (pid and start time), a counter within it. No uuid4 per request.
+_ID_PREFIX = f"{os.getpid() & 0xFFFF:04x}{int(time.time()) & 0xFFFF:04x}"
+_ids = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):08x}"
+
+
+@dataclass(slots=True)
 class AuditRecord:
     request_id: str
     method: str
@@ -25,7 +51,7 @@ class AuditRecord:
     started: float = field(default_factory=time.monotonic)
     identity: Identity | None = None
     attributes: list[Attributes] = field(default_factory=list)
-    decision: str = "none"  # allow | deny | unauthenticated | unavailable | error | none
+    decision: AuditDecision = AuditDecision.NONE
     reason: str = ""
     status: int = 0
 

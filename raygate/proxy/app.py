@@ -29,7 +29,7 @@ from raygate.identity import Attributes, Decision, Identity
 from raygate.observe.audit import AuditLog, AuditRecord
 from raygate.observe.metrics import GatewayMetrics
 from raygate.proxy import browser, forward, responses
-from raygate.proxy.headers import upstream_request_headers
+from raygate.pipeline.headers import upstream_request_headers
 
 log = logging.getLogger("raygate.gateway")
 
@@ -112,7 +112,7 @@ class Gateway:
             settings.auth_headers.user_field,
             settings.auth_headers.groups_field,
         )
-        # The ray profile's mapper carries its job ownership (raygate.proxy.ownership).
+        # The ray profile's mapper carries its job ownership (raygate.pipeline.ownership).
         self._job_ownership = getattr(settings.attributes_for, "job_ownership", None)
         # When the authority went down, and when that was last logged: one line per outage
         # (and a reminder a minute), not one per refused request.
@@ -422,7 +422,7 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 def attributes_mapper(config: AttributesConfig) -> AttributesMapper:
     """Bind the pure mapping to aiohttp requests; the query is parsed only if a rewrite reads it."""
     if config.profile is Profile.RAY:
-        from raygate.proxy.ownership import RayAttributesMapper
+        from raygate.pipeline.ownership import RayAttributesMapper
 
         return RayAttributesMapper(config)
     rewrites = config.rewrites

@@ -17,7 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from raygate.proxy.headers import downstream_response_headers
+from raygate.pipeline.headers import downstream_response_headers
 
 log = logging.getLogger("raygate.proxy")
 

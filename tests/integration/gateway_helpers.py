@@ -31,7 +31,10 @@ from raygate.authz.attributes import AttributesConfig, ResourceAttributesConfig
 from raygate.embedded import EmbeddedAuthority
 from raygate.objects import parse_object
 from raygate.observe.audit import AuditLog
-from raygate.proxy.app import GatewaySettings, attributes_mapper, build_app
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raygate.proxy.app import GatewaySettings
 from raygate.store.sqlite import ObjectStore
 from raygate.store.state import write_secret
 from raygate.store.tokens import KEY_FILE, SigningKey, issue_token, load_signing_key

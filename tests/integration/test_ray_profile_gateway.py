@@ -23,7 +23,7 @@ from raygate.deploy.kuberay import ray_profile_cluster_roles
 from raygate.errors import BackendUnavailable
 from raygate.objects import parse_object
 from raygate.proxy.app import attributes_mapper
-from raygate.proxy.ownership import MAX_SUBMISSION_BYTES, SUBMITTED_BY
+from raygate.pipeline.ownership import MAX_SUBMISSION_BYTES, SUBMITTED_BY
 from raygate.store.sqlite import ObjectStore
 from tests.integration.gateway_helpers import (
     NAMESPACE,

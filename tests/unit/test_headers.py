@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from raygate.proxy.headers import (
+from raygate.pipeline.headers import (
     HOP_BY_HOP,
     RAY_TOKEN_COOKIE,
     connection_tokens,
@@ -94,7 +94,7 @@ def _upstream(incoming: CIMultiDictProxy[str], **overrides: object) -> CIMultiDi
         "upstream_token": UPSTREAM_TOKEN,
     }
     arguments.update(overrides)
-    return upstream_request_headers(incoming, **arguments)  # type: ignore[arg-type]
+    return CIMultiDict(upstream_request_headers(incoming, **arguments))  # type: ignore[arg-type]
 
 
 # -- properties -----------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_upstream_keeps_every_end_to_end_header_in_order(
 def test_client_never_gets_hop_by_hop_headers_or_the_ray_token_cookie(
     upstream: CIMultiDictProxy[str],
 ) -> None:
-    out = downstream_response_headers(upstream)
+    out = CIMultiDict(downstream_response_headers(upstream))
     named = connection_tokens(upstream)
     for name, value in out.items():
         lname = name.lower()

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from raygate.authz.attributes import AttributesConfig, Profile, request_attributes
 from raygate.identity import Attributes, service_account_identity
-from raygate.proxy.ownership import (
+from raygate.pipeline.ownership import (
     SUBMITTED_BY,
     OwnerCache,
     jobs_submitted_by,

@@ -17,15 +17,17 @@ Ray itself refuses state-changing requests that come from a browser.
 
 from __future__ import annotations
 
-import json
 import time
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
 import jwt
-from aiohttp import web
 
 from raygate.authz.paths import is_unambiguous_path
-from raygate.proxy.headers import RAY_TOKEN_COOKIE
+from raygate.pipeline import responses
+from raygate.pipeline.head import RequestHead
+from raygate.pipeline.headers import RAY_TOKEN_COOKIE
+from raygate.pipeline.outcome import Answer
 
 AUTHENTICATION_MODE_PATH = "/api/authentication_mode"
 AUTHENTICATE_PATH = "/api/authenticate"
@@ -47,7 +49,7 @@ def is_ui_shell(method: str, raw_path: str) -> bool:
     return raw_path in UI_SHELL_PATHS or raw_path.startswith(UI_SHELL_PREFIXES)
 
 
-def same_origin(request: web.Request) -> bool:
+def same_origin(head: RequestHead) -> bool:
     """May the session cookie count for this request? Only from the dashboard's own pages.
 
     SameSite=Strict keeps other *sites* out, but a site is a host name: a page served on
@@ -55,23 +57,35 @@ def same_origin(request: web.Request) -> bool:
     WebSockets have no CORS. Browsers say where a request comes from (Sec-Fetch-Site, Origin);
     a client that says nothing (curl, scripts) is not a browser being tricked.
     """
-    site = request.headers.get("Sec-Fetch-Site")
+    headers = head.headers
+    site = headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return False
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc.lower() != (request.host or "").lower():
+    origin = headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != (head.host or "").lower():
         return False
     return True
 
 
-def token_from_cookie(request: web.Request) -> str | None:
-    token = request.cookies.get(RAY_TOKEN_COOKIE, "").strip()
-    return token or None
+def token_from_cookie(head: RequestHead) -> str | None:
+    """The session cookie's token, as a lenient cookie parser (Python's, aiohttp's) reads it."""
+    for header in head.headers.getall("Cookie"):
+        if RAY_TOKEN_COOKIE not in header:
+            continue
+        cookies = SimpleCookie()
+        try:
+            cookies.load(header)
+        except CookieError:
+            continue
+        morsel = cookies.get(RAY_TOKEN_COOKIE)
+        if morsel is not None and morsel.value.strip():
+            return morsel.value.strip()
+    return None
 
 
-async def authentication_mode(_request: web.Request) -> web.Response:
+def authentication_mode() -> Answer:
     """Tell the UI to ask for a token (the gateway's, whatever Ray's own mode is)."""
-    return web.json_response({"authentication_mode": "token"})
+    return responses.json_answer(200, {"authentication_mode": "token"})
 
 
 def _cookie_age(token: str, now: float | None = None) -> int:
@@ -84,19 +98,16 @@ def _cookie_age(token: str, now: float | None = None) -> int:
     return max(0, min(MAX_COOKIE_AGE, int(exp - (now or time.time()))))
 
 
-def login_response(token: str, *, secure: bool) -> web.Response:
+def login_response(token: str, *, secure: bool) -> Answer:
     """What Ray's /api/authenticate answers, with the cookie holding the caller's own token."""
-    response = web.Response(
-        text=json.dumps({"status": "authenticated", "message": "Token is valid"}),
-        content_type="application/json",
+    cookie = (
+        f"{RAY_TOKEN_COOKIE}={token}; HttpOnly; Max-Age={_cookie_age(token)}; Path=/; "
+        "SameSite=Strict"
     )
-    response.set_cookie(
-        RAY_TOKEN_COOKIE,
-        token,
-        max_age=_cookie_age(token),
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=secure,
+    if secure:
+        cookie += "; Secure"
+    return responses.json_answer(
+        200,
+        {"status": "authenticated", "message": "Token is valid"},
+        [("Set-Cookie", cookie)],
     )
-    return response

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
-from multidict import CIMultiDict, CIMultiDictProxy
+from collections.abc import Iterable
+from typing import Any
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy proxy ones.
 HOP_BY_HOP = frozenset(
@@ -28,12 +27,11 @@ CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "x-ray-authorization"})
 RAY_TOKEN_COOKIE = "ray-authentication-token"
 
 
-def connection_tokens(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> set[str]:
-    """Header names a `Connection:` header declares hop-by-hop."""
+def connection_tokens(headers: Any) -> set[str]:
+    """Header names a `Connection:` header declares hop-by-hop (any case-insensitive headers
+    object with `getall`: raygate.pipeline.head.Headers, a multidict)."""
     names: set[str] = set()
-    getall = getattr(headers, "getall", None)
-    values = getall("Connection", []) if getall else [headers.get("Connection", "")]
-    for value in values:
+    for value in headers.getall("Connection", []):
         for token in value.split(","):
             token = token.strip().lower()
             if token:
@@ -64,8 +62,13 @@ def _header_key(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+# What the gateway always sets or re-frames itself. Expect: it answers `100 Continue` itself,
+# once the request is authorized.
+_GATEWAY_SET = HOP_BY_HOP | {"host", "content-length", "expect"}
+
+
 def upstream_request_headers(
-    incoming: CIMultiDictProxy[str],
+    incoming: Any,
     *,
     identity_headers: Iterable[str],
     remote: str | None,
@@ -73,53 +76,68 @@ def upstream_request_headers(
     host: str | None,
     upstream_token: str | None,
     forward_client_authorization: bool = False,
-) -> CIMultiDict[str]:
-    """Headers for the upstream request.
+) -> list[tuple[str, str]]:
+    """Headers for the upstream request, as (name, value) pairs.
 
     Drops hop-by-hop headers, every identity header a client might forge (the gateway sets
     its own afterwards), the client's credentials, and Ray's token cookie; adds X-Forwarded-*.
+    Host and the body framing (Content-Length or chunked) are the data plane's to add: they
+    must match what it sends, never a client value it did not check.
     """
-    # Expect: the gateway answers `100 Continue` itself, once the request is authorized.
-    dropped = HOP_BY_HOP | connection_tokens(incoming) | {"host", "content-length", "expect"}
-    dropped |= {_header_key(h) for h in identity_headers}
+    dropped = _GATEWAY_SET | {_header_key(h) for h in identity_headers}
+    dropped |= {"x-forwarded-proto"}
+    if remote:
+        dropped |= {"x-forwarded-for"}
+    if host:
+        dropped |= {"x-forwarded-host"}
+    if "connection" in incoming:
+        dropped |= connection_tokens(incoming)
     if not forward_client_authorization:
         dropped |= CLIENT_CREDENTIAL_HEADERS
-    out: CIMultiDict[str] = CIMultiDict()
+    elif upstream_token:
+        dropped |= {"authorization"}  # replaced by Ray's token below
+    out: list[tuple[str, str]] = []
     for name, value in incoming.items():
-        lname = _header_key(name)
+        lname = name.lower()
+        if "_" in lname:
+            lname = lname.replace("_", "-")
         if lname in dropped or lname.startswith("x-remote-"):
             continue
         if lname == "cookie":
             value = strip_cookie(value, RAY_TOKEN_COOKIE)
             if not value:
                 continue
-        out.add(name, value)
-    # Content-Length is re-added from the parsed request by the caller so it always matches
-    # what is streamed, never a client value the gateway did not check.
+        out.append((name, value))
     prior = incoming.get("X-Forwarded-For")
     if remote:
-        out["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
-    out["X-Forwarded-Proto"] = scheme
+        out.append(("X-Forwarded-For", f"{prior}, {remote}" if prior else remote))
+    out.append(("X-Forwarded-Proto", scheme))
     if host:
-        out["X-Forwarded-Host"] = host
+        out.append(("X-Forwarded-Host", host))
     if upstream_token:
-        out["Authorization"] = f"Bearer {upstream_token}"
+        out.append(("Authorization", f"Bearer {upstream_token}"))
     return out
 
 
-def downstream_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Headers for the client: everything but hop-by-hop ones and the framing we redo.
+def downstream_response_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers for the client: everything but hop-by-hop ones and the framing the data plane
+    redoes.
 
     Ray's `POST /api/authenticate` answers with a cookie holding the token it was sent, which
     behind the gateway is Ray's own secret token: such a cookie never leaves the gateway.
     """
-    dropped = HOP_BY_HOP | connection_tokens(upstream) | {"content-length"}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
+    pairs = list(upstream.items() if hasattr(upstream, "items") else upstream)  # type: ignore[attr-defined]
+    dropped = HOP_BY_HOP | {"content-length"}
+    for name, value in pairs:
+        if name.lower() == "connection":
+            for token in value.split(","):
+                dropped = dropped | {token.strip().lower()}
+    out: list[tuple[str, str]] = []
+    for name, value in pairs:
         lname = name.lower()
         if lname in dropped:
             continue
         if lname == "set-cookie" and value.lstrip().startswith(RAY_TOKEN_COOKIE + "="):
             continue
-        out.add(name, value)
+        out.append((name, value))
     return out

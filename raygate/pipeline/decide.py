@@ -1,0 +1,461 @@
+"""The decision for one request: forward it as someone, or answer it here. In that order, always.
+
+`Pipeline.decide` is the one place a request is judged; every door calls it (the HTTP data plane
+and its WebSocket upgrades, and the Ray Client and Serve doors). Nothing is forwarded unless
+every Attributes of the request was allowed, or a path rule says it needs no identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from raygate.authz.cache import jwt_expiry
+from raygate.authz.paths import PathAction
+from raygate.errors import BackendUnavailable, UpstreamError
+from raygate.identity import Attributes, Decision, Identity
+from raygate.observe.audit import AuditDecision, AuditLog, AuditRecord, new_request_id
+from raygate.observe.metrics import GatewayMetrics
+from raygate.pipeline import browser, responses
+from raygate.pipeline.authority import Authority
+from raygate.pipeline.head import RequestHead
+from raygate.pipeline.headers import upstream_request_headers
+from raygate.pipeline.outcome import Answer, BufferedResponse, Forward, HeaderList
+from raygate.pipeline.profiles import Profile
+
+log = logging.getLogger("raygate.gateway")
+
+# Bearer tokens above this size are refused before any backend sees them.
+MAX_TOKEN_BYTES = 16 * 1024
+# An authority that neither answers nor fails would hold every request: answer 503 instead.
+DEFAULT_BACKEND_TIMEOUT = 5.0
+BACKEND_DOWN_REMINDER = 60.0  # seconds between "still unavailable" log lines
+# Methods that only ever echo or tunnel: never sent upstream with Ray's credentials.
+REFUSED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
+# How long an allowed decision (and an identity) is reused without asking the authority again.
+# Short: the authority's own caches hold answers longer; this only spares the hot path the work
+# of verifying a token and walking RBAC for every request of a busy client. The embedded
+# store's changes drop it at once (the authority's revision).
+DECISION_TTL = 1.0
+CACHE_ENTRIES = 10_000
+
+
+@dataclass
+class AuthHeaders:
+    """kube-rbac-proxy's --auth-header-* settings: identity passed to the upstream."""
+
+    enabled: bool = True
+    user_field: str = "X-Remote-User"
+    groups_field: str = "X-Remote-Group"
+    groups_separator: str = "|"
+
+
+@dataclass
+class PipelineSettings:
+    authority: Authority
+    profile: Profile
+    upstream_token: str | None = None
+    auth_headers: AuthHeaders = field(default_factory=AuthHeaders)
+    audit: AuditLog | None = None
+    metrics: GatewayMetrics | None = None
+    # Paths answered without authentication (OIDC discovery, JWKS): (content type, body).
+    public_routes: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+    # kube-rbac-proxy --allow-paths / --ignore-paths, on the raw path: None authorizes all.
+    path_action: Callable[[str], PathAction] | None = None
+    # Identify callers without a token by their verified TLS client certificate.
+    client_certificates: bool = False
+    forward_client_authorization: bool = False
+    # Ray's dashboard UI logs in with a raygate token (see pipeline/browser.py).
+    browser_login: bool = False
+    realm: str = "raygate"
+    backend_timeout: float | None = DEFAULT_BACKEND_TIMEOUT
+    decision_ttl: float = DECISION_TTL
+
+
+class UpstreamCalls:
+    """The pipeline's own calls to the upstream (profile hooks); the data plane provides them."""
+
+    async def fetch(
+        self, method: str, target: str, headers: HeaderList, limit: int
+    ) -> BufferedResponse:
+        raise UpstreamError("no upstream connected to the pipeline")
+
+
+@dataclass(slots=True)
+class _Allowed:
+    identity: Identity
+    attributes: Sequence[Attributes]
+    reason: str
+    expires: float
+    revision: int
+
+
+def _bearer_token(head: RequestHead) -> str | None:
+    value = head.headers.get("Authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
+
+
+def _key(credential: str) -> bytes:
+    """Caches key credentials by hash: they never hold a usable token."""
+    return hashlib.sha256(credential.encode("utf-8", "surrogateescape")).digest()
+
+
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= CACHE_ENTRIES:
+        del cache[next(iter(cache))]  # oldest first out
+    cache[key] = value
+
+
+class Pipeline:
+    """Decides requests. One per process; its caches are per process (per worker)."""
+
+    def __init__(self, settings: PipelineSettings, upstream: UpstreamCalls | None = None) -> None:
+        self.settings = settings
+        self.upstream = upstream or UpstreamCalls()
+        self._identity_headers = (
+            settings.auth_headers.user_field,
+            settings.auth_headers.groups_field,
+        )
+        self._identities: dict[bytes, tuple[Identity | None, float, int]] = {}
+        self._allowed: dict[tuple[bytes, str, str], _Allowed] = {}
+        # When the authority went down, and when that was last logged: one line per outage
+        # (and a reminder a minute), not one per refused request.
+        self._backend_down_since: float | None = None
+        self._backend_logged_at = 0.0
+        self._backend_reason = ""
+
+    # -- the decision ------------------------------------------------------------------------
+    async def decide(self, head: RequestHead) -> Forward | Answer:
+        """Forward (as whom, with which headers) or Answer. Never raises."""
+        record = AuditRecord(new_request_id(), head.method, head.target, head.peer)
+        try:
+            return await self._decide(head, record)
+        except (OSError, TimeoutError, UpstreamError) as err:  # a profile hook's upstream call
+            log.warning("upstream call failed: %s", err or type(err).__name__)
+            answer = (
+                responses.upstream_timeout()
+                if isinstance(err, TimeoutError)
+                else responses.upstream_unreachable()
+            )
+            return self._answer(answer, record)
+        except Exception:
+            log.exception("deciding %s %s failed", head.method, head.path)
+            record.decision = AuditDecision.ERROR
+            return self._answer(responses.internal_error(), record)
+
+    async def _decide(self, head: RequestHead, record: AuditRecord) -> Forward | Answer:
+        settings = self.settings
+        path = head.path
+        # 1. path rules
+        if head.method in REFUSED_METHODS:
+            return self._answer(responses.method_not_allowed(), record)
+        if settings.path_action is not None:
+            action = settings.path_action(path)
+            if action is PathAction.NOT_FOUND:
+                return self._answer(responses.not_found(), record)
+            if action is PathAction.SKIP_AUTH:
+                record.decision = AuditDecision.IGNORED_PATH
+                return self._anonymous(head, record)
+        # 2. public routes
+        public = settings.public_routes.get(path)
+        if public is not None and head.method in ("GET", "HEAD"):
+            record.decision = AuditDecision.PUBLIC
+            return self._answer(Answer(200, [("Content-Type", public[0])], public[1]), record)
+        # 3. browser session: the UI shell goes anonymous; the login page is the gateway's
+        if settings.browser_login:
+            if head.method == "GET" and path == browser.AUTHENTICATION_MODE_PATH:
+                return self._answer(browser.authentication_mode(), record)
+            if browser.is_ui_shell(head.method, path):
+                record.decision = AuditDecision.UI_SHELL
+                return self._anonymous(head, record)
+        # 4. authenticate (and, for a credential allowed this very request lately, authorize)
+        credential = self._credential(head, record)
+        if isinstance(credential, Answer):
+            return self._answer(credential, record)
+        allowed = self._recently_allowed(credential, head, path)
+        if allowed is not None:
+            identity = record.identity = allowed.identity
+            record.attributes = list(allowed.attributes)
+            record.decision = AuditDecision.ALLOW
+            record.reason = allowed.reason
+        else:
+            identity_or_answer = await self._authenticate(credential, head, record)
+            if isinstance(identity_or_answer, Answer):
+                return self._answer(identity_or_answer, record)
+            identity = identity_or_answer
+            if (
+                settings.browser_login
+                and head.method == "POST"
+                and path == browser.AUTHENTICATE_PATH
+            ):
+                return self._answer(await self._browser_login(head, identity, record), record)
+            # 5. attributes, 6. authorize
+            denied = await self._authorize(head, identity, record)
+            if denied is not None:
+                return self._answer(denied, record)
+            self._remember_allowed(credential, head, path, record)
+        if head.method == "OPTIONS":
+            return self._answer(responses.options(), record)
+        # 7. profile hooks
+        forward = Forward(identity, self.upstream_headers(head, identity), record)
+        answer = await settings.profile.after_authorization(forward, head, self)
+        if answer is not None:
+            return self._answer(answer, record)
+        return forward
+
+    # -- steps -------------------------------------------------------------------------------
+    def _credential(self, head: RequestHead, record: AuditRecord) -> str | bytes | Answer:
+        """The caller's bearer token (header, or the browser's session cookie), else its
+        verified client certificate (DER bytes); or the 401/403 to answer."""
+        token = _bearer_token(head)
+        if token is None and self.settings.browser_login:
+            token = browser.token_from_cookie(head)
+            if token is not None and not browser.same_origin(head):
+                # SameSite ignores ports: another page on this host would ride on the cookie.
+                record.decision = AuditDecision.DENY
+                record.reason = "session cookie sent by another origin"
+                return responses.forbidden_origin()
+        if token is None:
+            if self.settings.client_certificates and head.peer_certificate:
+                return head.peer_certificate
+            record.decision = AuditDecision.UNAUTHENTICATED
+            record.reason = "no bearer token"
+            return responses.unauthorized(self.settings.realm, missing=True)
+        if len(token) > MAX_TOKEN_BYTES or not token.isascii():
+            # RFC 6750 tokens are ASCII; anything else is refused before any backend sees it.
+            record.decision = AuditDecision.UNAUTHENTICATED
+            record.reason = "token too large" if token.isascii() else "token not ASCII"
+            return responses.unauthorized(self.settings.realm, missing=False)
+        return token
+
+    async def _authenticate(
+        self, credential: str | bytes, head: RequestHead, record: AuditRecord
+    ) -> Identity | Answer:
+        key = credential if isinstance(credential, bytes) else _key(credential)
+        revision = self.settings.authority.revision
+        cached = self._identities.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now and cached[2] == revision:
+            identity = cached[0]
+        else:
+            try:
+                identity = await self._identify(credential)
+            except BackendUnavailable as err:
+                record.decision = AuditDecision.UNAVAILABLE
+                record.reason = str(err)
+                self._backend_failed("authentication", err)
+                return responses.unavailable(str(err))
+            if identity is not None:
+                ttl = self.settings.decision_ttl
+                if isinstance(credential, str):
+                    exp = jwt_expiry(credential)
+                    if exp is not None:
+                        ttl = min(ttl, exp - time.time())
+                if ttl > 0:
+                    _bounded_put(self._identities, key, (identity, now + ttl, revision))
+        if identity is None:
+            record.decision = AuditDecision.UNAUTHENTICATED
+            if isinstance(credential, bytes):
+                record.reason = "client certificate without a user name"
+                return responses.unauthorized(self.settings.realm, missing=True)
+            record.reason = "invalid bearer token"
+            return responses.unauthorized(self.settings.realm, missing=False)
+        record.identity = identity
+        return identity
+
+    async def _identify(self, credential: str | bytes) -> Identity | None:
+        if isinstance(credential, bytes):
+            from cryptography import x509
+
+            from raygate.authn.x509 import identity_from_certificate
+
+            return identity_from_certificate(x509.load_der_x509_certificate(credential))
+        return await self._timed("authn", self.settings.authority.authenticate(credential))
+
+    async def _authorize(
+        self, head: RequestHead, identity: Identity, record: AuditRecord
+    ) -> Answer | None:
+        try:
+            attributes = list(self.settings.profile.attributes(identity, head))
+        except ValueError as err:
+            record.decision = AuditDecision.DENY
+            record.reason = str(err)
+            return responses.bad_request(str(err))
+        record.attributes = attributes
+        if not attributes:
+            # kube-rbac-proxy: a rewrite configured but no value sent. Nothing to authorize,
+            # so nothing is forwarded.
+            record.decision = AuditDecision.DENY
+            record.reason = "the request carries no value for the configured rewrite"
+            return responses.bad_request(record.reason)
+        return await self.authorize_all(attributes, record)
+
+    async def _browser_login(
+        self, head: RequestHead, identity: Identity, record: AuditRecord
+    ) -> Answer:
+        """Ray's UI login: the token it was sent becomes the session cookie, if it may look."""
+        token = _bearer_token(head)
+        if token is None:  # a login must present the token itself, not an old cookie
+            record.decision = AuditDecision.UNAUTHENTICATED
+            record.reason = "login without a bearer token"
+            return responses.unauthorized(self.settings.realm, missing=True)
+        # Logging in lets the browser read the dashboard: authorize it as the GET it leads to.
+        denied = await self._authorize(dataclasses.replace(head, method="GET"), identity, record)
+        if denied is not None:
+            return denied
+        return browser.login_response(token, secure=head.scheme == "https")
+
+    # -- the decision cache ------------------------------------------------------------------
+    def _recently_allowed(
+        self, credential: str | bytes, head: RequestHead, path: str
+    ) -> _Allowed | None:
+        if not isinstance(credential, str) or not self.settings.profile.cacheable:
+            return None
+        entry = self._allowed.get((_key(credential), head.method, path))
+        if entry is None:
+            return None
+        if entry.expires <= time.monotonic() or entry.revision != self.settings.authority.revision:
+            return None
+        return entry
+
+    def _remember_allowed(
+        self, credential: str | bytes, head: RequestHead, path: str, record: AuditRecord
+    ) -> None:
+        if not isinstance(credential, str) or not self.settings.profile.cacheable:
+            return
+        cached = self._identities.get(_key(credential))
+        if cached is None or record.identity is None:
+            return  # the identity was not cacheable (an expiring token): neither is this
+        expires = min(cached[1], time.monotonic() + self.settings.decision_ttl)
+        _bounded_put(
+            self._allowed,
+            (_key(credential), head.method, path),
+            _Allowed(record.identity, tuple(record.attributes), record.reason, expires, cached[2]),
+        )
+
+    # -- what hooks and doors use --------------------------------------------------------------
+    async def decide_attributes(self, attributes: Attributes) -> Decision:
+        """One authorizer call, bounded by backend_timeout (then BackendUnavailable)."""
+        return await self._timed("authz", self.settings.authority.authorize(attributes))
+
+    async def authorize_all(
+        self, attributes: Sequence[Attributes], record: AuditRecord
+    ) -> Answer | None:
+        """None if every one is allowed; else the 403 (or 503) to answer, and why in `record`."""
+        reasons = []
+        for attrs in attributes:
+            try:
+                decision = await self.decide_attributes(attrs)
+            except BackendUnavailable as err:
+                record.decision = AuditDecision.UNAVAILABLE
+                record.reason = str(err)
+                self._backend_failed("authorization", err)
+                return responses.unavailable(str(err))
+            self._backend_answered()
+            if not decision.allowed:
+                record.decision = AuditDecision.DENY
+                record.reason = decision.reason
+                return responses.forbidden(attrs.describe(), decision.reason)
+            reasons.append(decision.reason)
+        record.decision = AuditDecision.ALLOW
+        record.reason = "; ".join(r for r in reasons if r)
+        return None
+
+    async def fetch(
+        self, method: str, target: str, headers: HeaderList, limit: int
+    ) -> BufferedResponse:
+        return await self.upstream.fetch(method, target, headers, limit)
+
+    def upstream_headers(self, head: RequestHead, identity: Identity | None) -> HeaderList:
+        """The headers a request goes upstream with: the client's, cleaned, and who sent it."""
+        settings = self.settings
+        headers = upstream_request_headers(
+            head.headers,
+            identity_headers=self._identity_headers,
+            remote=head.peer,
+            scheme=head.scheme,
+            host=head.host,
+            # Unauthenticated requests (UI shell, ignorePaths) go as the anonymous caller they are.
+            upstream_token=settings.upstream_token if identity is not None else None,
+            forward_client_authorization=settings.forward_client_authorization,
+        )
+        auth_headers = settings.auth_headers
+        if identity is not None and auth_headers.enabled:
+            headers.append((auth_headers.user_field, identity.user))
+            if identity.groups:
+                groups = auth_headers.groups_separator.join(identity.groups)
+                headers.append((auth_headers.groups_field, groups))
+        return headers
+
+    def finished(self, record: AuditRecord) -> None:
+        """The request is answered (record.status set): audit it and count it."""
+        if record.decision is not AuditDecision.NONE or record.status >= 400:
+            audit = self.settings.audit
+            if audit is not None:
+                audit.write(record)
+        metrics = self.settings.metrics
+        if metrics is not None:
+            metrics.request_answered(record.status, record.decision)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _anonymous(self, head: RequestHead, record: AuditRecord) -> Forward:
+        return Forward(None, self.upstream_headers(head, None), record)
+
+    @staticmethod
+    def _answer(answer: Answer, record: AuditRecord) -> Answer:
+        answer.record = record
+        return answer
+
+    async def _timed(self, call: str, awaitable: Awaitable[Any]) -> Any:
+        """Await the authority, within backend_timeout; a timeout is BackendUnavailable (503)."""
+        timeout = self.settings.backend_timeout
+        metrics = self.settings.metrics
+        start = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                return await awaitable
+        except TimeoutError:
+            raise BackendUnavailable(f"no {call} answer within {timeout:g}s") from None
+        finally:
+            if metrics is not None:
+                metrics.backend_call(call, time.monotonic() - start)
+
+    def _backend_failed(self, what: str, err: BackendUnavailable) -> None:
+        now = time.monotonic()
+        reason = f"{what}: {err}"
+        if self._backend_down_since is None:
+            self._backend_down_since = self._backend_logged_at = now
+            self._backend_reason = reason
+            log.error("%s backend unavailable, answering 503 and forwarding nothing: %s", what, err)
+        elif (
+            reason != self._backend_reason or now - self._backend_logged_at >= BACKEND_DOWN_REMINDER
+        ):
+            # A new way of failing is news; the same one is repeated only once a minute.
+            self._backend_logged_at = now
+            self._backend_reason = reason
+            log.error(
+                "%s backend still unavailable after %.0fs: %s",
+                what,
+                now - self._backend_down_since,
+                err,
+            )
+
+    def _backend_answered(self) -> None:
+        if self._backend_down_since is not None:
+            log.warning(
+                "identity and policy backend answering again after %.0fs",
+                time.monotonic() - self._backend_down_since,
+            )
+            self._backend_down_since = None
