@@ -47,6 +47,8 @@ class Assembly:
     startup: list[Hook] = field(default_factory=list)
     cleanup: list[Hook] = field(default_factory=list)
     ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
+    # Whose `revision` says when earlier answers may no longer hold (the embedded store).
+    revision_source: object | None = None
 
 
 def _cache_hook(metrics: GatewayMetrics) -> Callable[[str, str], None]:
@@ -171,7 +173,7 @@ async def assemble(
         upstream_headers_timeout=config.limits.upstream_timeout,
     )
     ready["upstream"] = _upstream_check(config.upstream, upstream_token, upstream_ssl)
-    return Assembly(settings, ssl_context, startup, cleanup, ready)
+    return Assembly(settings, ssl_context, startup, cleanup, ready, revision_source=embedded)
 
 
 def _listener_tls(config: GatewayConfig, startup: list[Hook], cleanup: list[Hook]):  # type: ignore[no-untyped-def]
@@ -374,7 +376,7 @@ async def serve(
     runners = [runner]
     from raygate.doors.assembly import Doors
 
-    doors = Doors(config, assembly.settings, audit=audit, metrics=metrics)
+    doors = Doors(config, assembly, audit=audit, metrics=metrics)
     try:
         site = web.TCPSite(
             runner,

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from raygate.config import GatewayConfig
+from raygate.doors.guard import DoorGuard
+from raygate.doors.profiles import ClientProfile, ServeProfile
 from raygate.errors import ConfigError
 from raygate.observe.audit import AuditLog
 from raygate.observe.metrics import GatewayMetrics
-from raygate.proxy.app import GatewaySettings
+from raygate.pipeline import AuthHeaders, CombinedAuthority, Pipeline, PipelineSettings, Profile
+from raygate.pipeline import Door as PipelineDoor
+
+if TYPE_CHECKING:
+    from raygate.runtime import Assembly
 
 log = logging.getLogger("raygate.doors")
 
@@ -36,64 +42,92 @@ class Doors:
     def __init__(
         self,
         config: GatewayConfig,
-        settings: GatewaySettings,
+        assembly: Assembly,
         *,
         audit: AuditLog | None,
         metrics: GatewayMetrics,
     ) -> None:
         self._config = config
-        self._settings = settings
+        self._assembly = assembly
         self._audit = audit
         self._metrics = metrics
         self.opened: list[Door] = []
 
-    def _guard(self, hint: str):  # type: ignore[no-untyped-def]
-        from raygate.doors.guard import DoorGuard
-
-        settings = self._settings
-        return DoorGuard(
-            settings.authenticator,
-            settings.authorizer,
-            audit=self._audit,
-            metrics=self._metrics,
-            backend_timeout=settings.backend_timeout,
-            token_hint=hint,
+    def _guard(self, door: PipelineDoor, profile: Profile, hint: str) -> DoorGuard:
+        """A pipeline of this door's own (profile, caches) over the gateway's authority."""
+        settings = self._assembly.settings
+        auth_headers = settings.auth_headers
+        pipeline = Pipeline(
+            PipelineSettings(
+                authority=CombinedAuthority(
+                    settings.authenticator,
+                    settings.authorizer,
+                    revision_of=self._assembly.revision_source,
+                ),
+                profile=profile,
+                # Ray's token goes to Ray's client server in gRPC metadata (the client door
+                # adds it), and never to Serve, whose applications would see it.
+                upstream_token=None,
+                auth_headers=AuthHeaders(
+                    enabled=auth_headers.enabled,
+                    user_field=auth_headers.user_field,
+                    groups_field=auth_headers.groups_field,
+                    groups_separator=auth_headers.groups_separator,
+                ),
+                audit=self._audit,
+                metrics=self._metrics,
+                client_certificates=False,
+                realm=settings.realm,
+                backend_timeout=settings.backend_timeout,
+            )
         )
+        return DoorGuard(pipeline, door, hint)
 
     async def open(self) -> None:
         config = self._config
+        settings = self._assembly.settings
         if config.client is not None:
             from raygate.doors.client import ClientDoor, ClientDoorSettings
 
-            door = ClientDoor(
+            client = ClientDoor(
                 ClientDoorSettings(
                     listen=config.client.listen,
                     upstream=config.client.upstream,
-                    ray_token=self._settings.upstream_token,
-                    attributes=config.authorization,
+                    ray_token=settings.upstream_token,
                     recheck_interval=config.client.recheck_interval,
                 ),
-                self._guard(CLIENT_TOKEN_HINT),
+                self._guard(
+                    PipelineDoor.CLIENT, ClientProfile(config.authorization), CLIENT_TOKEN_HINT
+                ),
             )
-            await self._start(door, f"Ray Client door {config.client.listen}")
+            await self._start(client, f"Ray Client door {config.client.listen}")
         if config.serve is not None:
             from raygate.doors.serve import ServeDoor
+            from raygate.doors.serve_apps import ServeApplications
 
-            door = ServeDoor(
+            applications = ServeApplications(
+                config.upstream.url,
+                settings.upstream_token,
+                ttl=config.serve.applications_ttl,
+            )
+            serve = ServeDoor(
                 config.serve,
-                dashboard=config.upstream.url,
-                ray_token=self._settings.upstream_token,
-                attributes=config.authorization,
-                guard=self._guard(SERVE_TOKEN_HINT),
+                guard=self._guard(
+                    PipelineDoor.SERVE,
+                    ServeProfile(config.authorization, applications.application_of),
+                    SERVE_TOKEN_HINT,
+                ),
+                applications=applications,
                 upstream_timeout=config.limits.upstream_timeout,
             )
-            await self._start(door, f"Serve door {config.serve.listen}")
+            await self._start(serve, f"Serve door {config.serve.listen}")
 
     async def _start(self, door: Door, what: str) -> None:
         try:
             await door.start()
         except OSError as err:
-            raise ConfigError(f"cannot open the {what}: {err}") from None
+            await door.stop(0)
+            raise ConfigError(f"cannot open the {what}: {err.strerror or err}") from None
         self.opened.append(door)
 
     async def close(self, hurry: asyncio.Event | None = None) -> None:

@@ -23,10 +23,9 @@ import grpc
 import jwt
 from grpc import aio
 
-from raygate.authz.attributes import AttributesConfig
-from raygate.authz.doors import client_attributes
-from raygate.doors.guard import DENY, DoorGuard, Verdict, bearer_token
+from raygate.doors.guard import DoorGuard, Verdict, bearer_token
 from raygate.doors.sessions import SessionBindings
+from raygate.observe.audit import AuditDecision
 
 log = logging.getLogger("raygate.doors.client")
 
@@ -81,7 +80,6 @@ class ClientDoorSettings:
     listen: str  # host:port
     upstream: str  # host:port of Ray's client server
     ray_token: str | None
-    attributes: AttributesConfig
     recheck_interval: float = DEFAULT_RECHECK_INTERVAL
 
 
@@ -100,12 +98,6 @@ def _token_expiry(token: str) -> float | None:
 
 def _is_ray_startup_failure(details: str | None) -> bool:
     return bool(details) and "Starting Ray client server failed" in details  # type: ignore[operator]
-
-
-class _Cut(Exception):
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.message)
-        self.verdict = verdict
 
 
 class ClientDoor:
@@ -160,42 +152,38 @@ class ClientDoor:
         self, method: str, requests: AsyncIterator[bytes], context: aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         metadata = context.invocation_metadata() or ()
-        token_value = None
+        authorization = None
         client_id = None
         forwarded: list[tuple[str, Any]] = []
         for key, value in metadata:
             if key == "authorization":
-                token_value = value if isinstance(value, str) else None
+                authorization = value if isinstance(value, str) else None
                 continue
             if key == "client_id" and isinstance(value, str):
                 client_id = value
             if key in _DROPPED_METADATA or key.startswith((":", "grpc-")):
                 continue
             forwarded.append((key, value))
-        token = bearer_token(token_value)
-        attributes = self.settings.attributes
-        verdict = await self.guard.check(
-            token, lambda identity: client_attributes(identity, method, attributes)
-        )
-        if verdict.allowed and client_id is not None and verdict.identity is not None:
-            owner = self.sessions.claim(client_id, verdict.identity)
-            if owner is not None:
-                verdict = Verdict(
-                    DENY,
-                    f'raygate: Forbidden: Ray Client session {client_id} belongs to "{owner}", '
-                    f'not to "{verdict.identity.user}"',
-                    f"session {client_id} is bound to {owner}",
-                    verdict.identity,
-                    verdict.attributes,
-                    verdict.started,
-                )
+        guard = self.guard
         peer = context.peer()
+        verdict = await guard.check(authorization, method, peer=peer)
+        identity = verdict.identity
+        if verdict.allowed and client_id is not None and identity is not None:
+            owner = self.sessions.claim(client_id, identity)
+            if owner is not None:
+                verdict = guard.refuse(
+                    verdict,
+                    AuditDecision.DENY,
+                    f'raygate: Forbidden: Ray Client session {client_id} belongs to "{owner}", '
+                    f'not to "{identity.user}"',
+                    f"Ray Client session {client_id} is bound to {owner}",
+                )
         is_stream = method in STREAMS
-        metrics = self.guard.metrics
+        metrics = guard.metrics
         if not verdict.allowed:
-            self.guard.record(verdict, method="gRPC", path=method, remote=peer)
+            guard.finished(verdict)
             if metrics is not None:
-                metrics.door_call(DOOR, method, verdict.decision)
+                metrics.door_call(DOOR, method, str(verdict.decision))
             if method == CLUSTER_INFO:
                 # Answer the connect-time PING so the client goes on to open its data stream,
                 # where it reads the refusal (see the module docstring).
@@ -206,7 +194,7 @@ class ClientDoor:
             await context.abort(REFUSAL_CODE, verdict.message)
             return
         if is_stream:
-            self.guard.record(verdict, method="gRPC", path=method, remote=peer)
+            guard.finished(verdict)  # one audit line per stream opened
         if self.settings.ray_token:
             forwarded.append(("authorization", f"Bearer {self.settings.ray_token}"))
         call = self._upstream_call(method)(requests, metadata=forwarded)
@@ -214,8 +202,8 @@ class ClientDoor:
         cut: list[Verdict] = []
         if is_stream and metrics is not None:
             metrics.door_streams.labels(method=method).inc()
-        if is_stream and token is not None:
-            watcher = asyncio.ensure_future(self._watch(token, method, call, cut))
+        if is_stream:
+            watcher = asyncio.ensure_future(self._watch(authorization, method, peer, call, cut))
         outcome = "OK"
         try:
             async for message in call:
@@ -229,8 +217,11 @@ class ClientDoor:
             outcome = err.code().name
             details = err.details() or ""
             if _is_ray_startup_failure(details):
-                details = f"Ray's client server failed to start this session (an error of Ray, not raygate): {details}"
-            elif err.code() is grpc.StatusCode.UNAVAILABLE and "connect" in details.lower():
+                details = (
+                    "Ray's client server failed to start this session (an error of Ray, "
+                    f"not raygate; connecting again usually works): {details}"
+                )
+            elif err.code() is grpc.StatusCode.UNAVAILABLE and not self._upstream_ready():
                 log.warning("Ray's client server at %s: %s", self.settings.upstream, details)
                 details = "raygate: Ray's client server is unreachable; try again shortly."
             await context.abort(err.code(), details)
@@ -240,13 +231,8 @@ class ClientDoor:
                 raise
             verdict = cut[0]
             outcome = "cut"
-            self.guard.record(
-                verdict,
-                method="gRPC",
-                path=method,
-                remote=peer,
-                reason=f"stream cut: {verdict.reason}",
-            )
+            verdict.record.reason = f"stream cut: {verdict.record.reason}"
+            guard.finished(verdict)
             await context.abort(REFUSAL_CODE, verdict.message)
         finally:
             if watcher is not None:
@@ -257,20 +243,26 @@ class ClientDoor:
             if metrics is not None:
                 metrics.door_call(DOOR, method, outcome)
 
-    async def _watch(self, token: str, method: str, call: Any, cut: list[Verdict]) -> None:
-        """Re-check a long-lived stream: at its token's expiry and every recheck interval."""
-        attributes = self.settings.attributes
+    def _upstream_ready(self) -> bool:
+        channel = self._channel
+        if channel is None:
+            return False
+        return channel.get_state() is grpc.ChannelConnectivity.READY
+
+    async def _watch(
+        self, authorization: str | None, method: str, peer: str, call: Any, cut: list[Verdict]
+    ) -> None:
+        """Re-check a long-lived stream: when its token expires and every recheck interval."""
         interval = self.settings.recheck_interval
-        expiry = _token_expiry(token)
+        token = bearer_token(authorization)
+        expiry = _token_expiry(token) if token else None
         while True:
             delay = interval
             if expiry is not None:
                 delay = min(delay, max(expiry - time.time(), 0.0) + 0.05)
             await asyncio.sleep(delay)
-            verdict = await self.guard.check(
-                token, lambda identity: client_attributes(identity, method, attributes)
-            )
-            if verdict.decision in ("unauthenticated", "deny"):
+            verdict = await self.guard.check(authorization, method, peer=peer)
+            if verdict.decision in (AuditDecision.UNAUTHENTICATED, AuditDecision.DENY):
                 # A backend outage is not a reason to cut a running session; a refusal is.
                 cut.append(verdict)
                 call.cancel()

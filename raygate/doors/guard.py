@@ -1,54 +1,56 @@
-"""One decision for a call at a door other than the dashboard: token -> identity -> attributes ->
-RBAC, with the same authenticator, authorizer, audit log and metrics as the dashboard.
+"""A door's view of the decision pipeline: one call in, a Verdict out, with the one-line message
+the caller reads at this door.
 
-Transport-free: the Ray Client (gRPC) door and the Serve (HTTP) door turn a Verdict into their
-own wire answer; the one-line message is the same everywhere.
+The identity, attributes, decision, audit line and metrics all come from `Pipeline.decide`
+(raygate.pipeline), the same code the dashboard's requests go through; each door has its own
+Pipeline instance (its own profile and caches) over the shared authority, audit log and metrics.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from raygate.authn import TokenAuthenticator
-from raygate.authz import Authorizer
-from raygate.errors import BackendUnavailable
 from raygate.identity import Attributes, Identity
-from raygate.observe.audit import AuditLog, AuditRecord
+from raygate.observe.audit import AuditDecision, AuditRecord
 from raygate.observe.metrics import GatewayMetrics
+from raygate.pipeline import Answer, Door, Forward, Headers, Pipeline, RequestHead
+from raygate.pipeline.outcome import HeaderList
 
-MAX_TOKEN_BYTES = 16 * 1024
-
-ALLOW = "allow"
-DENY = "deny"
-UNAUTHENTICATED = "unauthenticated"
-UNAVAILABLE = "unavailable"
-
-_STATUS = {ALLOW: 200, DENY: 403, UNAUTHENTICATED: 401, UNAVAILABLE: 503}
-
-AttributesFor = Callable[[Identity], Sequence[Attributes]]
+_STATUS = {
+    AuditDecision.ALLOW: 200,
+    AuditDecision.DENY: 403,
+    AuditDecision.UNAUTHENTICATED: 401,
+    AuditDecision.UNAVAILABLE: 503,
+    AuditDecision.ERROR: 500,
+}
 
 
 @dataclass(frozen=True)
 class Verdict:
-    decision: str  # allow | deny | unauthenticated | unavailable
+    decision: AuditDecision
     message: str  # one line for the caller; never a token, never an internal address
-    reason: str = ""  # for the audit line
-    identity: Identity | None = None
-    attributes: tuple[Attributes, ...] = ()
-    started: float = field(default_factory=time.monotonic)
+    record: AuditRecord
+    status: int
+    forward: Forward | None = None
+    answer: Answer | None = None
+    started: float = 0.0
 
     @property
     def allowed(self) -> bool:
-        return self.decision == ALLOW
+        return self.forward is not None
 
     @property
-    def status(self) -> int:
-        return _STATUS[self.decision]
+    def identity(self) -> Identity | None:
+        return self.record.identity
+
+    @property
+    def attributes(self) -> list[Attributes]:
+        return self.record.attributes
+
+    @property
+    def upstream_headers(self) -> HeaderList:
+        return self.forward.upstream_headers if self.forward is not None else []
 
 
 def bearer_token(value: str | None) -> str | None:
@@ -61,126 +63,78 @@ def bearer_token(value: str | None) -> str | None:
 
 
 class DoorGuard:
-    """Authenticate and authorize one door call; write its audit line and metrics on request."""
+    """Decides one door call through the pipeline; writes its audit line on request."""
 
-    def __init__(
-        self,
-        authenticator: TokenAuthenticator,
-        authorizer: Authorizer,
-        *,
-        audit: AuditLog | None = None,
-        metrics: GatewayMetrics | None = None,
-        backend_timeout: float | None = 5.0,
-        token_hint: str = "",
-    ) -> None:
-        self._authenticator = authenticator
-        self._authorizer = authorizer
-        self.audit_log = audit
-        self.metrics = metrics
-        self._timeout = backend_timeout
+    def __init__(self, pipeline: Pipeline, door: Door, token_hint: str = "") -> None:
+        self.pipeline = pipeline
+        self.door = door
         self._token_hint = token_hint
 
-    async def check(self, token: str | None, attributes_for: AttributesFor) -> Verdict:
+    @property
+    def metrics(self) -> GatewayMetrics | None:
+        return self.pipeline.settings.metrics
+
+    async def decide(self, head: RequestHead) -> Verdict:
         started = time.monotonic()
-        if token is None:
-            return Verdict(
-                UNAUTHENTICATED,
-                "raygate: Unauthorized: this Ray cluster requires a token and the call had "
-                f"none. {self._token_hint}",
-                "no bearer token",
-                started=started,
-            )
-        if len(token) > MAX_TOKEN_BYTES or not token.isascii():
-            return Verdict(
-                UNAUTHENTICATED,
-                "raygate: Unauthorized: the token is not valid (too large or not ASCII).",
-                "token too large or not ASCII",
-                started=started,
-            )
-        try:
-            identity = await self._timed(
-                "authn", self._authenticator.authenticate_token(token), started
-            )
-        except BackendUnavailable as err:
-            return self._unavailable(str(err), started)
-        if identity is None:
-            return Verdict(
-                UNAUTHENTICATED,
-                "raygate: Unauthorized: the token is not valid (malformed, expired, for another "
-                f"audience, or its service account was deleted). {self._token_hint}",
-                "invalid bearer token",
-                started=started,
-            )
-        attributes = tuple(attributes_for(identity))
-        reasons = []
-        for attrs in attributes:
-            try:
-                decision = await self._timed("authz", self._authorizer.authorize(attrs), started)
-            except BackendUnavailable as err:
-                return self._unavailable(str(err), started, identity, attributes)
-            if not decision.allowed:
-                return Verdict(
-                    DENY,
-                    f"raygate: Forbidden: {attrs.describe()}",
-                    decision.reason,
-                    identity,
-                    attributes,
-                    started,
-                )
-            reasons.append(decision.reason)
-        return Verdict(ALLOW, "", "; ".join(r for r in reasons if r), identity, attributes, started)
-
-    def _unavailable(
-        self,
-        detail: str,
-        started: float,
-        identity: Identity | None = None,
-        attributes: tuple[Attributes, ...] = (),
-    ) -> Verdict:
+        outcome = await self.pipeline.decide(head)
+        record = outcome.record
+        assert record is not None
+        if isinstance(outcome, Forward):
+            return Verdict(AuditDecision.ALLOW, "", record, 200, forward=outcome, started=started)
+        decision = record.decision
+        status = outcome.status
         return Verdict(
-            UNAVAILABLE,
-            "raygate: Service Unavailable: raygate cannot reach its identity or policy backend; "
-            "nothing was forwarded. Try again shortly.",
-            detail,
-            identity,
-            attributes,
-            started,
+            decision,
+            self.message(decision, status, record),
+            record,
+            status,
+            answer=outcome,
+            started=started,
         )
 
-    async def _timed(self, call: str, awaitable: Awaitable[Any], started: float) -> Any:
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await awaitable
-        except TimeoutError:
-            raise BackendUnavailable(f"no {call} answer within {self._timeout:g}s") from None
-        finally:
-            if self.metrics is not None:
-                self.metrics.backend_call(call, time.monotonic() - started)
+    async def check(
+        self, authorization: str | None, target: str, *, peer: str | None = None
+    ) -> Verdict:
+        """A call carrying only a credential (a gRPC call): POST to `target` at this door."""
+        pairs = [("authorization", authorization)] if authorization else []
+        head = RequestHead("POST", target, Headers(pairs), peer=peer, door=self.door)
+        return await self.decide(head)
 
-    def record(
-        self,
-        verdict: Verdict,
-        *,
-        method: str,
-        path: str,
-        remote: str | None,
-        status: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """One audit line (and the request/decision counters) for this verdict."""
-        record = AuditRecord(
-            request_id=uuid.uuid4().hex[:16],
-            method=method,
-            path=path,
-            remote=remote,
-            started=verdict.started,
-            identity=verdict.identity,
-            attributes=list(verdict.attributes),
-            decision=verdict.decision,
-            reason=verdict.reason if reason is None else reason,
-            status=verdict.status if status is None else status,
+    def message(self, decision: str, status: int, record: AuditRecord) -> str:
+        if decision == AuditDecision.UNAUTHENTICATED:
+            if record.reason == "no bearer token":
+                return (
+                    "raygate: Unauthorized: this Ray cluster requires a token and the call had "
+                    f"none. {self._token_hint}"
+                )
+            return (
+                "raygate: Unauthorized: the token is not valid (malformed, expired, for another "
+                f"audience, or its service account was deleted). {self._token_hint}"
+            )
+        if decision == AuditDecision.DENY and record.attributes and status == 403:
+            return f"raygate: Forbidden: {record.attributes[-1].describe()}"
+        if decision == AuditDecision.UNAVAILABLE:
+            return (
+                "raygate: Service Unavailable: raygate cannot reach its identity or policy "
+                "backend; nothing was forwarded. Try again shortly."
+            )
+        if decision == AuditDecision.DENY:
+            return f"raygate: refused: {record.reason}"
+        return f"raygate: refused ({status})"
+
+    def refuse(
+        self, verdict: Verdict, decision: AuditDecision, message: str, reason: str
+    ) -> Verdict:
+        """The same call refused by the door itself after the pipeline allowed it."""
+        record = verdict.record
+        record.decision = decision
+        record.reason = reason
+        return Verdict(
+            decision, message, record, _STATUS.get(decision, 403), started=verdict.started
         )
-        if self.audit_log is not None:
-            self.audit_log.write(record)
-        if self.metrics is not None:
-            self.metrics.request_answered(record.status, record.decision)
+
+    def finished(self, verdict: Verdict, status: int | None = None) -> None:
+        """Write the audit line and count the answer (as the dashboard does)."""
+        record = verdict.record
+        record.status = verdict.status if status is None else status
+        self.pipeline.finished(record)

@@ -28,8 +28,8 @@ from raygate.errors import BackendUnavailable
 from raygate.identity import Attributes, Decision, Identity
 from raygate.observe.audit import AuditLog, AuditRecord
 from raygate.observe.metrics import GatewayMetrics
-from raygate.proxy import browser, forward, responses
 from raygate.pipeline.headers import upstream_request_headers
+from raygate.proxy import browser, forward, responses
 
 log = logging.getLogger("raygate.gateway")
 
