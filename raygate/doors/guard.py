@@ -112,7 +112,11 @@ class DoorGuard:
                 f"audience, or its service account was deleted). {self._token_hint}"
             )
         if decision == AuditDecision.DENY and record.attributes and status == 403:
-            return f"raygate: Forbidden: {record.attributes[-1].describe()}"
+            denied = record.attributes[-1]
+            message = f"raygate: Forbidden: {denied.describe()}"
+            if self.door is Door.SERVE and denied.resource_request:
+                message += f" (Serve application {denied.name or '(none at this path)'})"
+            return message
         if decision == AuditDecision.UNAVAILABLE:
             return (
                 "raygate: Service Unavailable: raygate cannot reach its identity or policy "

@@ -318,15 +318,18 @@ class Gateway:
     def upstream_headers(self, request: web.Request, identity: Identity | None) -> CIMultiDict[str]:
         """The headers a request goes upstream with: the client's, cleaned, and who sent it."""
         settings = self.settings
-        headers = upstream_request_headers(
-            request.headers,
-            identity_headers=self._identity_headers,
-            remote=request.remote,
-            scheme=request.scheme,
-            host=request.host,
-            # Unauthenticated requests (UI shell, ignorePaths) go as the anonymous caller they are.
-            upstream_token=settings.upstream_token if identity is not None else None,
-            forward_client_authorization=settings.forward_client_authorization,
+        # The pipeline's helper returns a list of pairs; this aiohttp gateway edits a multidict.
+        headers = CIMultiDict(
+            upstream_request_headers(
+                request.headers,
+                identity_headers=self._identity_headers,
+                remote=request.remote,
+                scheme=request.scheme,
+                host=request.host,
+                # Unauthenticated requests (UI shell, ignorePaths) go as the anonymous caller they are.
+                upstream_token=settings.upstream_token if identity is not None else None,
+                forward_client_authorization=settings.forward_client_authorization,
+            )
         )
         if identity is not None and settings.auth_headers.enabled:
             headers[settings.auth_headers.user_field] = identity.user
