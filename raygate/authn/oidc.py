@@ -110,8 +110,12 @@ class OIDCAuthenticator:
     """A TokenAuthenticator for ID tokens of one issuer and client id."""
 
     def __init__(
-        self, options: OIDCOptions, *, session: aiohttp.ClientSession | None = None,
-        min_refresh_interval: float = 10.0, timeout: float = 5.0,
+        self,
+        options: OIDCOptions,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        min_refresh_interval: float = 10.0,
+        timeout: float = 5.0,
         clock: Any = time.monotonic,
     ) -> None:
         self.options = options
@@ -148,9 +152,13 @@ class OIDCAuthenticator:
         for key in keys:
             try:
                 claims = jwt.decode(
-                    token, key=key, algorithms=list(self.options.signing_algorithms),
-                    audience=self.options.client_id, issuer=self.options.issuer_url,
-                    leeway=self.options.leeway, options={"require": ["iss", "aud", "exp"]},
+                    token,
+                    key=key,
+                    algorithms=list(self.options.signing_algorithms),
+                    audience=self.options.client_id,
+                    issuer=self.options.issuer_url,
+                    leeway=self.options.leeway,
+                    options={"require": ["iss", "aud", "exp"]},
                 )
             except jwt.InvalidSignatureError:
                 continue
@@ -176,8 +184,7 @@ class OIDCAuthenticator:
 
     def _may_refetch(self) -> bool:
         return (
-            self._last_fetch is None
-            or self.clock() - self._last_fetch >= self.min_refresh_interval
+            self._last_fetch is None or self.clock() - self._last_fetch >= self.min_refresh_interval
         )
 
     async def _fetch_keys(self) -> None:
@@ -237,7 +244,5 @@ class OIDCAuthenticator:
                     ssl_context = ssl.create_default_context(cafile=self.options.ca_file)
                 except (OSError, ssl.SSLError) as err:
                     raise ConfigError(f"--oidc-ca-file {self.options.ca_file}: {err}") from None
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl_context)
-            )
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context))
         return self._session
