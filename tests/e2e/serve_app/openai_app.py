@@ -6,7 +6,6 @@ answers /v1/models and /v1/chat/completions (plain and streamed as server-sent e
 answered and who the gateway said was calling.
 """
 
-
 import asyncio
 import json
 import sys
@@ -59,7 +58,9 @@ def build(name: str):  # type: ignore[no-untyped-def]
                         "object": "chat.completion.chunk",
                         "created": 0,
                         "model": body.get("model", name),
-                        "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}],
+                        "choices": [
+                            {"index": 0, "delta": {"content": delta}, "finish_reason": None}
+                        ],
                     }
                     yield f"data: {json.dumps(chunk)}\n\n"
                     # Spaced out, so a test can tell chunks arrive one by one.
