@@ -11,8 +11,25 @@ class ConfigError(RaygateError):
     """Bad configuration or command-line input."""
 
 
+class UsageError(ConfigError):
+    """A mistake in a command's arguments that no state could fix; the CLI exits 2, as for
+    click's own usage errors (`raygate auth can-i` keeps exit 1 for "no")."""
+
+
 class ManifestError(RaygateError):
     """A manifest was rejected; the message names the document and field."""
+
+
+class RefusedDocument(ManifestError):
+    """A well-formed YAML or JSON document the reader will not load (a duplicate key, an alias
+    bomb). Raised inside the parser, where the source and document number are not known; the
+    manifest reader adds them. `line` and `column` are 0-based, when known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
 
 
 class NotFoundError(RaygateError):
@@ -21,6 +38,10 @@ class NotFoundError(RaygateError):
 
 class StoreError(RaygateError):
     """The state directory cannot be read or written."""
+
+
+class AlreadyExistsError(StoreError):
+    """`create` of an object whose kind, namespace and name are taken."""
 
 
 class TokenError(RaygateError):
@@ -33,3 +54,7 @@ class BackendUnavailable(RaygateError):
 
 class UpstreamError(RaygateError):
     """Ray (the upstream) could not be started or reached."""
+
+
+class BodyTooLarge(RaygateError):
+    """A request body grew past limits.maxBodyBytes while streaming upstream (413)."""

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from raygate.cache import TTLCache, token_key
 from raygate.identity import Identity, service_account_identity, service_account_username
 from raygate.store.tokens import SIGNING_ALGORITHM, key_id
 
@@ -45,8 +46,9 @@ class ServiceAccountTokenAuthenticator:
     with the account's uid, or None when it does not exist.
 
     The RSA check is the whole cost of a verification (PyJWT: ~70 us), so up to `cache_size`
-    tokens that passed it are remembered until they expire; the account lookup still runs on
-    every call. Only tokens that verified are cached, so garbage cannot push good tokens out.
+    tokens that passed it are remembered (by hash) until they expire; the account lookup still
+    runs on every call. Only tokens that verified are cached, so garbage cannot push good tokens
+    out.
     """
 
     def __init__(
@@ -74,8 +76,7 @@ class ServiceAccountTokenAuthenticator:
         self._lookup_secret_uid = lookup_secret_uid
         self._leeway = leeway_seconds
         self._decoder = jwt.PyJWT(options={"require": _REQUIRED_CLAIMS})
-        self._cache_size = cache_size
-        self._cache: dict[str, _VerifiedToken] = {}
+        self._cache: TTLCache[_VerifiedToken] = TTLCache(cache_size)
 
     @property
     def issuer(self) -> str:
@@ -110,22 +111,21 @@ class ServiceAccountTokenAuthenticator:
         return None
 
     def _verify(self, token: str, now: float) -> _VerifiedToken | None:
-        cached = self._cache.get(token)
-        if cached is not None:
+        key = token_key(token)
+        cached = self._cache.lookup(key)
+        if isinstance(cached, _VerifiedToken):
+            # Checked against `now` too: the cache's TTL runs on its own (monotonic) clock.
             if now <= cached.expires + self._leeway:
                 return cached
-            self._cache.pop(token, None)
+            self._cache.forget(key)
             return None
         try:
             claims = self._verified_claims(token)
         except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
             return None
         verified = None if claims is None else verified_token(claims, now, self._leeway)
-        if verified is not None and self._cache_size > 0:
-            if len(self._cache) >= self._cache_size:
-                # Oldest first; pop tolerates another thread having evicted it already.
-                self._cache.pop(next(iter(self._cache), ""), None)
-            self._cache[token] = verified
+        if verified is not None:
+            self._cache.put(key, verified, verified.expires + self._leeway - now)
         return verified
 
     async def authenticate_token(self, token: str) -> Identity | None:

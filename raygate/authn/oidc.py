@@ -2,12 +2,12 @@
 
 The issuer's keys come from its discovery document and JWKS. A token signed with a key id we do
 not know makes us fetch the JWKS again (the issuer rotated its keys), at most once per
-`min_refresh_interval`, so a flood of forged key ids cannot turn into a flood of fetches.
+`min_refresh_interval`, so a flood of forged key ids cannot turn into a flood of fetches: the
+fetch goes through raygate.cache.TTLCache (single flight, the outcome kept for the interval).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import jwt
 
+from raygate.cache import TTLCache
 from raygate.errors import BackendUnavailable, ConfigError
 from raygate.identity import AUTHENTICATED_GROUP, Identity
 
@@ -110,12 +111,8 @@ class OIDCAuthenticator:
     """A TokenAuthenticator for ID tokens of one issuer and client id."""
 
     def __init__(
-        self,
-        options: OIDCOptions,
-        *,
-        session: aiohttp.ClientSession | None = None,
-        min_refresh_interval: float = 10.0,
-        timeout: float = 5.0,
+        self, options: OIDCOptions, *, session: aiohttp.ClientSession | None = None,
+        min_refresh_interval: float = 10.0, timeout: float = 5.0,
         clock: Any = time.monotonic,
     ) -> None:
         self.options = options
@@ -128,9 +125,10 @@ class OIDCAuthenticator:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._unnamed_keys: list[jwt.PyJWK] = []
         self._jwks_uri: str | None = None
-        self._last_fetch: float | None = None
+        # The outcome of the last JWKS fetch ("" or why it failed), kept for the interval.
+        self._fetches: TTLCache[str] = TTLCache(1, clock=clock)
+        self._fetched = False
         self._fetch_error = ""
-        self._lock = asyncio.Lock()
 
     async def close(self) -> None:
         if self._owns_session and self._session is not None:
@@ -152,13 +150,9 @@ class OIDCAuthenticator:
         for key in keys:
             try:
                 claims = jwt.decode(
-                    token,
-                    key=key,
-                    algorithms=list(self.options.signing_algorithms),
-                    audience=self.options.client_id,
-                    issuer=self.options.issuer_url,
-                    leeway=self.options.leeway,
-                    options={"require": ["iss", "aud", "exp"]},
+                    token, key=key, algorithms=list(self.options.signing_algorithms),
+                    audience=self.options.client_id, issuer=self.options.issuer_url,
+                    leeway=self.options.leeway, options={"require": ["iss", "aud", "exp"]},
                 )
             except jwt.InvalidSignatureError:
                 continue
@@ -168,12 +162,10 @@ class OIDCAuthenticator:
         return None
 
     async def _keys_for(self, kid: str | None) -> Sequence[jwt.PyJWK]:
-        if self._last_fetch is None or (kid is not None and kid not in self._keys):
-            async with self._lock:
-                # Another request may have fetched while we waited for the lock.
-                if self._last_fetch is None or (kid is not None and kid not in self._keys):
-                    if self._may_refetch():
-                        await self._fetch_keys()
+        if not self._fetched or (kid is not None and kid not in self._keys):
+            self._fetch_error = await self._fetches.get_or_load(
+                "jwks", self._fetch_keys, lambda _: self.min_refresh_interval
+            )
         if self._fetch_error and not self._keys and not self._unnamed_keys:
             # Never had keys: we cannot tell good tokens from bad ones, so fail closed (503).
             raise BackendUnavailable(self._fetch_error)
@@ -182,19 +174,14 @@ class OIDCAuthenticator:
         key = self._keys.get(kid)
         return [key] if key is not None else []
 
-    def _may_refetch(self) -> bool:
-        return (
-            self._last_fetch is None or self.clock() - self._last_fetch >= self.min_refresh_interval
-        )
-
-    async def _fetch_keys(self) -> None:
-        self._last_fetch = self.clock()
+    async def _fetch_keys(self) -> str:
+        """Fetch the key set; "" when it worked, else why not (kept, so failures are paced too)."""
         try:
             await self._fetch_keys_once()
         except BackendUnavailable as err:
-            self._fetch_error = str(err)
-            raise
-        self._fetch_error = ""
+            return str(err)
+        self._fetched = True
+        return ""
 
     async def _fetch_keys_once(self) -> None:
         if self._jwks_uri is None:
@@ -244,5 +231,7 @@ class OIDCAuthenticator:
                     ssl_context = ssl.create_default_context(cafile=self.options.ca_file)
                 except (OSError, ssl.SSLError) as err:
                     raise ConfigError(f"--oidc-ca-file {self.options.ca_file}: {err}") from None
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl_context)
+            )
         return self._session

@@ -26,4 +26,6 @@ class TokenReviewAuthenticator:
             return None
         if self.audiences and not set(self.audiences) & set(review.audiences):
             return None
-        return Identity(user=review.user, uid=review.uid, groups=review.groups, extra=review.extra)
+        return Identity(
+            user=review.user, uid=review.uid, groups=review.groups, extra=review.extra
+        )

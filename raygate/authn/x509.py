@@ -124,9 +124,7 @@ def self_signed_pem(hosts: Iterable[str] = ()) -> tuple[bytes, bytes]:
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
+        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=365))
@@ -134,8 +132,7 @@ def self_signed_pem(hosts: Iterable[str] = ()) -> tuple[bytes, bytes]:
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
@@ -165,12 +162,8 @@ class CertReloader:
     """
 
     def __init__(
-        self,
-        context: ssl.SSLContext,
-        cert_file: str | os.PathLike[str],
-        key_file: str | os.PathLike[str],
-        *,
-        interval: float = 10.0,
+        self, context: ssl.SSLContext, cert_file: str | os.PathLike[str],
+        key_file: str | os.PathLike[str], *, interval: float = 10.0,
     ) -> None:
         self.context = context
         self.cert_file = Path(cert_file)

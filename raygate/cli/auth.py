@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import click
 
-from raygate.cli.common import state_option
-from raygate.errors import RaygateError
+from raygate.cli.common import report_errors, state_option
+from raygate.errors import RaygateError, UsageError
 from raygate.identity import (
     AUTHENTICATED_GROUP,
     SERVICE_ACCOUNT_PREFIX,
@@ -81,13 +80,6 @@ _KNOWN_RESOURCES = _known_resources()
 _VERSION = re.compile(r"^v\d+((alpha|beta)\d+)?$")
 
 
-class BadInput(click.UsageError):
-    """A mistake in the command line: one `error: ...` line on stderr, exit status 2."""
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
 @dataclass(frozen=True)
 class ResourceArg:
     resource: str
@@ -103,7 +95,7 @@ def parse_resource_arg(text: str) -> ResourceArg:
     # kubectl lowercases the type, never the name.
     resource, _, group = type_text.lower().partition(".")
     if not resource:
-        raise BadInput(f"{text!r} names no resource type (TYPE[.GROUP][/NAME])")
+        raise UsageError(f"{text!r} names no resource type (TYPE[.GROUP][/NAME])")
     version, _, rest = group.partition(".")
     if rest and _VERSION.match(version):  # rayclusters.v1.ray.io
         group = rest
@@ -121,15 +113,15 @@ def impersonated_identity(user: str | None, groups: tuple[str, ...]) -> Identity
     """
     if user is None:
         if groups:
-            raise BadInput("--as-group needs --as: name the user whose groups they are")
+            raise UsageError("--as-group needs --as: name the user whose groups they are")
         return None
     if not user or user.strip() != user:
-        raise BadInput(f"--as {user!r}: name a user, e.g. --as alice")
+        raise UsageError(f"--as {user!r}: name a user, e.g. --as alice")
     all_groups = list(groups)
     if user.startswith(SERVICE_ACCOUNT_PREFIX):
         parsed = split_service_account_username(user)
         if parsed is None:
-            raise BadInput(
+            raise UsageError(
                 f"--as {user!r}: a service account is system:serviceaccount:NAMESPACE:NAME"
             )
         if not groups:
@@ -144,15 +136,15 @@ def _access_attributes(
     identity: Identity, args: tuple[str, ...], subresource: str, namespace: str
 ) -> Attributes:
     if len(args) != 2:
-        raise BadInput(
+        raise UsageError(
             "you must specify two arguments: verb resource or verb resource/resourceName"
         )
     verb, target = args
     if not verb.strip():
-        raise BadInput("the verb must not be empty (get, list, create, delete, *, ...)")
+        raise UsageError("the verb must not be empty (get, list, create, delete, *, ...)")
     if target.startswith("/"):
         if subresource:
-            raise BadInput("--subresource can not be used with a non-resource URL")
+            raise UsageError("--subresource can not be used with a non-resource URL")
         return Attributes(identity, verb, resource_request=False, path=target)
     parsed = parse_resource_arg(target)
     return Attributes(
@@ -186,12 +178,8 @@ def _breakdown(rule: PolicyRule) -> list[PolicyRule]:
             for verb in rule.verbs:
                 for name in rule.resource_names or [None]:
                     parts.append(
-                        PolicyRule(
-                            verbs=[verb],
-                            api_groups=[group],
-                            resources=[resource],
-                            resource_names=[name] if name is not None else [],
-                        )
+                        PolicyRule(verbs=[verb], api_groups=[group], resources=[resource],
+                                   resource_names=[name] if name is not None else [])
                     )
     for url in rule.non_resource_urls:
         for verb in rule.verbs:
@@ -212,12 +200,8 @@ def _compact(rules: list[PolicyRule]) -> list[PolicyRule]:
         verbs = merged.setdefault(key, [])
         verbs.extend(v for v in rule.verbs if v not in verbs)
     compacted = [
-        PolicyRule(
-            verbs=verbs,
-            api_groups=[group],
-            resources=[resource],
-            resource_names=[name] if name else [],
-        )
+        PolicyRule(verbs=verbs, api_groups=[group], resources=[resource],
+                   resource_names=[name] if name else [])
         for (group, resource, name), verbs in merged.items()
     ]
     return compacted + others
@@ -227,13 +211,8 @@ def _sort_key(rule: PolicyRule) -> str:
     # kubectl sorts by the Go String() of each rule, which starts with the verbs.
     return "".join(
         _go_list(values)
-        for values in (
-            rule.verbs,
-            rule.api_groups,
-            rule.resources,
-            rule.resource_names,
-            rule.non_resource_urls,
-        )
+        for values in (rule.verbs, rule.api_groups, rule.resources, rule.resource_names,
+                       rule.non_resource_urls)
     )
 
 
@@ -251,14 +230,8 @@ def format_rules_table(rules: list[PolicyRule]) -> str:
     parts = [part for rule in rules for part in _breakdown(rule)]
     rows = [["Resources", "Non-Resource URLs", "Resource Names", "Verbs"]]
     for rule in sorted(_compact(parts), key=_sort_key):
-        rows.append(
-            [
-                _resource_column(rule),
-                _go_list(rule.non_resource_urls),
-                _go_list(rule.resource_names),
-                _go_list(rule.verbs),
-            ]
-        )
+        rows.append([_resource_column(rule), _go_list(rule.non_resource_urls),
+                     _go_list(rule.resource_names), _go_list(rule.verbs)])
     # kubectl's tab writer: columns at least 10 wide, 3 spaces of padding, last one unpadded.
     widths = [max(10, *(len(row[i]) + 3 for row in rows)) for i in range(3)]
     return "\n".join(
@@ -281,16 +254,14 @@ def auth() -> None:
 )
 @click.option("--as", "as_user", default=None, metavar="USER", help="Ask for this user.")
 @click.option(
-    "--as-group",
-    "as_groups",
-    multiple=True,
-    metavar="GROUP",
+    "--as-group", "as_groups", multiple=True, metavar="GROUP",
     help="A group of the --as user (repeatable).",
 )
 @click.option("--list", "list_rules", is_flag=True, help="List every allowed action instead.")
 @click.option("--explain", is_flag=True, help="Print why, naming the binding and rule.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing; answer with the exit status.")
 @state_option
+@report_errors
 def can_i(
     args: tuple[str, ...],
     subresource: str,
@@ -324,9 +295,9 @@ def can_i(
     scope = "" if all_namespaces else (namespace or DEFAULT_NAMESPACE)
     if list_rules:
         if args:
-            raise BadInput("--list takes no VERB or TYPE arguments")
+            raise UsageError("--list takes no VERB or TYPE arguments")
         if quiet or all_namespaces or subresource:
-            raise BadInput(
+            raise UsageError(
                 "--list and --quiet, --all-namespaces, --subresource can not be used together"
             )
         if identity is None:

@@ -6,7 +6,8 @@
     def mycommand(state: Path | None) -> None: ...
 
 `report_errors` turns any raygate.errors.RaygateError into one `error: ...` line on stderr and
-exit status 1, so no command prints a traceback for a mistake the user can fix.
+exit status 1 (a UsageError: exit status 2, as click's usage errors), so no command prints a
+traceback for a mistake the user can fix.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from raygate.errors import RaygateError
+from raygate.errors import RaygateError, UsageError
 from raygate.objects import check_namespace_name
 from raygate.store.sqlite import DEFAULT_NAMESPACE
 from raygate.store.state import STATE_ENV
@@ -45,12 +46,15 @@ def fail(message: str) -> click.exceptions.Exit:
 
 
 def report_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Decorate a click callback: a RaygateError becomes `error: <message>` and exit 1."""
+    """Decorate a click callback: a RaygateError becomes `error: <message>` and exit 1, a
+    UsageError click's usage error (exit 2)."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except UsageError as err:
+            raise click.UsageError(str(err)) from None
         except RaygateError as err:
             # One line, whatever a message quotes (a name from a manifest may hold a newline).
             raise fail("error: " + str(err).replace("\n", "\\n")) from None

@@ -12,7 +12,7 @@ import click
 import yaml
 
 from raygate.cli.common import fail, namespace_option, report_errors, state_option
-from raygate.errors import ConfigError, ManifestError, NotFoundError
+from raygate.errors import AlreadyExistsError, ConfigError, ManifestError, NotFoundError
 from raygate.objects import (
     ClusterRoleBinding,
     RoleBinding,
@@ -24,7 +24,6 @@ from raygate.store.kinds import is_namespaced, object_ref, resource_singular
 from raygate.store.manifests import load_manifests
 from raygate.store.sqlite import (
     DEFAULT_NAMESPACE,
-    AlreadyExistsError,
     ObjectStore,
     StoredObject,
     not_found_message,
@@ -508,6 +507,7 @@ def create_token(
       raygate create token ray-user --bound-object-kind Secret --bound-object-name KEY --duration 8760h
     """
     # Imported here: RSA and JWT code is not needed by the other object commands.
+    from raygate.durations import parse_duration
     from raygate.store.tokens import (
         DEFAULT_AUDIENCE,
         MAX_BOUND_TOKEN_DURATION,
@@ -515,7 +515,6 @@ def create_token(
         check_token_duration,
         issue_token,
         load_signing_key,
-        parse_duration,
     )
 
     if bool(bound_object_kind) != bool(bound_object_name):

@@ -50,45 +50,33 @@ async def connect_kube_authority(
         client=client,
         authenticator=CachingAuthenticator(
             TokenReviewAuthenticator(client, config.authentication.audiences),
-            ttl=config.cache.authentication_ttl,
-            max_entries=config.cache.max_entries,
+            ttl=config.cache.authentication_ttl, max_entries=config.cache.max_entries,
             on_event=_events(on_cache_event, "authn"),
         ),
         authorizer=CachingAuthorizer(
             SubjectAccessReviewAuthorizer(client),
-            allow_ttl=config.cache.allow_ttl,
-            deny_ttl=config.cache.deny_ttl,
-            max_entries=config.cache.max_entries,
-            on_event=_events(on_cache_event, "authz"),
+            allow_ttl=config.cache.allow_ttl, deny_ttl=config.cache.deny_ttl,
+            max_entries=config.cache.max_entries, on_event=_events(on_cache_event, "authz"),
         ),
     )
 
 
 def oidc_authenticator(
-    oidc: OIDCConfig,
-    cache: CacheConfig,
-    *,
-    timeout: float = 5.0,
+    oidc: OIDCConfig, cache: CacheConfig, *, timeout: float = 5.0,
     on_cache_event: CacheEventHook | None = None,
 ) -> tuple[OIDCAuthenticator, CachingAuthenticator]:
     """The OIDC authenticator (close it on shutdown) and its cached front for the chain."""
     inner = OIDCAuthenticator(
         OIDCOptions(
-            issuer_url=oidc.issuer_url,
-            client_id=oidc.client_id,
-            username_claim=oidc.username_claim,
-            username_prefix=oidc.username_prefix,
-            groups_claim=oidc.groups_claim,
-            groups_prefix=oidc.groups_prefix,
-            signing_algorithms=oidc.signing_algorithms,
-            ca_file=oidc.ca_file,
+            issuer_url=oidc.issuer_url, client_id=oidc.client_id,
+            username_claim=oidc.username_claim, username_prefix=oidc.username_prefix,
+            groups_claim=oidc.groups_claim, groups_prefix=oidc.groups_prefix,
+            signing_algorithms=oidc.signing_algorithms, ca_file=oidc.ca_file,
         ),
         timeout=timeout,
     )
     cached = CachingAuthenticator(
-        inner,
-        ttl=cache.authentication_ttl,
-        max_entries=cache.max_entries,
+        inner, ttl=cache.authentication_ttl, max_entries=cache.max_entries,
         on_event=_events(on_cache_event, "oidc"),
     )
     return inner, cached

@@ -127,10 +127,7 @@ class KubeClient:
 
     @classmethod
     async def from_kubeconfig(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        context: str | None = None,
+        cls, path: str | os.PathLike[str], *, context: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> KubeClient:
         """A client for the kubeconfig at `path` (`--kubeconfig`)."""
@@ -138,10 +135,8 @@ class KubeClient:
         configuration = kube.Configuration()
         try:
             await load_kube_config(
-                config_file=str(kubeconfig),
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
+                config_file=str(kubeconfig), context=context,
+                client_configuration=configuration, persist_config=False,
             )
         except (ConfigException, OSError, yaml.YAMLError, KeyError, TypeError) as err:
             raise ConfigError(f"cannot use kubeconfig {kubeconfig}: {err}") from None
@@ -152,19 +147,15 @@ class KubeClient:
 
     @classmethod
     async def in_cluster(
-        cls,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        token_file: str = SERVICE_TOKEN_FILENAME,
-        ca_file: str = SERVICE_CERT_FILENAME,
+        cls, *, timeout: float = DEFAULT_TIMEOUT,
+        token_file: str = SERVICE_TOKEN_FILENAME, ca_file: str = SERVICE_CERT_FILENAME,
         environ: Mapping[str, str] | None = None,
     ) -> KubeClient:
         """A client for the pod's own service account (KUBERNETES_SERVICE_HOST and the token)."""
         configuration = kube.Configuration()
         try:
             InClusterConfigLoader(
-                token_filename=token_file,
-                cert_filename=ca_file,
+                token_filename=token_file, cert_filename=ca_file,
                 environ=dict(os.environ if environ is None else environ),
             ).load_and_set(configuration)
         except ConfigException as err:
@@ -206,8 +197,7 @@ class KubeClient:
         self, token: str, audiences: Sequence[str] = ()
     ) -> TokenReviewResult:
         body = kube.V1TokenReview(
-            api_version="authentication.k8s.io/v1",
-            kind="TokenReview",
+            api_version="authentication.k8s.io/v1", kind="TokenReview",
             spec=kube.V1TokenReviewSpec(token=token, audiences=list(audiences) or None),
         )
         review = await self._call(
@@ -268,27 +258,19 @@ class KubeClient:
         )
 
     async def create_token_request(
-        self,
-        namespace: str,
-        service_account: str,
-        *,
-        duration_seconds: int | None = None,
-        audiences: Sequence[str] = (),
+        self, namespace: str, service_account: str, *,
+        duration_seconds: int | None = None, audiences: Sequence[str] = (),
     ) -> str:
         """A new token for a service account (what `kubectl create token` does)."""
         body = kube.AuthenticationV1TokenRequest(
-            api_version="authentication.k8s.io/v1",
-            kind="TokenRequest",
+            api_version="authentication.k8s.io/v1", kind="TokenRequest",
             spec=kube.V1TokenRequestSpec(
                 audiences=list(audiences), expiration_seconds=duration_seconds
             ),
         )
         answer = await self._call(
-            "TokenRequest",
-            self._core.create_namespaced_service_account_token,
-            service_account,
-            namespace,
-            body,
+            "TokenRequest", self._core.create_namespaced_service_account_token,
+            service_account, namespace, body,
         )
         if answer.status is None or not answer.status.token:
             raise BackendUnavailable(

@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from raygate.errors import BodyTooLarge
 from raygate.pipeline.headers import downstream_response_headers
 
 log = logging.getLogger("raygate.proxy")
@@ -33,10 +34,6 @@ _WS_HANDSHAKE_HEADERS = frozenset(
 
 # The status sent, once a response started: after that an error can only drop the connection.
 PREPARED_KEY = web.RequestKey("raygate_prepared", int)
-
-
-class BodyTooLarge(Exception):
-    """The client sent more bytes than the configured limit."""
 
 
 class _LimitedBody:

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import yaml
 
-from raygate.errors import ConfigError, ManifestError
+from raygate.errors import ConfigError, ManifestError, RefusedDocument
 from raygate.objects import NAMESPACED_KINDS, describe_document, parse_object, with_namespace
 from raygate.store.sqlite import DEFAULT_NAMESPACE, StoredObject
 
@@ -33,13 +33,9 @@ MAX_EXPANDED_NODES = 1_000_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _RefusedYAML(yaml.YAMLError):
-    """A well-formed document we will not load; `message` is user-facing, the mark optional."""
-
-    def __init__(self, message: str, mark: yaml.Mark | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.mark = mark
+def _refused(message: str, mark: yaml.Mark | None) -> RefusedDocument:
+    """A document we will not load, at the parser's mark."""
+    return RefusedDocument(message, *((mark.line, mark.column) if mark else (None, None)))
 
 
 class _Loader(yaml.SafeLoader):
@@ -64,7 +60,7 @@ class _Loader(yaml.SafeLoader):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 mark = self.peek_event().start_mark
-                raise _RefusedYAML(f"more than {MAX_ALIASES} aliases (*name) in one document", mark)
+                raise _refused(f"more than {MAX_ALIASES} aliases (*name) in one document", mark)
         return super().compose_node(parent, index)  # type: ignore[no-any-return]
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -80,7 +76,7 @@ class _Loader(yaml.SafeLoader):
                 except TypeError:
                     continue  # an unhashable key: SafeLoader reports it below
                 if first is not None:
-                    raise _RefusedYAML(
+                    raise _refused(
                         f"duplicate key {json.dumps(str(key))} (first at line {first + 1})",
                         key_node.start_mark,
                     )
@@ -96,12 +92,12 @@ _Loader.yaml_implicit_resolvers = {
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
     """How many nodes `node` stands for once every alias is expanded (memoized, so linear in
-    the document); raises _RefusedYAML past MAX_EXPANDED_NODES or on an alias to itself."""
+    the document); raises RefusedDocument past MAX_EXPANDED_NODES or on an alias to itself."""
     key = id(node)
     if key in sizes:
         return sizes[key]
     if key in open_nodes:
-        raise _RefusedYAML("an alias refers to a node that contains it", node.start_mark)
+        raise _refused("an alias refers to a node that contains it", node.start_mark)
     open_nodes.add(key)
     if isinstance(node, yaml.SequenceNode):
         children = list(node.value)
@@ -113,7 +109,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
     for child in children:
         total += _expanded_size(child, sizes, open_nodes)
         if total > MAX_EXPANDED_NODES:
-            raise _RefusedYAML(
+            raise _refused(
                 f"aliases expand the document beyond {MAX_EXPANDED_NODES} nodes",
                 node.start_mark,
             )
@@ -185,17 +181,11 @@ def read_sources(paths: Sequence[str], stdin: IO[str] | None = None) -> Iterator
             yield str(file), _read_file(file)
 
 
-class _DuplicateJSONKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     mapping: dict[str, Any] = {}
     for key, value in pairs:
         if key in mapping:
-            raise _DuplicateJSONKey(key)
+            raise RefusedDocument(f"duplicate key {json.dumps(key)}")
         mapping[key] = value
     return mapping
 
@@ -216,12 +206,11 @@ def _json_documents(text: str, source: str) -> Iterator[Any]:
                 f"{source} document {index + 1}: JSON syntax error at line {err.lineno}, "
                 f"column {err.colno}: {err.msg}"
             ) from None
-        except _DuplicateJSONKey as err:
+        except RefusedDocument as err:
             # The hook is not told where the object is: name where its document starts.
             line = text.count("\n", 0, position) + 1
             raise ManifestError(
-                f"{source} document {index + 1} (starting at line {line}): "
-                f"duplicate key {json.dumps(err.key)}"
+                f"{source} document {index + 1} (starting at line {line}): {err.message}"
             ) from None
         index += 1
         yield body
@@ -233,8 +222,8 @@ def _yaml_documents(text: str, source: str) -> Iterator[Any]:
         for body in yaml.load_all(text, Loader=_Loader):  # noqa: S506 - a SafeLoader subclass
             index += 1
             yield body
-    except _RefusedYAML as err:
-        where = f" at line {err.mark.line + 1}, column {err.mark.column + 1}" if err.mark else ""
+    except RefusedDocument as err:
+        where = "" if err.line is None else f" at line {err.line + 1}, column {(err.column or 0) + 1}"
         raise ManifestError(f"{source} document {index + 1}{where}: {err.message}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from raygate.errors import NotFoundError, StoreError
+from raygate.errors import AlreadyExistsError, NotFoundError, StoreError
 from raygate.objects import (
     MODELS,
     ClusterRole,
@@ -59,10 +59,6 @@ CREATE TABLE IF NOT EXISTS revision (
 );
 INSERT OR IGNORE INTO revision (id, value) VALUES (1, 0);
 """
-
-
-class AlreadyExistsError(StoreError):
-    """`create` of an object that exists (Kubernetes' AlreadyExists)."""
 
 
 def not_found_message(kind: str, name: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from raygate.durations import format_duration
 from raygate.errors import ConfigError, StoreError, TokenError
 from raygate.identity import service_account_username
 from raygate.store.state import read_secret, write_secret
@@ -86,58 +86,7 @@ def load_signing_key(state_dir: Path, *, create: bool = True) -> SigningKey:
     return SigningKey.from_pem(read_secret(path), str(path))
 
 
-# -- durations, as Go's time.ParseDuration (what kubectl's --duration takes) --------------------
-
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> timedelta:
-    """`1h`, `30m`, `3600s`, `1h30m`, `1.5h`, `10m0s` -> timedelta (Go duration syntax).
-
-    A bare number has no unit and is refused, as Go and kubectl refuse it.
-    """
-    raw = text.strip()
-    body = raw[1:] if raw[:1] in "+-" else raw
-    sign = -1.0 if raw.startswith("-") else 1.0
-    if body == "0":
-        return timedelta(0)
-    if not body:
-        raise ConfigError(f'invalid duration "{text}": expected a number with a unit, e.g. 1h')
-    if re.fullmatch(r"\d+(\.\d*)?", body):
-        raise ConfigError(
-            f'invalid duration "{text}": missing unit; write e.g. {body}s, {body}m or {body}h'
-        )
-    seconds = 0.0
-    position = 0
-    for match in _DURATION_PART.finditer(body):
-        if match.start() != position:
-            break
-        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    if position != len(body):
-        raise ConfigError(
-            f'invalid duration "{text}": use numbers with units h, m, s, ms, e.g. 1h30m'
-        )
-    return timedelta(seconds=sign * seconds)
-
-
-def format_duration(duration: timedelta) -> str:
-    """timedelta -> Go's short form for messages: 48h0m0s -> `48h`, 5400s -> `1h30m`."""
-    total = int(duration.total_seconds())
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    parts = [f"{v}{u}" for v, u in ((hours, "h"), (minutes, "m"), (seconds, "s")) if v]
-    return "".join(parts) or "0s"
+# -- token lifetimes ----------------------------------------------------------------------------
 
 
 def check_token_duration(

@@ -16,6 +16,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -343,6 +344,12 @@ async def raw_exchange(url: URL, data: bytes, timeout: float = 10.0) -> bytes:
         return await asyncio.wait_for(reader.read(), timeout)
     finally:
         writer.close()
+
+
+def status_of(answer: bytes) -> int:
+    """The status code of the first response in raw bytes read back; 0 when there is none."""
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
+    return int(match.group(1)) if match else 0
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -19,7 +19,15 @@ from raygate.proxy.app import MAX_TOKEN_BYTES
 from raygate.store.sqlite import ObjectStore
 from raygate.store.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 
-from .gateway_helpers import bearer, client_session, gateway_stack, grant, service_account
+from .gateway_helpers import (
+    bearer,
+    client_session,
+    gateway_stack,
+    grant,
+    raw_exchange,
+    service_account,
+    status_of,
+)
 
 # Live policy changes must show within one second; the tests give them a little more.
 POLICY_DEADLINE = 1.5
@@ -364,5 +372,33 @@ def test_a_failed_reload_does_not_stop_later_revocations(tmp_path: Path) -> None
                 cli_store.delete("ServiceAccount", "ray-user", "default")
             async with client_session() as client:
                 assert await _poll_status(client, url, headers, want=401) == 401
+
+    asyncio.run(scenario())
+
+
+def test_a_token_that_is_not_ascii_is_refused_before_any_backend(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            request = (
+                b"GET /api/version HTTP/1.1\r\nHost: ray\r\n"
+                + b"Authorization: Bearer \xff\xfe\xfdtoken\r\nConnection: close\r\n\r\n"
+            )
+            answer = await raw_exchange(stack.url, request)
+            assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
+            assert stack.upstream.requests == []
+
+    asyncio.run(scenario())
+
+
+def test_a_bearer_token_that_is_not_utf8_gets_401(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            request = (
+                b"GET /api/jobs/ HTTP/1.1\r\nHost: ray\r\nAuthorization: Bearer \xff\xfe.\xc3(\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            answer = await raw_exchange(stack.url, request)
+            assert status_of(answer) == 401
+            assert stack.upstream.requests == []
 
     asyncio.run(scenario())

@@ -22,6 +22,7 @@ from .gateway_helpers import (
     gateway_stack,
     generated_body,
     generated_sha256,
+    raw_exchange,
     serve,
 )
 
@@ -346,5 +347,27 @@ def test_stream_the_upstream_breaks_off_is_not_passed_off_as_complete(tmp_path: 
             broken = stack.audit_lines()[0]
             assert (broken["path"], broken["status"]) == ("/stream/broken", 200)
             assert "upstream broke off the response" in broken["reason"]
+
+    asyncio.run(scenario())
+
+
+def test_identity_header_spelled_with_underscores_never_reaches_the_upstream(
+    tmp_path: Path,
+) -> None:
+    # CGI/WSGI servers and nginx (underscores_in_headers) read X_Remote_User as X-Remote-User.
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            token = stack.token("ray-user")
+            request = (
+                f"GET /api/version HTTP/1.1\r\nHost: ray\r\nAuthorization: Bearer {token}\r\n"
+                "X_Remote_User: system:admin\r\nX_Remote_Group: system:masters\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            await raw_exchange(stack.url, request.encode())
+            [seen] = stack.upstream.requests
+            forged = [
+                n for n in seen.headers if n.lower().replace("_", "-").startswith("x-remote-")
+            ]
+            assert sorted(forged) == ["X-Remote-Group", "X-Remote-User"]
 
     asyncio.run(scenario())

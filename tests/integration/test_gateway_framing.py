@@ -121,3 +121,19 @@ def test_expect_100_continue_is_not_sent_to_a_refused_client(tmp_path: Path) -> 
             assert stack.upstream.requests == []
 
     asyncio.run(scenario())
+
+
+def test_trace_and_track_are_refused_without_reaching_ray(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            token = stack.token("ray-user")
+            for method, status in (("TRACE", b"405"), ("TRACK", b"400")):
+                request = (
+                    f"{method} /api/version HTTP/1.1\r\nHost: ray\r\n"
+                    f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+                )
+                answer = await raw_exchange(stack.url, request.encode())
+                assert answer.split(b" ")[1] == status, answer[:80]
+            assert stack.upstream.requests == []
+
+    asyncio.run(scenario())

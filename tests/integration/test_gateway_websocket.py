@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from .gateway_helpers import UPSTREAM_TOKEN, bearer, client_session, gateway_stack
+from .gateway_helpers import UPSTREAM_TOKEN, bearer, client_session, gateway_stack, raw_exchange
 
 # Ray sends no heartbeat; the bridge must not cut a quiet log tail. Kept short for the suite.
 SILENCE_SECONDS = 3.0
@@ -87,6 +87,23 @@ def test_websocket_upgrade_is_authorized_like_a_get(
                 with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                     await client.ws_connect(stack.url / "ws/echo", headers=headers)
             assert refused.value.status == status
+            assert stack.upstream.requests == []
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_websocket_handshake_opens_nothing_upstream(tmp_path: Path) -> None:
+    # `Upgrade: websocket` without `Connection: Upgrade`: the gateway connects the upstream
+    # WebSocket first and only then finds the client's handshake invalid (400).
+    async def scenario() -> None:
+        async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["*"]}) as stack:
+            token = stack.token("ray-user")
+            request = (
+                f"GET /ws/echo HTTP/1.1\r\nHost: ray\r\nAuthorization: Bearer {token}\r\n"
+                "Upgrade: websocket\r\nConnection: close\r\n\r\n"
+            )
+            answer = await raw_exchange(stack.url, request.encode())
+            assert answer.startswith(b"HTTP/1.1 400")
             assert stack.upstream.requests == []
 
     asyncio.run(scenario())

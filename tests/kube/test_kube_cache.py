@@ -14,7 +14,6 @@ from raygate.authn.tokenreview import TokenReviewAuthenticator
 from raygate.authz.cache import (
     CachingAuthenticator,
     CachingAuthorizer,
-    SingleFlightCache,
     jwt_expiry,
     token_key,
 )
@@ -289,33 +288,9 @@ def test_cache_is_bounded_least_recently_used_first() -> None:
 
     asyncio.run(scenario())
 
-
-def test_a_caller_that_goes_away_does_not_cancel_the_shared_call() -> None:
-    async def scenario() -> None:
-        release = asyncio.Event()
-        calls = 0
-
-        async def load() -> str:
-            nonlocal calls
-            calls += 1
-            await release.wait()
-            return "value"
-
-        cache: SingleFlightCache[str] = SingleFlightCache()
-        first = asyncio.create_task(cache.get_or_load("k", load, lambda _: 60))
-        second = asyncio.create_task(cache.get_or_load("k", load, lambda _: 60))
-        await asyncio.sleep(0)
-        first.cancel()
-        release.set()
-        assert await second == "value"
-        assert calls == 1 and cache.shared == 1
-
-    asyncio.run(scenario())
-
-
 def test_default_clock_is_wall_time() -> None:
     # JWT `exp` is wall-clock seconds; the cache must compare it to the same clock.
-    assert abs(SingleFlightCache().clock() - time.time()) < 60
+    assert abs(CachingAuthenticator(CountingAuthenticator()).cache.clock() - time.time()) < 60
 
 
 def test_zero_entries_keeps_nothing_but_still_shares_in_flight_calls() -> None:
@@ -328,3 +303,29 @@ def test_zero_entries_keeps_nothing_but_still_shares_in_flight_calls() -> None:
         assert inner.calls == 2 and len(authn.cache) == 0
 
     asyncio.run(scenario())
+
+
+class RejectAll:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def authenticate_token(self, token: str) -> Identity | None:
+        self.calls += 1
+        return None
+
+
+
+def test_a_token_that_is_not_utf8_is_rejected_not_an_error() -> None:
+    """The server hands non-UTF-8 header bytes over surrogate-escaped: a bad token (401), never a
+    crash in the cache key (500)."""
+    inner = RejectAll()
+    authn = CachingAuthenticator(inner)
+    assert asyncio.run(authn.authenticate_token("\udcff\udcfe")) is None
+    assert inner.calls == 1
+
+
+
+def test_distinct_non_utf8_tokens_have_distinct_keys() -> None:
+    assert token_key("\udcff\udcfe") != token_key("\udcfe\udcff")
+    assert token_key("abc") == token_key("abc")
+

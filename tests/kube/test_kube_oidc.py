@@ -39,6 +39,7 @@ class Provider:
         self.keys: dict[str, rsa.RSAPrivateKey] = {"key-1": rsa_key()}
         self.discovery_issuer: str | None = None  # None: the provider's real URL
         self.jwks_requests = 0
+        self.jwks_down = False  # answer 503 for the key set
         self.issuer = ""
 
     def id_token(self, kid: str = "key-1", *, key: rsa.RSAPrivateKey | None = None,
@@ -62,6 +63,8 @@ class Provider:
 
     async def _jwks(self, request: web.Request) -> web.Response:
         self.jwks_requests += 1
+        if self.jwks_down:
+            return web.Response(status=503)
         return web.json_response(
             {"keys": [public_jwk(k, kid) for kid, k in self.keys.items()]}
         )
@@ -228,6 +231,29 @@ def test_discovery_naming_another_issuer_is_unavailable(tmp_path: Path) -> None:
     run_with_provider(tmp_path, body)
 
 
+def test_key_set_outage_is_paced_and_recovers_for_tokens_without_a_kid(tmp_path: Path) -> None:
+    async def body(provider: Provider, ca_file: Path) -> None:
+        now = [0.0]
+        authn = authenticator(provider, ca_file, clock=lambda: now[0])
+        claims = jwt.decode(provider.id_token(), options={"verify_signature": False})
+        no_kid = jwt.encode(claims, provider.keys["key-1"], algorithm="RS256")
+        provider.jwks_down = True
+        try:
+            for _ in range(5):
+                with pytest.raises(BackendUnavailable, match="answered 503"):
+                    await authn.authenticate_token(no_kid)
+            assert provider.jwks_requests == 1  # failures are paced by the interval too
+            provider.jwks_down = False
+            now[0] = 11.0
+            identity = await authn.authenticate_token(no_kid)
+        finally:
+            await authn.close()
+        assert identity is not None and identity.user == "jane@example.com"
+        assert provider.jwks_requests == 2
+
+    run_with_provider(tmp_path, body)
+
+
 def test_unreachable_provider_is_unavailable(tmp_path: Path) -> None:
     async def scenario() -> None:
         provider = Provider()
@@ -275,6 +301,92 @@ def test_identity_from_claims(
     options: OIDCOptions, claims: dict[str, Any], expected: Identity | None
 ) -> None:
     assert identity_from_claims(options, claims) == expected
+
+
+# An ID token must not make its holder a `system:` user (system:admin, a service account), and
+# usernames from a claim other than email get kube-apiserver's default prefix `<issuer>#` unless a
+# prefix is configured (`-`: none).
+ISSUER = "https://sso.example.com"
+GROUPS = ("system:authenticated",)
+
+
+def oidc_options(**kwargs: Any) -> OIDCOptions:
+    return OIDCOptions(ISSUER, CLIENT_ID, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("opts", "claims", "user"),
+    [
+        (oidc_options(), {"email": "a@x.io"}, "a@x.io"),
+        (oidc_options(username_claim="sub"), {"sub": "u1"}, f"{ISSUER}#u1"),
+        (oidc_options(username_claim="preferred_username"), {"preferred_username": "jane"},
+         f"{ISSUER}#jane"),
+        (oidc_options(username_claim="sub", username_prefix="sso:"), {"sub": "u1"}, "sso:u1"),
+        (oidc_options(username_claim="sub", username_prefix="-"), {"sub": "u1"}, "u1"),
+        (oidc_options(username_prefix="-"), {"email": "a@x.io"}, "a@x.io"),
+        (oidc_options(username_prefix="corp:"), {"email": "a@x.io"}, "corp:a@x.io"),
+        # Behind the default prefix a `system:` claim is an ordinary, harmless name.
+        (oidc_options(username_claim="sub"), {"sub": "system:admin"}, f"{ISSUER}#system:admin"),
+        (oidc_options(username_claim="sub", username_prefix="sso:"), {"sub": "system:admin"},
+         "sso:system:admin"),
+    ],
+    ids=["email-no-prefix", "sub-default-prefix", "other-claim-default-prefix",
+         "configured-prefix", "dash-means-none", "dash-with-email", "prefix-with-email",
+         "system-behind-default-prefix", "system-behind-configured-prefix"],
+)
+def test_username_prefix_follows_kube_apiserver(opts: OIDCOptions, claims: dict[str, Any], user: str) -> None:
+    identity = identity_from_claims(opts, claims)
+    assert identity is not None and identity.user == user
+
+
+
+@pytest.mark.parametrize(
+    ("opts", "claims"),
+    [
+        (oidc_options(), {"email": "system:admin"}),
+        (oidc_options(username_claim="sub", username_prefix="-"), {"sub": "system:admin"}),
+        (oidc_options(username_claim="sub", username_prefix="-"),
+         {"sub": "system:serviceaccount:default:ray-admin"}),
+        (oidc_options(username_claim="name", username_prefix="-"), {"name": "system:kube-proxy"}),
+        (oidc_options(username_claim="sub", username_prefix="system:"), {"sub": "admin"}),
+        (oidc_options(username_claim="sub", username_prefix="sys"), {"sub": "tem:admin"}),
+    ],
+    ids=["email-claim", "sub-no-prefix", "service-account", "other-claim",
+         "prefix-makes-system", "prefix-and-claim-make-system"],
+)
+def test_id_tokens_never_name_a_system_user(opts: OIDCOptions, claims: dict[str, Any]) -> None:
+    assert identity_from_claims(opts, claims) is None
+
+
+
+def test_signed_id_token_claiming_a_service_account_gets_no_identity(tmp_path: Path) -> None:
+    async def body(provider: Provider, ca_file: Path) -> None:
+        authn = authenticator(provider, ca_file, username_claim="sub", username_prefix="-")
+        try:
+            forged = provider.id_token(sub="system:serviceaccount:default:ray-admin")
+            assert await authn.authenticate_token(forged) is None
+            ordinary = await authn.authenticate_token(provider.id_token(sub="user-42"))
+            assert ordinary == Identity(
+                "user-42", uid="user-42", groups=("data-science", *GROUPS)
+            )
+        finally:
+            await authn.close()
+
+    run_with_provider(tmp_path, body)
+
+
+
+def test_sub_claim_without_prefix_is_namespaced_by_the_issuer(tmp_path: Path) -> None:
+    async def body(provider: Provider, ca_file: Path) -> None:
+        authn = authenticator(provider, ca_file, username_claim="sub")
+        try:
+            identity = await authn.authenticate_token(provider.id_token(sub="system:admin"))
+        finally:
+            await authn.close()
+        assert identity is not None and identity.user == f"{provider.issuer}#system:admin"
+
+    run_with_provider(tmp_path, body)
+
 
 
 @pytest.mark.parametrize(

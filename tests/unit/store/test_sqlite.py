@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from raygate.errors import NotFoundError, StoreError
+from raygate.errors import AlreadyExistsError, NotFoundError, StoreError
 from raygate.objects import parse_object
-from raygate.store.sqlite import DB_FILE, AlreadyExistsError, ObjectStore, Snapshot
-from raygate.store.state import read_secret, resolve_state_dir, write_secret
+from raygate.store.sqlite import DB_FILE, ObjectStore, Snapshot
 
 
 def service_account(name: str, namespace: str | None = None, **labels: str) -> object:
@@ -49,47 +48,6 @@ def cluster_role(name: str) -> object:
 def store(tmp_path: Path) -> ObjectStore:
     with ObjectStore.open(tmp_path / "state") as opened:
         yield opened
-
-
-# -- state directory and secrets -------------------------------------------------------------
-
-
-def test_state_dir_option_beats_environment_beats_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RAYGATE_STATE", str(tmp_path / "from-env"))
-    assert resolve_state_dir(str(tmp_path / "opt")) == tmp_path / "opt"
-    assert resolve_state_dir(None) == tmp_path / "from-env"
-    monkeypatch.delenv("RAYGATE_STATE")
-    assert resolve_state_dir(None) == Path(".raygate")
-
-
-def test_state_dir_is_created_private_only_when_writing(tmp_path: Path) -> None:
-    target = tmp_path / "state"
-    resolve_state_dir(str(target))
-    assert not target.exists()
-    resolve_state_dir(str(target), create=True)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o700
-
-
-def test_secret_file_is_written_with_mode_0600_and_read_back(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "token"
-    assert write_secret(path, b"s3cret")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert read_secret(path) == b"s3cret"
-    assert [p.name for p in path.parent.iterdir()] == ["token"]  # no temporary file left
-
-
-def test_exclusive_secret_write_keeps_the_first_value(tmp_path: Path) -> None:
-    path = tmp_path / "key"
-    assert write_secret(path, b"first", exclusive=True)
-    assert not write_secret(path, b"second", exclusive=True)
-    assert read_secret(path) == b"first"
-
-
-def test_missing_secret_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="nothing-here does not exist"):
-        read_secret(tmp_path / "nothing-here")
 
 
 # -- apply / create / get / delete -----------------------------------------------------------

@@ -25,6 +25,7 @@ from raygate.authn.jwt import (
     openid_configuration,
     verified_token,
 )
+from raygate.durations import parse_duration
 from raygate.errors import ConfigError
 from raygate.identity import Identity
 from raygate.store.tokens import (
@@ -35,7 +36,6 @@ from raygate.store.tokens import (
     check_token_duration,
     issue_token,
     load_signing_key,
-    parse_duration,
 )
 
 NAMESPACE, NAME, UID = "default", "ray-user", "5a4b3c2d-0000-4000-8000-000000000001"
@@ -384,24 +384,6 @@ def test_openid_configuration_points_at_the_jwks() -> None:
 
 
 # -- durations ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1h", timedelta(hours=1)),
-        ("30m", timedelta(minutes=30)),
-        ("3600s", timedelta(hours=1)),
-        ("1h30m", timedelta(minutes=90)),
-        ("10m0s", timedelta(minutes=10)),
-        ("1.5h", timedelta(minutes=90)),
-        ("48h", timedelta(hours=48)),
-        ("90000ms", timedelta(seconds=90)),
-        ("0", timedelta(0)),
-    ],
-)
-def test_go_durations_parse(text: str, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Security review: JWT header tricks an attacker controls never make a token verify.
+"""JWT header tricks an attacker controls never make a token verify.
 
 Only the authority's key, named by nothing in the token, may sign: a key offered inside the
 header (`jwk`, `jku`, `x5u`, `x5c`), a `kid` aimed at another key, a lowercase or unlisted

@@ -1,4 +1,4 @@
-"""Security review: when the state dir path is too long for Ray's Unix sockets, Ray's files go
+"""Ray's temp dir: when the state dir path is too long for Ray's Unix sockets, Ray's files go
 to a predictable /tmp/raygate-<hash>. Another local user must not be able to prepare that
 place for us: its parent is ours alone (0700, a real directory, our uid) and Ray's own temp dir
 (which Ray makes 0777) is a child inside it. No Ray is started here."""
