@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,15 +17,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from yarl import URL
 
 from raygate.authn import TokenAuthenticator
 from raygate.authz import Authorizer
 from raygate.config import AuthnMode, AuthzMode, GatewayConfig, UpstreamConfig
+from raygate.dataplane.server import Gateway
+from raygate.dataplane.settings import GatewaySettings
 from raygate.errors import BackendUnavailable, ConfigError
 from raygate.observe.audit import AuditLog
 from raygate.observe.metrics import GatewayMetrics
-from raygate.proxy.app import AuthHeaders, GatewaySettings, attributes_mapper, build_app
+from raygate.pipeline import AuthHeaders, CombinedAuthority, PipelineSettings, profile_for
 
 log = logging.getLogger("raygate.runtime")
 
@@ -47,8 +49,6 @@ class Assembly:
     startup: list[Hook] = field(default_factory=list)
     cleanup: list[Hook] = field(default_factory=list)
     ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
-    # Whose `revision` says when earlier answers may no longer hold (the embedded store).
-    revision_source: object | None = None
 
 
 def _cache_hook(metrics: GatewayMetrics) -> Callable[[str, str], None]:
@@ -67,7 +67,7 @@ async def assemble(
     startup: list[Hook] = []
     cleanup: list[Hook] = []
     ready: dict[str, ReadyCheck] = {}
-    public_routes: dict[str, Any] = {}
+    public_routes: dict[str, tuple[str, bytes]] = {}
 
     authn_modes = config.authentication.mode
     authz_mode = config.authorization.mode
@@ -134,17 +134,18 @@ async def assemble(
 
         authorizer = StaticThenAuthorizer(config.authorization.static, authorizer)
 
-    ssl_context, certificate_authenticator = _listener_tls(config, startup, cleanup)
+    ssl_context = _listener_tls(config, startup, cleanup)
 
     upstream_token = config.upstream.read_token()
     authorization = config.authorization
     path_policy = authorization.path_policy
     upstream_ssl = _upstream_tls(config)
-    settings = GatewaySettings(
-        upstream=URL(config.upstream.url),
-        authenticator=authenticator,
-        authorizer=authorizer,
-        attributes_for=attributes_mapper(authorization),
+    # The one place the authority is chosen: tokens from the authenticators above, decisions
+    # from the authorizer; the embedded store's revision invalidates cached decisions.
+    authority = CombinedAuthority(authenticator, authorizer, embedded)
+    pipeline = PipelineSettings(
+        authority=authority,
+        profile=profile_for(authorization),
         upstream_token=upstream_token,
         auth_headers=AuthHeaders(
             enabled=config.auth_header.fields_enabled,
@@ -154,8 +155,6 @@ async def assemble(
         ),
         audit=audit,
         metrics=metrics,
-        max_body_bytes=config.limits.max_body_bytes,
-        max_header_bytes=config.limits.max_header_bytes,
         # The embedded authority answers from memory; a timeout there only costs time.
         backend_timeout=(
             None
@@ -166,21 +165,30 @@ async def assemble(
         path_action=path_policy.action
         if (authorization.allow_paths or authorization.ignore_paths)
         else None,
-        certificate_authenticator=certificate_authenticator,
+        client_certificates=bool(config.listen.tls and config.listen.tls.client_ca_file),
         forward_client_authorization=config.upstream.forward_client_authorization,
         browser_login=config.browser_login,
+    )
+    settings = GatewaySettings(
+        upstream=config.upstream.url,
+        pipeline=pipeline,
+        max_body_bytes=config.limits.max_body_bytes,
+        max_header_bytes=config.limits.max_header_bytes,
+        idle_timeout=config.limits.idle_timeout,
         upstream_ssl=upstream_ssl,
         upstream_headers_timeout=config.limits.upstream_timeout,
     )
     ready["upstream"] = _upstream_check(config.upstream, upstream_token, upstream_ssl)
-    return Assembly(settings, ssl_context, startup, cleanup, ready, revision_source=embedded)
+    return Assembly(settings, ssl_context, startup, cleanup, ready)
 
 
-def _listener_tls(config: GatewayConfig, startup: list[Hook], cleanup: list[Hook]):  # type: ignore[no-untyped-def]
+def _listener_tls(
+    config: GatewayConfig, startup: list[Hook], cleanup: list[Hook]
+) -> ssl.SSLContext | None:
     tls = config.listen.tls
     if tls is None:
-        return None, None
-    from raygate.authn.x509 import CertReloader, identity_from_ssl_object, server_ssl_context
+        return None
+    from raygate.authn.x509 import CertReloader, server_ssl_context
 
     context = server_ssl_context(
         tls.cert_file, tls.key_file, min_version=tls.min_version, client_ca_file=tls.client_ca_file
@@ -193,16 +201,7 @@ def _listener_tls(config: GatewayConfig, startup: list[Hook], cleanup: list[Hook
 
         startup.append(start_reloader)
         cleanup.append(reloader.stop)
-    certificate_authenticator = None
-    if tls.client_ca_file:
-
-        def certificate_authenticator(request: web.Request):  # type: ignore[no-untyped-def]
-            transport = request.transport
-            return identity_from_ssl_object(
-                transport.get_extra_info("ssl_object") if transport else None
-            )
-
-    return context, certificate_authenticator
+    return context
 
 
 def _token_source(upstream: UpstreamConfig) -> str:
@@ -267,6 +266,19 @@ def _upstream_check(
     return upstream_ready
 
 
+def _metrics_registry(metrics: GatewayMetrics) -> Any:
+    """This process's registry; with several workers, every worker's counts summed."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return metrics.registry
+
+
 def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
     """/healthz, /readyz and /metrics: nothing else, so probes never pass authorization by."""
     app = web.Application()
@@ -294,56 +306,13 @@ def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
         return web.Response(text="ok\n")
 
     async def metrics_handler(_request: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+        body = generate_latest(_metrics_registry(metrics))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     return app
-
-
-class InFlight:
-    """The gateway's requests being handled, so shutdown can wait for them, or end them."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    @web.middleware
-    async def middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self._tasks.discard(task)
-            if not self._tasks:
-                self._idle.set()
-
-    async def drain(self, timeout: float, hurry: asyncio.Event) -> None:
-        """Wait until no request is in flight, at most `timeout` seconds or until `hurry` is
-        set; then end what is left (log streams and WebSockets that would outlive the pod)."""
-        if self._tasks:
-            log.info("waiting up to %gs for %d request(s) in flight", timeout, len(self))
-        waiters = [asyncio.ensure_future(self._idle.wait()), asyncio.ensure_future(hurry.wait())]
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-        left = list(self._tasks)
-        if left:
-            log.warning("closing %d request(s) still in flight", len(left))
-            for task in left:
-                task.cancel()
-            await asyncio.wait(left, timeout=5)
 
 
 async def serve(
@@ -353,42 +322,46 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
     watch: Awaitable[None] | None = None,
+    sock: socket.socket | None = None,
+    reuse_port: bool = False,
+    metrics: GatewayMetrics | None = None,
+    admin: bool = True,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or `stop`, or `watch` finishing), then shut down gracefully."""
-    metrics = GatewayMetrics()
+    """Serve until SIGINT/SIGTERM (or `stop`, or `watch` finishing), then shut down gracefully.
+
+    `sock`: an already bound listening socket instead of binding `listen.address`;
+    `reuse_port`: bind with SO_REUSEPORT (one of several workers, raygate.workers);
+    `admin`: whether this process serves /healthz, /readyz and /metrics.
+    """
+    metrics = metrics or GatewayMetrics()
     assembly = await assemble(config, audit=audit, metrics=metrics)
-    app = build_app(assembly.settings)
-    in_flight = InFlight()
-    hurry = asyncio.Event()
-    app.middlewares.append(in_flight.middleware)
     for hook in assembly.startup:
-        app.on_startup.append(lambda _app, hook=hook: hook())
-    for hook in reversed(assembly.cleanup):
-        app.on_cleanup.append(lambda _app, hook=hook: hook())
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=FINAL_WRITE_GRACE,
-        keepalive_timeout=config.limits.idle_timeout,
-    )
-    await runner.setup()
-    runners = [runner]
+        await hook()
+    gateway = Gateway(assembly.settings)
     from raygate.doors.assembly import Doors
 
     doors = Doors(config, assembly, audit=audit, metrics=metrics)
+    admin_runner: web.AppRunner | None = None
+    hurry = asyncio.Event()
     try:
-        site = web.TCPSite(
-            runner,
-            config.listen.host,
-            config.listen.port,
-            ssl_context=assembly.ssl_context,
-            reuse_address=True,
-        )
-        await _start_site(site, config.listen.address)
-        await doors.open()
+        try:
+            await gateway.listen(
+                config.listen.host,
+                config.listen.port,
+                sock=sock,
+                ssl_context=assembly.ssl_context,
+                reuse_port=reuse_port,
+            )
+        except OSError as err:
+            raise ConfigError(
+                f"cannot listen on {config.listen.address}: {err.strerror or err}"
+            ) from None
+        # Ray's other doors live in one process (the one serving the admin endpoints): Ray
+        # Client sessions are bound to identities in its memory.
+        if admin:
+            await doors.open()
         admin_address = config.proxy_endpoints_address
-        if admin_address is not None:
+        if admin and admin_address is not None:
             admin_runner = web.AppRunner(
                 admin_app(assembly, metrics),
                 handle_signals=False,
@@ -396,7 +369,6 @@ async def serve(
                 shutdown_timeout=FINAL_WRITE_GRACE,
             )
             await admin_runner.setup()
-            runners.append(admin_runner)
             await _start_site(
                 web.TCPSite(admin_runner, *admin_address, reuse_address=True),
                 f"{admin_address[0]}:{admin_address[1]}",
@@ -421,15 +393,15 @@ async def serve(
         for task in done:
             task.result()  # a watcher's error ends the gateway with that error
     finally:
-        # Stop taking connections, then let the requests in flight end before aiohttp's own
-        # shutdown: that stops reading from open connections, so a body still arriving (a job
-        # package upload) would stall until the grace period cut it off.
-        for each_site in list(runner.sites):
-            await each_site.stop()
+        # Stop taking connections, let the requests in flight end (their answers close their
+        # connections), then end what is left: a job package still uploading gets the grace.
         await doors.close(hurry)
-        await in_flight.drain(SHUTDOWN_GRACE, hurry)
-        for each in reversed(runners):
-            await each.cleanup()
+        await gateway.drain(SHUTDOWN_GRACE, hurry)
+        await gateway.close()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        for hook in reversed(assembly.cleanup):
+            await hook()
 
 
 async def _start_site(site: web.TCPSite, address: str) -> None:

@@ -44,6 +44,9 @@ Ray's other doors, with either form (or `client:` / `serve:` in the YAML):
                                                 front of Serve's proxy at http://127.0.0.1:8001
   --serve-rate-limit RATE                       per identity and application, e.g. 10/s
 
+--workers N (with either form): N gateway processes on the listen address (SO_REUSEPORT);
+`auto` is one per core this process may use. Default 1 (or `workers:` in the YAML config).
+
 Ray's token (RAY_AUTH_TOKEN, as KubeRay's token mode sets it) is sent upstream in place of the
 caller's. Audit lines (JSON, one per decision) go to stdout, or to the file named by
 $RAYGATE_AUDIT_LOG.
@@ -70,8 +73,11 @@ def serve(args: tuple[str, ...]) -> None:
     from raygate.config import config_from_serve_args
     from raygate.runtime import audit_log_for, install_uvloop
     from raygate.runtime import serve as run
+    from raygate.workers import run_workers, worker_count
 
-    config = config_from_serve_args(list(args))
+    rest, workers_flag = _split_workers(list(args))
+    config = config_from_serve_args(rest)
+    workers = worker_count(workers_flag if workers_flag is not None else config.workers)
     logging.basicConfig(
         level=logging.DEBUG if config.log_verbosity >= 4 else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -85,6 +91,16 @@ def serve(args: tuple[str, ...]) -> None:
             "serving on %s://%s, upstream %s", scheme, config.listen.address, config.upstream.url
         )
 
+    if workers > 1:
+        audit.close()
+        status = run_workers(
+            config,
+            workers,
+            audit_path=os.environ.get(AUDIT_ENV),
+            on_ready=ready,
+            log_level=logging.DEBUG if config.log_verbosity >= 4 else logging.INFO,
+        )
+        raise SystemExit(status)
     install_uvloop()
     try:
         asyncio.run(run(config, audit=audit, on_ready=ready))
@@ -92,3 +108,22 @@ def serve(args: tuple[str, ...]) -> None:
         pass
     finally:
         audit.close()
+
+
+def _split_workers(args: list[str]) -> tuple[list[str], str | None]:
+    """`--workers N` / `--workers=N` out of the other flags (they go to the config parser)."""
+    rest: list[str] = []
+    workers: str | None = None
+    items = iter(args)
+    for arg in items:
+        if arg in ("--workers", "-workers"):
+            workers = next(items, None)
+            if workers is None:
+                from raygate.errors import ConfigError
+
+                raise ConfigError("flag needs an argument: --workers")
+        elif arg.startswith(("--workers=", "-workers=")):
+            workers = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+    return rest, workers

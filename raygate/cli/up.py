@@ -138,6 +138,12 @@ def _validate_upstream(
     "subresource per Ray operation (rayclusters/jobs, /dashboard, /serve, ...) and job "
     "ownership (roles in examples/ray-profile-roles.yaml).",
 )
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    help="Gateway processes sharing the port (SO_REUSEPORT); auto: one per usable core.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every reload and backend error to stderr.")
 @report_errors
 def up(
@@ -156,6 +162,7 @@ def up(
     audit_log: Path | None,
     admin_port: int,
     profile: str,
+    workers: str,
     verbose: bool,
 ) -> None:
     """Start a Ray head and the authenticating gateway in front of it (Ctrl-C stops both)."""
@@ -165,6 +172,9 @@ def up(
         stream=sys.stderr,
     )
     _check_names(cluster_name, namespace)
+    from raygate.workers import worker_count
+
+    worker_processes = worker_count(workers)
     if port_in_use(host, port):
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
     for door_port, flag in ((client_port, "--client-port"), (serve_port, "--serve-port")):
@@ -194,6 +204,7 @@ def up(
             client_port=client_port,
             serve_port=serve_port,
             serve_rate_limit=rate_limit,
+            workers=worker_processes,
         )
     )
 
@@ -227,6 +238,7 @@ class UpOptions:
     client_port: int = 0
     serve_port: int = 0
     serve_rate_limit: str | None = None
+    workers: int = 1
 
 
 def _check_names(cluster_name: str, namespace: str) -> None:
@@ -288,6 +300,9 @@ def _run(options: UpOptions) -> None:
         )
         options.client_port = options.serve_port = 0
     config = gateway_config(options, upstream, token_file, head)
+    if options.workers > 1:
+        _run_workers(options, config, upstream, head)
+        return
     audit = AuditLog(options.audit_path)
     try:
         install_uvloop()
@@ -310,6 +325,37 @@ def _run(options: UpOptions) -> None:
             _say("Stopping Ray...")
             head.stop()
             _say("Stopped.")
+
+
+def _run_workers(
+    options: UpOptions, config: GatewayConfig, upstream: URL, head: RayHead | None
+) -> None:
+    from raygate.workers import run_workers
+
+    def ray_gone() -> str | None:
+        if head is None or head.process.poll() is None:
+            return None
+        return f"Ray exited unexpectedly (code {head.process.returncode}); see {head.log_path}"
+
+    status = 1
+    try:
+        status = run_workers(
+            config,
+            options.workers,
+            audit_path=str(options.audit_path),
+            on_ready=lambda: _print_banner(options, upstream),
+            alive=ray_gone,
+            log_level=logging.getLogger().level,
+        )
+    finally:
+        if head is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _say("Stopping Ray...")
+            head.stop()
+            _say("Stopped.")
+    if status:
+        raise SystemExit(status)
 
 
 def gateway_config(

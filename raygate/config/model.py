@@ -361,11 +361,20 @@ class GatewayConfig(ConfigModel):
     kubeconfig: str | None = None
     state_dir: str | None = None
     log_verbosity: int = Field(default=0, ge=0)
-    # Ray's dashboard UI may log in with a token and keep it in a cookie (proxy/browser.py).
+    # Ray's dashboard UI may log in with a token and keep it in a cookie (pipeline/browser.py).
     browser_login: bool = False
+    # Gateway processes sharing the listen address (SO_REUSEPORT); "auto": one per usable core.
+    workers: int | Literal["auto"] = 1
     # Ray's other doors; absent: closed.
     client: ClientDoorConfig | None = None
     serve: ServeDoorConfig | None = None
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("workers must be at least 1 (or auto)")
+        return value
 
     @property
     def proxy_endpoints_address(self) -> tuple[str, int] | None:

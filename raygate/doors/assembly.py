@@ -4,6 +4,7 @@ metrics (what `config.client` and `config.serve` ask for)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Protocol
 
@@ -13,8 +14,8 @@ from raygate.doors.profiles import ClientProfile, ServeProfile
 from raygate.errors import ConfigError
 from raygate.observe.audit import AuditLog
 from raygate.observe.metrics import GatewayMetrics
-from raygate.pipeline import AuthHeaders, CombinedAuthority, Pipeline, PipelineSettings, Profile
 from raygate.pipeline import Door as PipelineDoor
+from raygate.pipeline import Pipeline, PipelineSettings, Profile
 
 if TYPE_CHECKING:
     from raygate.runtime import Assembly
@@ -53,52 +54,38 @@ class Doors:
         self._metrics = metrics
         self.opened: list[Door] = []
 
-    def _guard(self, door: PipelineDoor, profile: Profile, hint: str) -> DoorGuard:
-        """A pipeline of this door's own (profile, caches) over the gateway's authority."""
-        settings = self._assembly.settings
-        auth_headers = settings.auth_headers
-        pipeline = Pipeline(
-            PipelineSettings(
-                authority=CombinedAuthority(
-                    settings.authenticator,
-                    settings.authorizer,
-                    revision_of=self._assembly.revision_source,
-                ),
-                profile=profile,
-                # Ray's token goes to Ray's client server in gRPC metadata (the client door
-                # adds it), and never to Serve, whose applications would see it.
-                upstream_token=None,
-                auth_headers=AuthHeaders(
-                    enabled=auth_headers.enabled,
-                    user_field=auth_headers.user_field,
-                    groups_field=auth_headers.groups_field,
-                    groups_separator=auth_headers.groups_separator,
-                ),
-                audit=self._audit,
-                metrics=self._metrics,
-                client_certificates=False,
-                realm=settings.realm,
-                backend_timeout=settings.backend_timeout,
-            )
+    def _pipeline_settings(self, profile: Profile) -> PipelineSettings:
+        """The dashboard's pipeline settings (authority, audit, metrics, identity headers),
+        with this door's profile. Nothing of the dashboard's own routes: no public routes, path
+        rules or browser login; and no Ray token in the upstream headers: the client door puts
+        it in gRPC metadata itself, and Serve must never see it (its applications would)."""
+        return dataclasses.replace(
+            self._assembly.settings.pipeline,
+            profile=profile,
+            upstream_token=None,
+            public_routes={},
+            path_action=None,
+            client_certificates=False,
+            forward_client_authorization=False,
+            browser_login=False,
         )
-        return DoorGuard(pipeline, door, hint)
 
     async def open(self) -> None:
         config = self._config
         settings = self._assembly.settings
+        ray_token = settings.pipeline.upstream_token
         if config.client is not None:
             from raygate.doors.client import ClientDoor, ClientDoorSettings
 
+            pipeline = Pipeline(self._pipeline_settings(ClientProfile(config.authorization)))
             client = ClientDoor(
                 ClientDoorSettings(
                     listen=config.client.listen,
                     upstream=config.client.upstream,
-                    ray_token=settings.upstream_token,
+                    ray_token=ray_token,
                     recheck_interval=config.client.recheck_interval,
                 ),
-                self._guard(
-                    PipelineDoor.CLIENT, ClientProfile(config.authorization), CLIENT_TOKEN_HINT
-                ),
+                DoorGuard(pipeline, PipelineDoor.CLIENT, CLIENT_TOKEN_HINT),
             )
             await self._start(client, f"Ray Client door {config.client.listen}")
         if config.serve is not None:
@@ -106,19 +93,15 @@ class Doors:
             from raygate.doors.serve_apps import ServeApplications
 
             applications = ServeApplications(
-                config.upstream.url,
-                settings.upstream_token,
-                ttl=config.serve.applications_ttl,
+                config.upstream.url, ray_token, ttl=config.serve.applications_ttl
             )
             serve = ServeDoor(
                 config.serve,
-                guard=self._guard(
-                    PipelineDoor.SERVE,
-                    ServeProfile(config.authorization, applications.application_of),
-                    SERVE_TOKEN_HINT,
+                self._pipeline_settings(
+                    ServeProfile(config.authorization, applications.application_of)
                 ),
-                applications=applications,
-                upstream_timeout=config.limits.upstream_timeout,
+                applications,
+                dashboard_settings=settings,
             )
             await self._start(serve, f"Serve door {config.serve.listen}")
 

@@ -53,6 +53,36 @@ class Verdict:
         return self.forward.upstream_headers if self.forward is not None else []
 
 
+def refusal_message(
+    door: Door, token_hint: str, decision: str, status: int, record: AuditRecord
+) -> str:
+    """The one line a refused caller reads at a door (never a token or internal address)."""
+    if decision == AuditDecision.UNAUTHENTICATED:
+        if record.reason == "no bearer token":
+            return (
+                "raygate: Unauthorized: this Ray cluster requires a token and the call had "
+                f"none. {token_hint}"
+            )
+        return (
+            "raygate: Unauthorized: the token is not valid (malformed, expired, for another "
+            f"audience, or its service account was deleted). {token_hint}"
+        )
+    if decision == AuditDecision.DENY and record.attributes and status == 403:
+        denied = record.attributes[-1]
+        message = f"raygate: Forbidden: {denied.describe()}"
+        if door is Door.SERVE and denied.resource_request:
+            message += f" (Serve application {denied.name or '(none at this path)'})"
+        return message
+    if decision == AuditDecision.UNAVAILABLE:
+        return (
+            "raygate: Service Unavailable: raygate cannot reach its identity or policy "
+            "backend; nothing was forwarded. Try again shortly."
+        )
+    if decision == AuditDecision.DENY:
+        return f"raygate: refused: {record.reason}"
+    return f"raygate: refused ({status})"
+
+
 def bearer_token(value: str | None) -> str | None:
     if not value:
         return None
@@ -101,30 +131,7 @@ class DoorGuard:
         return await self.decide(head)
 
     def message(self, decision: str, status: int, record: AuditRecord) -> str:
-        if decision == AuditDecision.UNAUTHENTICATED:
-            if record.reason == "no bearer token":
-                return (
-                    "raygate: Unauthorized: this Ray cluster requires a token and the call had "
-                    f"none. {self._token_hint}"
-                )
-            return (
-                "raygate: Unauthorized: the token is not valid (malformed, expired, for another "
-                f"audience, or its service account was deleted). {self._token_hint}"
-            )
-        if decision == AuditDecision.DENY and record.attributes and status == 403:
-            denied = record.attributes[-1]
-            message = f"raygate: Forbidden: {denied.describe()}"
-            if self.door is Door.SERVE and denied.resource_request:
-                message += f" (Serve application {denied.name or '(none at this path)'})"
-            return message
-        if decision == AuditDecision.UNAVAILABLE:
-            return (
-                "raygate: Service Unavailable: raygate cannot reach its identity or policy "
-                "backend; nothing was forwarded. Try again shortly."
-            )
-        if decision == AuditDecision.DENY:
-            return f"raygate: refused: {record.reason}"
-        return f"raygate: refused ({status})"
+        return refusal_message(self.door, self._token_hint, decision, status, record)
 
     def refuse(
         self, verdict: Verdict, decision: AuditDecision, message: str, reason: str

@@ -1,8 +1,9 @@
 """The Serve door: Ray Serve's HTTP ingress behind the same identities and RBAC as the dashboard.
 
-Every call is decided by the pipeline (door `serve`) on the Serve application that serves its
-path, optionally rate limited per identity and application, then streamed to Serve's own HTTP
-proxy on its private port, chunk by chunk both ways (server-sent events included). Ray's token
+It is the gateway's own HTTP data plane (raygate.dataplane) with Serve's HTTP proxy as upstream
+and a pipeline for door `serve`: every call is decided on the Serve application that serves its
+path (raygate.doors.profiles.ServeProfile), optionally rate limited per identity and
+application, then streamed chunk by chunk both ways (server-sent events included). Ray's token
 never goes to Serve: Serve does not check it, and application code would see it. Refusals are
 JSON in the OpenAI API's error shape, so the `openai` client reports them as it reports
 OpenAI's own (AuthenticationError, PermissionDeniedError, RateLimitError).
@@ -10,57 +11,61 @@ OpenAI's own (AuthenticationError, PermissionDeniedError, RateLimitError).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import time
 import urllib.parse
+from collections.abc import Sequence
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
-
+from raygate.authz.doors import SERVE_API_GROUP
 from raygate.authz.paths import is_unambiguous_path
 from raygate.config import ServeDoorConfig, split_host_port
-from raygate.doors.guard import DoorGuard, Verdict
+from raygate.dataplane.server import Gateway
+from raygate.dataplane.settings import GatewaySettings
+from raygate.doors.guard import refusal_message
 from raygate.doors.ratelimit import RateLimiter, retry_after
 from raygate.doors.serve_apps import ServeApplications
 from raygate.errors import BackendUnavailable
-from raygate.observe.audit import AuditDecision
-from raygate.pipeline import Door, Headers, RequestHead
-from raygate.proxy import forward
+from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
+from raygate.pipeline import Answer, Door, Forward, Pipeline, PipelineSettings, RequestHead
 
 log = logging.getLogger("raygate.doors.serve")
 
 DOOR = "serve"
-MAX_BODY_BYTES = 100 * 1024 * 1024
-MAX_HEADER_BYTES = 20 * 1024
+TOKEN_HINT = (
+    "Send 'Authorization: Bearer <token>' (the OpenAI client's api_key) with a token from "
+    "`raygate create token <service-account>` (on Kubernetes: kubectl create token)."
+)
+RATE_LIMITED = "rate limit"
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_denied",
     404: "not_found",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
     429: "rate_limit_exceeded",
+    500: "server_error",
+    502: "server_error",
     503: "service_unavailable",
+    504: "server_error",
 }
-# Answer headers worth keeping from the pipeline's own answers.
-_KEPT_HEADERS = frozenset({"www-authenticate", "retry-after", "allow"})
+# Headers of the pipeline's own answers worth keeping (the rest describe its text body).
+_KEPT_HEADERS = frozenset({"www-authenticate", "retry-after", "allow", "set-cookie"})
 
 
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
+def openai_error(
+    status: int, message: str, record: AuditRecord | None, headers: Sequence[tuple[str, str]] = ()
+) -> Answer:
+    """An answer in the OpenAI API's error shape: {"error": {"message", "type", "code"}}."""
     body = {
-        "error": {
-            "message": message,
-            "type": _ERROR_TYPES.get(status, "error"),
-            "code": status,
-        }
+        "error": {"message": message, "type": _ERROR_TYPES.get(status, "error"), "code": status}
     }
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode() + b"\n",
-        headers={"Content-Type": "application/json", **(headers or {})},
+    return Answer(
+        status,
+        [("Content-Type", "application/json"), *headers],
+        json.dumps(body).encode() + b"\n",
+        record,
     )
 
 
@@ -69,145 +74,141 @@ def decoded_path(raw_path: str) -> str:
     return urllib.parse.unquote(raw_path)
 
 
-class ServeDoor:
+def application_label(record: AuditRecord) -> str:
+    for attrs in record.attributes:
+        if attrs.api_group == SERVE_API_GROUP:
+            return attrs.name or "-"
+    return "-"
+
+
+class ServeDoorPipeline(Pipeline):
+    """The pipeline, with what only the Serve door does around it: a fresh application list
+    before deciding, OpenAI-shaped refusals, rate limits, and per-application metrics."""
+
     def __init__(
         self,
-        config: ServeDoorConfig,
-        *,
-        guard: DoorGuard,
+        settings: PipelineSettings,
         applications: ServeApplications,
-        upstream_timeout: float | None = 300.0,
+        limiter: RateLimiter | None = None,
     ) -> None:
-        self.config = config
-        self.guard = guard
+        super().__init__(settings)
         self.applications = applications
-        self._limiter = (
-            RateLimiter(config.rate_limit, config.rate_burst) if config.rate_limit else None
-        )
-        self._upstream = URL(config.upstream.rstrip("/"))
-        self._upstream_timeout = upstream_timeout
-        self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
+        self.limiter = limiter
 
-    async def start(self) -> None:
-        self._session = forward.make_client_session(10.0, None)
-        app = web.Application(
-            client_max_size=MAX_BODY_BYTES,
-            handler_args={
-                "max_field_size": MAX_HEADER_BYTES,
-                "max_line_size": MAX_HEADER_BYTES,
-                "max_headers": 64,
-            },
-        )
-        app.router.add_route("*", "/{tail:.*}", self.handle, expect_handler=forward.defer_continue)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        host, port = split_host_port(self.config.listen)
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
-
-    async def stop(self, grace: float = 5.0) -> None:
-        if self._runner is not None:
-            self._runner.shutdown_timeout = grace  # type: ignore[attr-defined]
-            await self._runner.cleanup()
-            self._runner = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        await self.applications.close()
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        raw_path = request.rel_url.raw_path
-        head = RequestHead(
-            request.method,
-            request.rel_url.raw_path_qs,
-            Headers(list(request.headers.items())),
-            peer=request.remote,
-            scheme=request.scheme,
-            host=request.host,
-            door=Door.SERVE,
-        )
-        metrics = self.guard.metrics
+    async def decide(self, head: RequestHead) -> Forward | Answer:
+        raw_path = head.path
         if not is_unambiguous_path(raw_path):
             # Serve decodes the path before routing: `..` or `%2F` could reach another app.
-            return error_response(
-                400, "raygate: dot segments, empty segments and encoded separators are refused"
+            return self._refused(
+                head,
+                400,
+                AuditDecision.DENY,
+                "raygate: Bad Request: dot segments, empty segments and encoded separators are "
+                "refused in Serve paths",
             )
         try:
             await self.applications.prepare(decoded_path(raw_path))
         except BackendUnavailable as err:
             log.warning("Serve door answering 503: %s", err)
-            return error_response(
+            return self._refused(
+                head,
                 503,
+                AuditDecision.UNAVAILABLE,
                 "raygate: Service Unavailable: Ray Serve's application list cannot be read; "
                 "nothing was forwarded. Try again shortly.",
-                {"Retry-After": "5"},
+                reason=str(err),
+                headers=[("Retry-After", "5")],
             )
-        verdict = await self.guard.decide(head)
-        application = self.applications.application_of(decoded_path(raw_path))
-        label = application or "-"
-        if not verdict.allowed:
-            self.guard.finished(verdict)
-            if metrics is not None:
-                metrics.door_call(DOOR, label, str(verdict.decision))
-            return self._refusal(verdict)
-        identity = verdict.identity
-        if self._limiter is not None and identity is not None:
-            wait = self._limiter.acquire(identity.user, application)
+        outcome = await super().decide(head)
+        record = outcome.record
+        assert record is not None
+        if isinstance(outcome, Answer):
+            return self._openai_shaped(outcome, record)
+        identity = outcome.identity
+        if self.limiter is not None and identity is not None:
+            application = application_label(record)
+            wait = self.limiter.acquire(identity.user, application)
             if wait > 0:
-                verdict = self.guard.refuse(
-                    verdict,
-                    AuditDecision.DENY,
+                record.decision = AuditDecision.DENY
+                record.reason = RATE_LIMITED
+                return openai_error(
+                    429,
                     f'raygate: Too Many Requests: "{identity.user}" is over the rate limit of '
-                    f"Serve application {application or '(none)'}; retry after "
-                    f"{retry_after(wait)}s.",
-                    "rate limit",
+                    f"Serve application {application}; retry after {retry_after(wait)}s.",
+                    record,
+                    [("Retry-After", retry_after(wait))],
                 )
-                self.guard.finished(verdict, status=429)
-                if metrics is not None:
-                    metrics.door_call(DOOR, label, "rate-limited")
-                return error_response(429, verdict.message, {"Retry-After": retry_after(wait)})
-        return await self._forward(request, verdict, label)
+        return outcome
 
-    def _refusal(self, verdict: Verdict) -> web.Response:
-        answer = verdict.answer
-        headers = {}
-        if answer is not None:
-            headers = {k: v for k, v in answer.headers if k.lower() in _KEPT_HEADERS}
-        status = verdict.status
-        message = verdict.message
-        if status == 400 and answer is not None:
+    def _refused(
+        self,
+        head: RequestHead,
+        status: int,
+        decision: AuditDecision,
+        message: str,
+        *,
+        reason: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Answer:
+        record = AuditRecord(new_request_id(), head.method, head.target, head.peer)
+        record.decision = decision
+        record.reason = reason or message
+        return openai_error(status, message, record, headers)
+
+    def _openai_shaped(self, answer: Answer, record: AuditRecord) -> Answer:
+        status = answer.status
+        if status == 400:
             message = "raygate: " + answer.body.decode(errors="replace").strip()
-        return error_response(status, message, headers)
+        else:
+            message = refusal_message(Door.SERVE, TOKEN_HINT, record.decision, status, record)
+        kept = [(k, v) for k, v in answer.headers if k.lower() in _KEPT_HEADERS]
+        return openai_error(status, message, record, kept)
 
-    async def _forward(
-        self, request: web.Request, verdict: Verdict, label: str
-    ) -> web.StreamResponse:
-        assert self._session is not None
-        headers: CIMultiDict[str] = CIMultiDict(verdict.upstream_headers)
-        url = URL(str(self._upstream) + request.rel_url.raw_path_qs, encoded=True)
-        record = verdict.record
-        metrics = self.guard.metrics
-        started = time.monotonic()
-        try:
-            response = await forward.forward_http(
-                request, self._session, url, headers, MAX_BODY_BYTES, self._upstream_timeout
-            )
-        except forward.BodyTooLarge as err:
-            record.reason = str(err)
-            response = error_response(413, f"raygate: {err}")
-        except (TimeoutError, aiohttp.ClientError, OSError) as err:
-            sent = request.get(forward.PREPARED_KEY)
-            if sent:
-                record.reason += f"; Serve broke off the response ({type(err).__name__})"
-                self.guard.finished(verdict, status=sent)
-                raise
-            log.warning("Serve's HTTP proxy %s: %s", self._upstream, err or type(err).__name__)
-            if isinstance(err, TimeoutError):
-                response = error_response(504, "raygate: Ray Serve did not answer in time.")
-            else:
-                response = error_response(502, "raygate: Ray Serve's HTTP proxy is unreachable.")
+    def finished(self, record: AuditRecord) -> None:
+        super().finished(record)
+        metrics = self.settings.metrics
         if metrics is not None:
-            metrics.upstream_latency.observe(time.monotonic() - started)
-            metrics.door_call(DOOR, label, str(response.status))
-        self.guard.finished(verdict, status=response.status)
-        return response
+            if record.reason == RATE_LIMITED:
+                outcome = "rate-limited"
+            elif record.decision == AuditDecision.ALLOW:
+                outcome = str(record.status)
+            else:
+                outcome = str(record.decision)
+            metrics.door_call(DOOR, application_label(record), outcome)
+
+
+class ServeDoor:
+    """The data plane's HTTP server on the Serve door's address, in front of Serve's proxy."""
+
+    def __init__(
+        self,
+        config: ServeDoorConfig,
+        pipeline_settings: PipelineSettings,
+        applications: ServeApplications,
+        *,
+        dashboard_settings: GatewaySettings,
+    ) -> None:
+        self.config = config
+        self.applications = applications
+        limiter = RateLimiter(config.rate_limit, config.rate_burst) if config.rate_limit else None
+        self.pipeline = ServeDoorPipeline(pipeline_settings, applications, limiter)
+        # The dashboard's limits and deadlines, Serve's proxy as upstream.
+        self.settings = dataclasses.replace(
+            dashboard_settings,
+            upstream=config.upstream,
+            pipeline=pipeline_settings,
+            upstream_ssl=None,
+        )
+        self._gateway: Gateway | None = None
+
+    async def start(self) -> None:
+        self._gateway = Gateway(self.settings, self.pipeline)
+        host, port = split_host_port(self.config.listen)
+        await self._gateway.listen(host or None, port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._gateway is not None:
+            await self._gateway.drain(grace)
+            await self._gateway.close()
+            self._gateway = None
+        await self.applications.close()

@@ -130,6 +130,7 @@ class Pipeline:
         )
         self._identities: dict[bytes, tuple[Identity | None, float, int]] = {}
         self._allowed: dict[tuple[bytes, str, str], _Allowed] = {}
+        self._cached_for = settings.authority  # answers cached are this authority's
         # When the authority went down, and when that was last logged: one line per outage
         # (and a reminder a minute), not one per refused request.
         self._backend_down_since: float | None = None
@@ -142,6 +143,11 @@ class Pipeline:
         record = AuditRecord(new_request_id(), head.method, head.target, head.peer)
         try:
             return await self._decide(head, record)
+        except BackendUnavailable as err:  # a profile hook's own authorization
+            record.decision = AuditDecision.UNAVAILABLE
+            record.reason = str(err)
+            self._backend_failed("authorization", err)
+            return self._answer(responses.unavailable(str(err)), record)
         except (OSError, TimeoutError, UpstreamError) as err:  # a profile hook's upstream call
             log.warning("upstream call failed: %s", err or type(err).__name__)
             answer = (
@@ -157,6 +163,10 @@ class Pipeline:
 
     async def _decide(self, head: RequestHead, record: AuditRecord) -> Forward | Answer:
         settings = self.settings
+        if settings.authority is not self._cached_for:
+            self._identities.clear()
+            self._allowed.clear()
+            self._cached_for = settings.authority
         path = head.path
         # 1. path rules
         if head.method in REFUSED_METHODS:
@@ -401,7 +411,10 @@ class Pipeline:
 
     def finished(self, record: AuditRecord) -> None:
         """The request is answered (record.status set): audit it and count it."""
-        if record.decision is not AuditDecision.NONE or record.status >= 400:
+        decision = record.decision
+        if record.status >= 400 or (
+            decision is not AuditDecision.NONE and decision is not AuditDecision.PUBLIC
+        ):
             audit = self.settings.audit
             if audit is not None:
                 audit.write(record)
@@ -424,6 +437,10 @@ class Pipeline:
         metrics = self.settings.metrics
         start = time.monotonic()
         try:
+            if asyncio.current_task() is None:
+                # Called outside a task (the data plane starts decisions inline, so cached ones
+                # cost no task): backends with timers of their own need a task to run in.
+                return await asyncio.wait_for(asyncio.ensure_future(awaitable), timeout)
             async with asyncio.timeout(timeout):
                 return await awaitable
         except TimeoutError:

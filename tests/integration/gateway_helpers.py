@@ -32,10 +32,9 @@ from raygate.authz.attributes import AttributesConfig, ResourceAttributesConfig
 from raygate.embedded import EmbeddedAuthority
 from raygate.objects import parse_object
 from raygate.observe.audit import AuditLog
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from raygate.proxy.app import GatewaySettings
+from raygate.dataplane.server import Gateway
+from raygate.dataplane.settings import GatewaySettings
+from raygate.pipeline import CombinedAuthority, PipelineSettings, profile_for
 from raygate.store.sqlite import ObjectStore
 from raygate.store.state import write_secret
 from raygate.store.tokens import KEY_FILE, SigningKey, issue_token, load_signing_key
@@ -277,12 +276,33 @@ class Stack:
     state_dir: Path
     audit_path: Path
     settings: GatewaySettings
+    gateway: Gateway
 
     def token(self, name: str, namespace: str = NAMESPACE) -> str:
         return token_for(self.state_dir, name, namespace)
 
+    def use(self, authenticator: Any = None, authorizer: Any = None) -> None:
+        """Put another authenticator or authorizer in front of the running gateway."""
+        self.settings.pipeline.authority = CombinedAuthority(
+            authenticator or self.authority.authenticator,
+            authorizer or self.authority.authorizer,
+            self.authority,
+        )
+
     def audit_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
+
+
+@contextlib.asynccontextmanager
+async def serve_gateway(settings: GatewaySettings) -> AsyncIterator[tuple[URL, Gateway]]:
+    """The data plane of `raygate up` serving `settings` on a free loopback port."""
+    gateway = Gateway(settings)
+    await gateway.listen("127.0.0.1", 0)
+    host, port = gateway.addresses[0]
+    try:
+        yield URL.build(scheme="http", host=host, port=port), gateway
+    finally:
+        await gateway.close()
 
 
 @contextlib.asynccontextmanager
@@ -296,8 +316,9 @@ async def gateway_stack(
     """The gateway of `raygate up`, with the embedded authority over `state_dir`.
 
     `accounts` maps service-account names (namespace default) to the verbs a Role grants them on
-    the guide's RayCluster (None: no binding). `overrides` replace GatewaySettings fields, e.g. an
-    authenticator that fails. `upstream_url` points it elsewhere than the recording upstream.
+    the guide's RayCluster (None: no binding). `overrides` replace GatewaySettings (or pipeline
+    settings) fields, e.g. `browser_login=True`. `upstream_url` points it elsewhere than the
+    recording upstream.
     """
     prepare_state(state_dir)
     with ObjectStore.open(state_dir) as store:
@@ -310,24 +331,30 @@ async def gateway_stack(
     audit_path = state_dir / "audit.log"
     audit = AuditLog(audit_path)
     async with serve(upstream.app()) as recorded_url:
-        settings = GatewaySettings(
-            upstream=upstream_url or recorded_url,
-            authenticator=authority.authenticator,
-            authorizer=authority.authorizer,
-            attributes_for=attributes_mapper(guide_attributes()),
+        pipeline = PipelineSettings(
+            authority=authority,
+            profile=profile_for(guide_attributes()),
             upstream_token=UPSTREAM_TOKEN,
             audit=audit,
-            public_routes=authority.public_routes(),  # type: ignore[arg-type]
+            public_routes=authority.public_routes(),
+            backend_timeout=None,
         )
+        settings = GatewaySettings(upstream=str(upstream_url or recorded_url), pipeline=pipeline)
+        authenticator = overrides.pop("authenticator", authority.authenticator)
+        authorizer = overrides.pop("authorizer", authority.authorizer)
+        if authenticator is not authority.authenticator or authorizer is not authority.authorizer:
+            pipeline.authority = CombinedAuthority(authenticator, authorizer, authority)
         for name, value in overrides.items():
-            setattr(settings, name, value)
-        app = build_app(settings)
-        app.on_startup.append(authority.start)
-        app.on_cleanup.append(authority.stop)
+            target = settings if hasattr(settings, name) else pipeline
+            if not hasattr(target, name):
+                raise TypeError(f"no gateway setting {name!r}")
+            setattr(target, name, value)
+        await authority.start()
         try:
-            async with serve(app) as url:
-                yield Stack(url, upstream, authority, state_dir, audit_path, settings)
+            async with serve_gateway(settings) as (url, gateway):
+                yield Stack(url, upstream, authority, state_dir, audit_path, settings, gateway)
         finally:
+            await authority.stop()
             audit.close()
 
 

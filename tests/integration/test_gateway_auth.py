@@ -15,7 +15,7 @@ import pytest
 
 from raygate.errors import BackendUnavailable
 from raygate.identity import Attributes, Decision, Identity
-from raygate.proxy.app import MAX_TOKEN_BYTES
+from raygate.pipeline import MAX_TOKEN_BYTES
 from raygate.store.sqlite import ObjectStore
 from raygate.store.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 

@@ -33,7 +33,7 @@ def test_outage_logs_once_and_recovery_once(
     async def scenario() -> None:
         async with gateway_stack(tmp_path / "state", accounts={"ray-user": ["get"]}) as stack:
             flaky = Flaky(stack.authority.authenticator)
-            stack.settings.authenticator = flaky
+            stack.use(authenticator=flaky)
             headers = bearer(stack.token("ray-user"))
             async with aiohttp.ClientSession() as client:
                 for _ in range(20):

@@ -22,7 +22,7 @@ from raygate.authz.attributes import AttributesConfig
 from raygate.deploy.kuberay import ray_profile_cluster_roles
 from raygate.errors import BackendUnavailable
 from raygate.objects import parse_object
-from raygate.proxy.app import attributes_mapper
+from raygate.pipeline import profile_for
 from raygate.pipeline.ownership import MAX_SUBMISSION_BYTES, SUBMITTED_BY
 from raygate.store.sqlite import ObjectStore
 from tests.integration.gateway_helpers import (
@@ -203,7 +203,7 @@ def ray_stack(tmp_path: Path):
                 tmp_path,
                 accounts=dict.fromkeys(ROLES),
                 upstream_url=ray_url,
-                attributes_for=attributes_mapper(RAY_PROFILE),
+                profile=profile_for(RAY_PROFILE),
             ) as stack:
                 with ObjectStore.open(tmp_path) as store:
                     objects = [parse_object(role) for role in ray_profile_cluster_roles()]
@@ -433,7 +433,7 @@ def test_an_authority_that_cannot_answer_the_ownership_check_gives_503(ray_stack
     async def run() -> None:
         async with ray_stack() as s:
             bobs = await s.submit("bob")
-            s.stack.settings.authorizer = _NoAnswerOnAllJobs(s.stack.settings.authorizer)
+            s.stack.use(authorizer=_NoAnswerOnAllJobs(s.stack.authority.authorizer))
             for method, path in [("POST", f"/api/jobs/{bobs}/stop"), ("GET", "/api/jobs/")]:
                 status, body = await s.call("alice", method, path)
                 assert status == 503, body

@@ -1,0 +1,941 @@
+"""The client side of the data plane: one llhttp-parsed HTTP/1.1 connection per protocol.
+
+A request's head goes to the pipeline as soon as it is parsed; its body is held (a little, with
+reading paused) until the decision, then streamed to the upstream as it arrives. The upstream's
+response streams back the same way, chunk by chunk. Each direction pauses the other's reading
+when its own write buffer fills, so neither body is ever held whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from raygate.dataplane import framing, websocket
+from raygate.dataplane.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection
+from raygate.errors import UpstreamError
+from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
+from raygate.pipeline import (
+    Answer,
+    BufferedResponse,
+    Door,
+    Forward,
+    HeaderList,
+    Headers,
+    RequestHead,
+    responses,
+)
+from raygate.pipeline.headers import downstream_response_headers
+
+if TYPE_CHECKING:
+    from raygate.dataplane.server import Gateway
+
+log = logging.getLogger("raygate.dataplane")
+
+# Body bytes held per request while its decision is pending (reading paused beyond).
+HOLD_BYTES = 256 * 1024
+# A refused request's unread body is read and dropped up to this size to keep the
+# connection; beyond, the connection is closed after the answer.
+DISCARD_BYTES = 64 * 1024
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback: answer this and close."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+
+def _drive(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Run `coro` until it first waits. (True, result) when it finished without waiting;
+    (False, task) with a task carrying it on otherwise. Cached decisions never wait, so they
+    cost no task."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, asyncio.ensure_future(_carry_on(coro, yielded))
+
+
+async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    while True:
+        if yielded is None:
+            await asyncio.sleep(0)
+        else:
+            # The first wait happened outside any task: its "blocking" mark was never taken
+            # by a task, and must be cleared for this one to take it.
+            yielded._asyncio_future_blocking = False
+            try:
+                await yielded
+            except asyncio.CancelledError:
+                if not yielded.cancelled():
+                    coro.close()
+                    raise
+            except BaseException:  # noqa: BLE001, S110 - the coroutine reads it from the future
+                pass
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+
+
+class Cycle:
+    """One request: its head, its body's state, and the response under way."""
+
+    __slots__ = (
+        "body_done",
+        "body_hold",
+        "held",
+        "hold_limit",
+        "body_received",
+        "chunked",
+        "close_after",
+        "conn",
+        "continue_expected",
+        "declared_length",
+        "discarding",
+        "head",
+        "head_only",
+        "keep_alive",
+        "record",
+        "response_chunked",
+        "response_status",
+        "sink",
+        "started",
+        "upstream",
+        "upstream_started",
+        "version",
+        "waiting_body",
+        "websocket",
+        "response_limit",
+        "response_hook",
+        "response_parts",
+        "response_size",
+        "response_reason",
+        "response_headers",
+        "upload_framing",
+        "timer",
+        "retry",
+        "request_bytes",
+        "start_time",
+    )
+
+    def __init__(self, conn: HttpConnection, head: RequestHead, version: str) -> None:
+        self.conn = conn
+        self.head = head
+        self.version = version
+        self.keep_alive = True
+        self.close_after = False
+        self.chunked = False
+        self.declared_length: int | None = None
+        self.continue_expected = False
+        self.body_hold: list[bytes] = []
+        self.held = 0
+        self.hold_limit = 0
+        self.body_received = 0
+        self.body_done = False
+        self.discarding = False
+        self.sink: Any = None  # where body bytes go once forwarding (None: held)
+        self.waiting_body: asyncio.Future[bytes] | None = None
+        self.record: AuditRecord | None = None
+        self.started = False  # response head sent to the client
+        self.response_status = 0
+        self.response_chunked = False
+        self.head_only = head.method == "HEAD"
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_started = False
+        self.websocket = False
+        self.response_limit = 0
+        self.response_hook: Any = None
+        self.response_parts: list[bytes] | None = None
+        self.response_size = 0
+        self.response_reason = b""
+        self.response_headers: HeaderList = []
+        self.upload_framing = ""
+        self.timer: asyncio.TimerHandle | None = None
+        self.retry = False
+        self.request_bytes = b""
+        self.start_time = 0.0
+
+    # -- the request body --------------------------------------------------------------------
+    def body_data(self, data: bytes) -> None:
+        self.body_received += len(data)
+        limit = self.conn.gateway.settings.max_body_bytes
+        if self.body_received > limit:
+            self.conn.body_too_large(self)
+            return
+        sink = self.sink
+        if sink is not None:
+            sink(data)
+        elif self.discarding:
+            if self.body_received > DISCARD_BYTES:
+                self.conn.close_now()
+        else:
+            self.held += len(data)
+            waiting = self.waiting_body
+            if waiting is not None:
+                # Read whole for a hook: past its limit the rest is dropped, the size counted.
+                if self.held <= self.hold_limit:
+                    self.body_hold.append(data)
+            else:
+                self.body_hold.append(data)
+                if self.held > HOLD_BYTES:
+                    self.conn.pause("hold")
+
+    def body_complete(self) -> None:
+        self.body_done = True
+        if self.sink is not None:
+            if self.upload_framing == "chunked" and self.upstream is not None:
+                self.upstream.write(framing.LAST_CHUNK)
+            self.sink = None
+        waiting = self.waiting_body
+        if waiting is not None and not waiting.done():
+            waiting.set_result(b"".join(self.body_hold) if self.held <= self.hold_limit else b"")
+            self.body_hold = []
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parses requests, hands heads to the pipeline, moves bytes."""
+
+    def __init__(self, gateway: Gateway, scheme: str) -> None:
+        self.gateway = gateway
+        self.settings = gateway.settings
+        self.pipeline = gateway.pipeline
+        self.scheme = scheme
+        self.loop = gateway.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer: str | None = None
+        self.peer_certificate: bytes | None = None
+        self.cycle: Cycle | None = None  # the request being answered
+        self.parsing: Cycle | None = None  # the request whose body is arriving
+        self.queue: deque[Cycle] = deque()
+        self.paused: set[str] = set()
+        self.write_paused = False
+        self.closing = False
+        self.upgraded_to: UpstreamConnection | None = None
+        self.upgrade_rest = b""
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._to_start: Cycle | None = None
+        self._refusal: Answer | None = None  # a malformed request after one still in flight
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TLS transport too
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = str(peer[0])
+        elif peer:
+            self.peer = str(peer)
+        if self.scheme == "https" and self.gateway.pipeline.settings.client_certificates:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.peer_certificate = ssl_object.getpeercert(binary_form=True) or None
+        self.gateway.connections.add(self)
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded_to is not None:
+            self.upgraded_to.write(data)
+            return
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._start_pending()
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self.upgrade_rest = data[offset:]
+            self.pause("upgrade")  # bytes after the handshake wait for the decision
+        except httptools.HttpParserCallbackError as err:
+            refused = err.__context__
+            if isinstance(refused, _Refused):
+                self.refuse(refused.answer)
+            else:
+                log.exception("parsing a request failed", exc_info=refused)
+                self.refuse(responses.internal_error())
+        except httptools.HttpParserError as err:
+            self.refuse(responses.bad_request(f"malformed request ({_parser_reason(err)})"))
+        else:
+            self._start_pending()
+
+    def _start_pending(self) -> None:
+        # Started only once the parser accepted everything it was given: llhttp refuses some
+        # framings (an unknown Transfer-Encoding) only after the head, and nothing of a refused
+        # request may reach the upstream.
+        cycle = self._to_start
+        if cycle is not None:
+            self._to_start = None
+            if not self.closing and cycle is self.cycle:
+                self._start(cycle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.gateway.connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        upstream = self.upgraded_to
+        if upstream is not None:
+            upstream.close()
+        for cycle in [self.cycle, *self.queue]:
+            if cycle is not None:
+                self._abandon(cycle)
+        self.queue.clear()
+        self.cycle = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        cycle = self.cycle
+        if cycle is not None and cycle.upstream is not None:
+            cycle.upstream.pause_reading()
+        elif self.upgraded_to is not None:
+            self.upgraded_to.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        cycle = self.cycle
+        if cycle is not None and cycle.upstream is not None:
+            cycle.upstream.resume_reading()
+        elif self.upgraded_to is not None:
+            self.upgraded_to.resume_reading()
+
+    # -- reading control ---------------------------------------------------------------------
+    def pause(self, reason: str) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    def _arm_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = self.loop.call_later(self.settings.idle_timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if self.cycle is None and not self.queue:
+            # Idle between requests, or a client still trickling its headers: disconnect.
+            self.close_now()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.settings.max_header_bytes:
+            raise _Refused(
+                responses.text(414, "URI Too Long: the request target is over "
+                               f"{self.settings.max_header_bytes} bytes.\n")
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        settings = self.settings
+        self._header_bytes += size
+        if size > settings.max_header_bytes or self._header_bytes > 4 * settings.max_header_bytes:
+            raise _Refused(
+                responses.headers_too_large(
+                    f"a header line is over {settings.max_header_bytes} bytes"
+                    if size > settings.max_header_bytes
+                    else f"the headers are over {4 * settings.max_header_bytes} bytes"
+                )
+            )
+        if len(self._headers) >= settings.max_headers:
+            raise _Refused(
+                responses.headers_too_large(f"more than {settings.max_headers} header lines")
+            )
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        parser = self.parser
+        headers = Headers(self._headers)
+        method = parser.get_method().decode("latin-1")
+        head = RequestHead(
+            method,
+            self._url.decode("latin-1"),
+            headers,
+            self.peer,
+            self.peer_certificate,
+            self.scheme,
+            headers.get("Host") or "",
+            Door.DASHBOARD,
+        )
+        cycle = Cycle(self, head, parser.get_http_version())
+        cycle.keep_alive = parser.should_keep_alive()
+        length = headers.get("Content-Length")
+        if length is not None:
+            cycle.declared_length = int(length)  # llhttp checked it: digits, one value
+        transfer = headers.get("Transfer-Encoding")
+        if transfer is not None:
+            # Only plain chunked is relayed (re-chunked): another coding would be dropped
+            # silently, and HTTP/1.0 has no chunked framing to trust.
+            if transfer.strip().lower() != "chunked" or cycle.version != "1.1":
+                raise _Refused(
+                    responses.bad_request(f"unsupported Transfer-Encoding {transfer.strip()!r}")
+                )
+            cycle.chunked = True
+        if cycle.version == "1.1":
+            expect = headers.get("Expect")
+            if expect is not None and expect.lower() == "100-continue":
+                cycle.continue_expected = True
+        if not cycle.chunked and not cycle.declared_length:
+            cycle.body_done = True  # nothing more to come for this request
+        self.parsing = cycle
+        if self.cycle is None:
+            self.cycle = cycle
+            self._to_start = cycle
+        else:
+            self.queue.append(cycle)
+            self.pause("pipeline")  # one request at a time; the next waits in the socket
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        if cycle is not None:
+            cycle.body_data(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        self.parsing = None
+        if cycle is not None:
+            cycle.body_complete()
+
+    # -- a request -----------------------------------------------------------------------------
+    def _start(self, cycle: Cycle) -> None:
+        cycle.start_time = time.monotonic()
+        done, result = _drive(self.pipeline.decide(cycle.head))
+        if done:
+            self._decided(cycle, result)
+        else:
+            result.add_done_callback(lambda task: self._decided_task(cycle, task))
+
+    def _decided_task(self, cycle: Cycle, task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("deciding failed", exc_info=error)
+            record = AuditRecord(new_request_id(), cycle.head.method, cycle.head.target, self.peer)
+            record.decision = AuditDecision.ERROR
+            self._decided(cycle, Answer(500, [], b"", record))
+            return
+        self._decided(cycle, task.result())
+
+    def _decided(self, cycle: Cycle, outcome: Forward | Answer) -> None:
+        if self.closing or cycle is not self.cycle:
+            return
+        if isinstance(outcome, Answer):
+            cycle.record = outcome.record
+            self.answer(cycle, outcome)
+            return
+        cycle.record = outcome.record
+        if websocket.is_websocket(cycle.head):
+            websocket.start(self, cycle, outcome)
+            return
+        if self.upgrade_rest or self.parser.should_upgrade():
+            cycle.close_after = True  # any other upgrade: answered as a plain request, then closed
+        settings = self.settings
+        if cycle.declared_length is not None and cycle.declared_length > settings.max_body_bytes:
+            cycle.close_after = True
+            self.answer(cycle, responses.too_large(
+                f"request body exceeds {settings.max_body_bytes} bytes"))
+            return
+        if outcome.request_body_hook is not None or outcome.response_hook is not None:
+            asyncio.ensure_future(self._forward_buffered(cycle, outcome))
+            return
+        self._forward(cycle, outcome)
+
+    # -- forwarding, streamed ------------------------------------------------------------------
+    def _forward(self, cycle: Cycle, forward: Forward) -> None:
+        head = cycle.head
+        if cycle.chunked:
+            cycle.upload_framing = "chunked"
+            length = b"Transfer-Encoding: chunked\r\n"
+        elif cycle.declared_length is not None and (
+            cycle.declared_length or head.method not in ("GET", "HEAD")
+        ):
+            cycle.upload_framing = "length"
+            length = b"Content-Length: %d\r\n" % cycle.declared_length
+        else:
+            cycle.upload_framing = ""
+            length = b""
+        pool = self.gateway.pool
+        cycle.request_bytes = pool.request_bytes(
+            head.method, head.target, forward.upstream_headers, length
+        )
+        cycle.retry = not cycle.upload_framing
+        conn = pool.take_idle()
+        if conn is not None:
+            self._send(cycle, conn)
+        else:
+            asyncio.ensure_future(self._connect_and_send(cycle))
+
+    async def _connect_and_send(self, cycle: Cycle) -> None:
+        try:
+            conn = await self.gateway.pool.connect()
+        except OSError as err:
+            self._upstream_failed(cycle, err)
+            return
+        if self.closing or cycle is not self.cycle:
+            conn.close()
+            return
+        self._send(cycle, conn)
+
+    def _send(self, cycle: Cycle, conn: UpstreamConnection) -> None:
+        cycle.upstream = conn
+        conn.start(_Relay(self, cycle), cycle.request_bytes, head_only=cycle.head_only)
+        timeout = self.settings.upstream_headers_timeout
+        if timeout is not None and cycle.timer is None:
+            cycle.timer = self.loop.call_later(timeout, self._headers_timeout, cycle)
+        if cycle.upload_framing:
+            if cycle.continue_expected and not cycle.body_received:
+                self._write(framing.CONTINUE)  # authorized: now the body may come
+            chunked = cycle.upload_framing == "chunked"
+            held = cycle.body_hold
+            cycle.body_hold = []
+            for data in held:
+                self._upload(cycle, conn, data, chunked)
+            if cycle.body_done:
+                if chunked:
+                    conn.write(framing.LAST_CHUNK)
+            else:
+                cycle.sink = lambda data: self._upload(cycle, conn, data, chunked)
+            self.resume("hold")
+
+    @staticmethod
+    def _upload(cycle: Cycle, conn: UpstreamConnection, data: bytes, chunked: bool) -> None:
+        if chunked:
+            conn.writelines([framing.chunk_size_line(len(data)), data, framing.CRLF])
+        else:
+            conn.write(data)
+
+    def _headers_timeout(self, cycle: Cycle) -> None:
+        cycle.timer = None
+        if cycle is self.cycle and not cycle.started:
+            if cycle.upstream is not None:
+                cycle.upstream.abort()
+                cycle.upstream = None
+            log.warning("upstream: no response headers within %gs",
+                        self.settings.upstream_headers_timeout)
+            cycle.close_after = cycle.close_after or not cycle.body_done
+            self.answer(cycle, responses.upstream_timeout())
+
+    def _upstream_failed(self, cycle: Cycle, err: BaseException | None) -> None:
+        if cycle is not self.cycle:
+            return
+        if cycle.timer is not None:
+            cycle.timer.cancel()
+            cycle.timer = None
+        upstream = cycle.upstream
+        cycle.upstream = None
+        cycle.sink = None
+        if cycle.retry and upstream is not None and upstream.reused and not cycle.upstream_started:
+            # A kept-alive connection the upstream had just closed: once more on a new one.
+            cycle.retry = False
+            asyncio.ensure_future(self._connect_and_send(cycle))
+            return
+        if cycle.started:
+            # The upstream broke off a response already under way: dropping the connection is
+            # all that is left (finishing it would pass a truncated body off as whole).
+            record = cycle.record
+            if record is not None:
+                record.reason += "; the upstream broke off the response"
+            self.close_now(abort=True)
+            return
+        log.warning("upstream %s: %s", self.gateway.pool.address.host, err or "connection lost")
+        if isinstance(err, TimeoutError):
+            answer = responses.upstream_timeout()
+        elif isinstance(err, UpstreamError):
+            answer = responses.upstream_invalid()
+        else:
+            answer = responses.upstream_unreachable()
+        cycle.close_after = cycle.close_after or not cycle.body_done
+        self.answer(cycle, answer)
+
+    # -- the upstream's response, streamed (called by _Relay) ----------------------------------
+    def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: HeaderList) -> None:
+        cycle.upstream_started = True
+        if cycle.timer is not None:
+            cycle.timer.cancel()
+            cycle.timer = None
+        metrics = self.pipeline.settings.metrics
+        if metrics is not None:
+            metrics.upstream_latency.observe(time.monotonic() - cycle.start_time)
+        out = downstream_response_headers(headers)
+        if cycle.response_hook is not None:
+            cycle.response_status, cycle.response_reason, cycle.response_headers = (
+                status, reason, out)
+            cycle.response_parts = []
+            return
+        with_body = framing.has_body(cycle.head.method, status)
+        framing_header = b""
+        if not with_body:
+            for name, value in headers:
+                if name.lower() == "content-length":
+                    framing_header = b"Content-Length: %s\r\n" % value.encode("latin-1")
+                    break
+            cycle.response_chunked = False
+        else:
+            length = None
+            chunked = False
+            for name, value in headers:
+                lname = name.lower()
+                if lname == "content-length":
+                    length = value
+                elif lname == "transfer-encoding":
+                    chunked = True
+            if length is not None and not chunked:
+                framing_header = b"Content-Length: %s\r\n" % length.encode("latin-1")
+            elif cycle.version == "1.1":
+                framing_header = b"Transfer-Encoding: chunked\r\n"
+                cycle.response_chunked = True
+            else:
+                cycle.close_after = True  # HTTP/1.0: the body ends with the connection
+        self._write_head(cycle, status, reason, out, framing_header)
+
+    def response_body(self, cycle: Cycle, data: bytes) -> None:
+        parts = cycle.response_parts
+        if parts is not None:
+            cycle.response_size += len(data)
+            if cycle.response_size <= cycle.response_limit:
+                parts.append(data)
+            return
+        if not data or cycle.head_only:
+            return
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        if cycle.response_chunked:
+            transport.writelines([framing.chunk_size_line(len(data)), data, framing.CRLF])
+        else:
+            transport.write(data)
+
+    def response_complete(self, cycle: Cycle) -> None:
+        upstream = cycle.upstream
+        cycle.upstream = None
+        if cycle.sink is not None or not cycle.body_done:
+            # The upstream answered before the whole body was sent: that connection is done
+            # for, and so is the rest of this request's body.
+            cycle.sink = None
+            cycle.close_after = True
+            if upstream is not None:
+                upstream.close()
+        if cycle.response_parts is not None:
+            waiting = cycle.waiting_body
+            if waiting is not None and not waiting.done():
+                waiting.set_result(b"")
+            return
+        if cycle.response_chunked and self.transport is not None and not self.closing:
+            self.transport.write(framing.LAST_CHUNK)
+        self._finish(cycle)
+
+    # -- answering -------------------------------------------------------------------------------
+    def answer(self, cycle: Cycle, answer: Answer) -> None:
+        """The gateway's own response to `cycle`; nothing (more) goes upstream."""
+        if cycle.record is None:
+            cycle.record = answer.record or AuditRecord(
+                new_request_id(), cycle.head.method, cycle.head.target, self.peer
+            )
+        upstream = cycle.upstream
+        if upstream is not None:
+            cycle.upstream = None
+            upstream.abort()
+        cycle.sink = None
+        if not cycle.body_done:
+            remaining = (cycle.declared_length or 0) - cycle.body_received
+            if cycle.continue_expected or cycle.chunked or remaining > DISCARD_BYTES:
+                cycle.close_after = True
+            cycle.discarding = True
+            cycle.body_hold = []
+            self.resume("hold")
+        if answer.status >= 400 and self.parser.should_upgrade():
+            cycle.close_after = True
+        headers = answer.headers
+        body = answer.body
+        framing_header = b"Content-Length: %d\r\n" % len(body)
+        self._write_head(cycle, answer.status, answer.reason, headers, framing_header)
+        if body and not cycle.head_only and framing.has_body("GET", answer.status):
+            self._write(body)
+        self._finish(cycle)
+
+    def _write_head(
+        self,
+        cycle: Cycle,
+        status: int,
+        reason: bytes | str,
+        headers: HeaderList,
+        framing_header: bytes,
+    ) -> None:
+        cycle.started = True
+        cycle.response_status = status
+        keep = cycle.keep_alive and not cycle.close_after and not self.gateway.draining
+        if not keep:
+            cycle.close_after = True
+        self._write(
+            b"".join(
+                (
+                    framing.status_line(status, reason),
+                    framing.header_block(headers),
+                    framing_header,
+                    b"" if keep else b"Connection: close\r\n",
+                    framing.CRLF,
+                )
+            )
+        )
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closing:
+            transport.write(data)
+
+    def _finish(self, cycle: Cycle) -> None:
+        if cycle.timer is not None:
+            cycle.timer.cancel()
+            cycle.timer = None
+        record = cycle.record
+        if record is not None:
+            record.status = cycle.response_status
+            self.pipeline.finished(record)
+            cycle.record = None
+        if cycle is not self.cycle:
+            return
+        self.cycle = None
+        if cycle.close_after or self.closing:
+            self.close_now()
+            return
+        if self._refusal is not None:
+            refusal, self._refusal = self._refusal, None
+            self.refuse(refusal)
+            return
+        if self.queue:
+            following = self.queue.popleft()
+            if not self.queue:
+                self.resume("pipeline")
+            self.cycle = following
+            self._start(following)
+        else:
+            self._arm_idle()
+            self.gateway.connection_idle(self)
+
+    def _abandon(self, cycle: Cycle) -> None:
+        """The client left while `cycle` was in flight."""
+        if cycle.timer is not None:
+            cycle.timer.cancel()
+            cycle.timer = None
+        upstream = cycle.upstream
+        if upstream is not None:
+            cycle.upstream = None
+            upstream.detach()
+        waiting = cycle.waiting_body
+        if waiting is not None and not waiting.done():
+            waiting.cancel()
+        record = cycle.record
+        if record is not None:
+            record.status = cycle.response_status or 499
+            if not cycle.started:
+                record.reason += "; the client left before the answer"
+            self.pipeline.finished(record)
+            cycle.record = None
+
+    def body_too_large(self, cycle: Cycle) -> None:
+        cycle.sink = None
+        cycle.body_hold = []
+        cycle.close_after = True
+        limit = self.settings.max_body_bytes
+        if cycle is self.cycle and not cycle.started:
+            if cycle.record is None:
+                cycle.record = AuditRecord(
+                    new_request_id(), cycle.head.method, cycle.head.target, self.peer
+                )
+            cycle.record.reason = f"request body exceeds {limit} bytes"
+            waiting = cycle.waiting_body
+            if waiting is not None and not waiting.done():
+                waiting.cancel()
+            self.answer(cycle, responses.too_large(f"request body exceeds {limit} bytes"))
+        else:
+            self.close_now(abort=True)
+
+    def refuse(self, answer: Answer) -> None:
+        """A request that cannot be parsed: answer, forward nothing, close."""
+        cycle = self.cycle
+        if cycle is not None and cycle is not self.parsing and not self.closing:
+            # A malformed request behind one still being answered: answered after it.
+            self._refusal = answer
+            self.pause("refused")
+            self.queue.clear()
+            self._to_start = None
+            return
+        if cycle is not None and cycle.started:
+            self.close_now(abort=True)
+            return
+        record = AuditRecord(new_request_id(), "", self._url.decode("latin-1")[:256], self.peer)
+        record.reason = answer.body.decode("utf-8", "replace").strip()
+        record.status = answer.status
+        self.pipeline.finished(record)
+        if cycle is not None and cycle.upstream is not None:
+            cycle.upstream.abort()
+            cycle.upstream = None
+        if cycle is not None:
+            cycle.record = None  # the refusal is this request's answer and audit line
+            self.cycle = None
+        self.closing = True
+        transport = self.transport
+        if transport is not None:
+            transport.write(
+                framing.status_line(answer.status)
+                + framing.header_block(answer.headers)
+                + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(answer.body)
+                + answer.body
+            )
+            transport.close()
+
+    def close_now(self, abort: bool = False) -> None:
+        self.closing = True
+        transport = self.transport
+        if transport is not None:
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return self.cycle is None and not self.queue
+
+    # -- hooks: bodies read whole (the ray profile's job ownership) ----------------------------
+    async def _forward_buffered(self, cycle: Cycle, forward: Forward) -> None:
+        try:
+            body = b""
+            if forward.request_body_hook is not None:
+                limit = forward.request_limit
+                if cycle.declared_length is not None and cycle.declared_length > limit:
+                    self.answer(cycle, responses.too_large(forward.request_limit_message))
+                    return
+                if not cycle.body_done and cycle.continue_expected and not cycle.body_received:
+                    self._write(framing.CONTINUE)
+                body = await self._whole_body(cycle, limit)
+                if body is None:
+                    cycle.close_after = True
+                    self.answer(cycle, responses.too_large(forward.request_limit_message))
+                    return
+                try:
+                    body = forward.request_body_hook(body)
+                except ValueError as err:
+                    self.answer(cycle, responses.bad_request(str(err)))
+                    return
+            elif not cycle.body_done:
+                if cycle.continue_expected and not cycle.body_received:
+                    self._write(framing.CONTINUE)
+                whole = await self._whole_body(cycle, self.settings.max_body_bytes)
+                body = whole or b""
+            head = cycle.head
+            reply = await self.gateway.pool.fetch(
+                head.method,
+                head.target,
+                forward.upstream_headers,
+                forward.response_limit,
+                body=body,
+                timeout=self.settings.upstream_headers_timeout or 3600.0,
+            )
+            if forward.response_hook is not None:
+                reply = await forward.response_hook(reply)
+        except asyncio.CancelledError:
+            return
+        except TimeoutError:
+            if cycle is self.cycle and not cycle.started:
+                self.answer(cycle, responses.upstream_timeout())
+            return
+        except (OSError, UpstreamError) as err:
+            self._upstream_failed(cycle, err)
+            return
+        if cycle is not self.cycle or self.closing:
+            return
+        self._answer_buffered(cycle, reply)
+
+    async def _whole_body(self, cycle: Cycle, limit: int) -> bytes | None:
+        if not cycle.body_done:
+            cycle.hold_limit = limit
+            cycle.waiting_body = self.loop.create_future()
+            self.resume("hold")
+            # Held chunks stay in body_hold; body_data keeps appending until complete.
+            await cycle.waiting_body
+            body = cycle.waiting_body.result()
+        else:
+            body = b"".join(cycle.body_hold)
+            cycle.body_hold = []
+        return None if cycle.held > limit else body
+
+    def _answer_buffered(self, cycle: Cycle, reply: BufferedResponse) -> None:
+        body = reply.body if reply.body is not None else b""
+        headers = [(n, v) for n, v in reply.headers if n.lower() != "content-length"]
+        with_body = framing.has_body(cycle.head.method, reply.status)
+        self._write_head(
+            cycle,
+            reply.status,
+            reply.reason,
+            downstream_response_headers(headers),
+            b"Content-Length: %d\r\n" % len(body) if with_body or body else b"",
+        )
+        if with_body and body:
+            self._write(body)
+        self._finish(cycle)
+
+
+class _Relay:
+    """Routes an upstream connection's events to the client request it answers."""
+
+    __slots__ = ("conn", "cycle")
+
+    def __init__(self, conn: HttpConnection, cycle: Cycle) -> None:
+        self.conn = conn
+        self.cycle = cycle
+
+    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+        if self.cycle.upstream is not None:
+            self.conn.response_head(self.cycle, status, reason, headers)
+
+    def response_body(self, data: bytes) -> None:
+        if self.cycle.upstream is not None:
+            self.conn.response_body(self.cycle, data)
+
+    def response_complete(self) -> None:
+        if self.cycle.upstream is not None:
+            self.conn.response_complete(self.cycle)
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        self.conn._upstream_failed(self.cycle, UpstreamError("unexpected protocol switch"))
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        if self.cycle.upstream is not None:
+            self.conn._upstream_failed(self.cycle, exc)
+
+    def upstream_pause_writing(self) -> None:
+        self.conn.pause("upload")
+
+    def upstream_resume_writing(self) -> None:
+        self.conn.resume("upload")
+
+
+def _parser_reason(err: Exception) -> str:
+    text = str(err) or type(err).__name__
+    return text.replace("\r", " ").replace("\n", " ")[:120]

@@ -1,0 +1,395 @@
+"""Connections to the upstream: one llhttp response parser each, kept alive in a pool.
+
+A connection delivers the response it parses to its `listener` (the client request being
+forwarded, or a buffered exchange the pipeline asked for). Idle connections wait in the pool a
+short while; one the upstream closed is dropped, never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Protocol
+
+import httptools
+
+from raygate.dataplane import framing
+from raygate.dataplane.settings import GatewaySettings, UpstreamAddress
+from raygate.errors import UpstreamError
+from raygate.pipeline import BufferedResponse, HeaderList
+
+log = logging.getLogger("raygate.dataplane")
+
+# Flow control: above this much unsent data a transport pauses its peer's reading.
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+# The pipeline's own calls (ownership lookups) wait this long for a whole answer.
+FETCH_TIMEOUT = 60.0
+
+
+class ResponseListener(Protocol):
+    """What receives an upstream response, event by event."""
+
+    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None: ...
+
+    def response_body(self, data: bytes) -> None: ...
+
+    def response_complete(self) -> None: ...
+
+    def upstream_upgraded(self, rest: bytes) -> None: ...
+
+    def upstream_lost(self, exc: BaseException | None) -> None: ...
+
+    def upstream_pause_writing(self) -> None: ...
+
+    def upstream_resume_writing(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.listener: ResponseListener | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.reused = False
+        self.response_started = False
+        self.idle_since = 0.0
+        self.closed = False
+        self.upgraded = False
+        self._status = 0
+        self._reason = b""
+        self._headers: HeaderList = []
+        # Responses to HEAD have no body, whatever their Content-Length says; llhttp cannot be
+        # told so, so such a connection ends with the head and is not reused.
+        self.expect_head_only = False
+        self._until_close = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TLS transport too
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded:
+            if self.listener is not None:
+                self.listener.response_body(data)
+            return
+        if self.listener is None:
+            self.close()  # bytes from an idle upstream connection: it is not in sync anymore
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgraded = True
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            listener = self.listener
+            if listener is not None:
+                listener.upstream_upgraded(data[offset:])
+        except httptools.HttpParserError as err:
+            listener = self.listener
+            self.close()
+            if listener is not None:
+                listener.upstream_lost(UpstreamError(f"invalid response from the upstream: {err}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        listener = self.listener
+        self.listener = None
+        if listener is not None:
+            if self.upgraded:
+                listener.upstream_lost(exc)
+                return
+            # A close-delimited body ends with the connection: that is its complete end.
+            if self.response_started and self._until_close:
+                listener.response_complete()
+            else:
+                listener.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.listener is not None:
+            self.listener.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.listener is not None:
+            self.listener.upstream_resume_writing()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            return  # an interim answer (100 Continue, 103): the real one follows
+        self._status = status
+        self.response_started = True
+        self._until_close = False
+        if not any(n.lower() in ("content-length", "transfer-encoding") for n, _ in self._headers):
+            self._until_close = framing.has_body("GET", status)
+        listener = self.listener
+        if listener is not None:
+            listener.response_head(status, self._reason, self._headers)
+        if self.expect_head_only and status != 101:
+            self._finish_without_body()
+
+    def on_body(self, body: bytes) -> None:
+        if self._status and self.listener is not None:
+            self.listener.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._status or self._status == 101 or self.upgraded:
+            return  # the end of an interim response, or of the head of a protocol switch
+        listener = self.listener
+        keep = self.parser.should_keep_alive() and not self.expect_head_only
+        self.listener = None
+        self._status = 0
+        self.response_started = False
+        if keep:
+            self.pool.release(self)
+        else:
+            self.close()
+        if listener is not None:
+            listener.response_complete()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _finish_without_body(self) -> None:
+        listener = self.listener
+        self.listener = None
+        self.response_started = False
+        self.close()
+        if listener is not None:
+            listener.response_complete()
+
+    def start(self, listener: ResponseListener, request: bytes, head_only: bool) -> None:
+        self.listener = listener
+        self.expect_head_only = head_only
+        self._until_close = False
+        assert self.transport is not None
+        self.transport.write(request)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.writelines(parts)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def detach(self) -> None:
+        """The listener is gone (its client left): this connection is in no known state."""
+        self.listener = None
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one upstream, newest first."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.address = UpstreamAddress.parse(settings.upstream)
+        self.settings = settings
+        self._idle: deque[UpstreamConnection] = deque()
+        self._all: set[UpstreamConnection] = set()
+        self._ssl = (
+            (settings.upstream_ssl or True) if self.address.scheme == "https" else None
+        )
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.opened = 0  # connections opened so far (tests check keep-alive reuse)
+
+    def take_idle(self) -> UpstreamConnection | None:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                conn.reused = True
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        address = self.address
+        # wait_for, not asyncio.timeout: this may run before a decision's first wait, outside
+        # any task (see raygate.dataplane.http._drive).
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    address.host,
+                    address.port,
+                    ssl=self._ssl,
+                    server_hostname=address.host if self._ssl else None,
+                ),
+                self.settings.upstream_connect_timeout,
+            )
+        except TimeoutError:
+            raise TimeoutError(
+                f"connecting to the upstream timed out ({address.host}:{address.port})"
+            ) from None
+        self.opened += 1
+        self._all.add(conn)
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if conn.closed or len(self._idle) >= self.settings.upstream_pool_size:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        conn.reused = False
+        self._idle.append(conn)
+        if self._sweeper is None:
+            loop = asyncio.get_event_loop()
+            self._sweeper = loop.call_later(self.settings.upstream_idle_seconds, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        deadline = time.monotonic() - self.settings.upstream_idle_seconds
+        idle = self._idle
+        while idle and idle[0].idle_since <= deadline:
+            idle.popleft().close()
+        if idle:
+            loop = asyncio.get_event_loop()
+            self._sweeper = loop.call_later(self.settings.upstream_idle_seconds, self._sweep)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self._all.discard(conn)
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()
+
+    def request_bytes(
+        self, method: str, target: str, headers: HeaderList, framing_header: bytes
+    ) -> bytes:
+        """Request line and header block for the upstream (Host and framing the gateway's)."""
+        address = self.address
+        return b"".join(
+            (
+                f"{method} {address.base_path}{target} HTTP/1.1\r\nHost: {address.host_header}\r\n"
+                .encode("latin-1", "replace"),
+                framing.header_block(headers),
+                framing_header,
+                framing.CRLF,
+            )
+        )
+
+    # -- the pipeline's own calls (raygate.pipeline.UpstreamCalls) -----------------------------
+    async def fetch(
+        self,
+        method: str,
+        target: str,
+        headers: HeaderList,
+        limit: int,
+        body: bytes = b"",
+        timeout: float = FETCH_TIMEOUT,
+    ) -> BufferedResponse:
+        """One request with a whole body; its answer read up to `limit` bytes (body None
+        beyond). Raises OSError, TimeoutError or UpstreamError when the upstream fails."""
+        attempts = 2  # a pooled connection the upstream just closed gets one fresh retry
+        while True:
+            attempts -= 1
+            conn = self.take_idle() or await self.connect()
+            exchange = BufferedExchange(conn, limit)
+            length = b"Content-Length: %d\r\n" % len(body) if body or method not in (
+                "GET", "HEAD", "DELETE", "OPTIONS"
+            ) else b""
+            conn.start(
+                exchange,
+                self.request_bytes(method, target, headers, length) + body,
+                head_only=method == "HEAD",
+            )
+            try:
+                return await asyncio.wait_for(exchange.done, timeout)
+            except TimeoutError:
+                conn.abort()
+                raise
+            except (OSError, UpstreamError):
+                if attempts and conn.reused and not exchange.started:
+                    continue
+                raise
+
+
+class BufferedExchange:
+    """A ResponseListener that collects the whole response (up to `limit` bytes)."""
+
+    def __init__(self, conn: UpstreamConnection, limit: int) -> None:
+        self.conn = conn
+        self.limit = limit
+        self.done: asyncio.Future[BufferedResponse] = asyncio.get_event_loop().create_future()
+        self.started = False
+        self._status = 0
+        self._reason = b""
+        self._headers: HeaderList = []
+        self._body: bytearray | None = bytearray()
+
+    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+        self.started = True
+        self._status, self._reason, self._headers = status, reason, headers
+
+    def response_body(self, data: bytes) -> None:
+        body = self._body
+        if body is None:
+            return
+        body += data
+        if len(body) > self.limit:
+            self._body = None  # over the limit: the caller learns so, the rest is dropped
+
+    def response_complete(self) -> None:
+        if not self.done.done():
+            body = bytes(self._body) if self._body is not None else None
+            reason = self._reason.decode("latin-1")
+            self.done.set_result(BufferedResponse(self._status, reason, self._headers, body))
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        self.conn.abort()
+        self.upstream_lost(UpstreamError("the upstream switched protocols unasked"))
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        if not self.done.done():
+            if isinstance(exc, OSError | UpstreamError):
+                self.done.set_exception(exc)
+            else:
+                self.done.set_exception(ConnectionError("the upstream closed the connection"))
+
+    def upstream_pause_writing(self) -> None:
+        pass
+
+    def upstream_resume_writing(self) -> None:
+        pass
