@@ -24,6 +24,12 @@ import jwt
 from grpc import aio
 
 from raygate.doors.guard import DoorGuard, Verdict, bearer_token
+from raygate.doors.raywire import (
+    PING_REQUEST,
+    PING_RESPONSE,
+    explain_ray_startup_failure,
+    init_response,
+)
 from raygate.doors.sessions import SessionBindings
 from raygate.observe.audit import AuditDecision
 
@@ -40,10 +46,8 @@ CLUSTER_INFO = "/ray.rpc.RayletDriver/ClusterInfo"
 # Streams that stay open (audited when opened, re-checked while open); the rest are unary.
 STREAMS = frozenset({DATAPATH, LOGSTREAM, "/ray.rpc.RayletDriver/GetObject"})
 
-# ClusterInfoRequest{type: PING} and the answer Ray's server gives it (ClusterInfoResponse
-# {type: PING, json: "{}"}), as protobuf bytes: field 1 varint 6; field 1 varint 6 + field 2 "{}".
-PING_REQUEST = b"\x08\x06"
-PING_RESPONSE = b"\x08\x06\x12\x02{}"
+# Responses of the data stream looked into for Ray's own InitResponse (the first, normally).
+INIT_LOOKAHEAD = 3
 
 # Metadata the gRPC runtime sets itself, or that carries the caller's credential.
 _DROPPED_METADATA = frozenset({"authorization", "user-agent", "content-type", "te", "host"})
@@ -205,8 +209,14 @@ class ClientDoor:
         if is_stream:
             watcher = asyncio.ensure_future(self._watch(authorization, method, peer, call, cut))
         outcome = "OK"
+        lookahead = INIT_LOOKAHEAD if method == DATAPATH else 0
         try:
             async for message in call:
+                if lookahead:
+                    lookahead -= 1
+                    if init_response(message) is not None:
+                        lookahead = 0
+                        message = explain_ray_startup_failure(message)
                 yield message
             code = await call.code()
             outcome = code.name
