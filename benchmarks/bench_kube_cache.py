@@ -28,11 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raygate.authn.tokenreview import TokenReviewAuthenticator  # noqa: E402
 from raygate.authz.cache import CachingAuthenticator, CachingAuthorizer, token_key  # noqa: E402
-from raygate.authz.sar import SubjectAccessReviewAuthorizer  # noqa: E402
 from raygate.identity import Attributes, Identity  # noqa: E402
 from raygate.kube.client import KubeClient  # noqa: E402
+from raygate.kube.sar import SubjectAccessReviewAuthorizer  # noqa: E402
+from raygate.kube.tokenreview import TokenReviewAuthenticator  # noqa: E402
 from tests.kube.fakeapi import (  # noqa: E402
     SUBJECT_ACCESS_REVIEWS,
     TOKEN_REVIEWS,

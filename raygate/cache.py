@@ -74,19 +74,26 @@ class TTLCache(Generic[V]):
     def lookup(self, key: Hashable) -> V | _Missing:
         """The value kept for `key`, or MISSING (never kept, expired, or evicted)."""
         value = self._fresh(key)
-        self._count("miss" if isinstance(value, _Missing) else "hit")
+        if isinstance(value, _Missing):
+            self.misses += 1
+            if self.on_event is not None:
+                self.on_event("miss")
+        else:
+            # Counted inline, not through _count: this is the per-request path.
+            self.hits += 1
+            if self.on_event is not None:
+                self.on_event("hit")
         return value
 
     def _fresh(self, key: Hashable) -> V | _Missing:
         entry = self._entries.get(key)
         if entry is None:
             return MISSING
-        expires, value = entry
-        if self.clock() >= expires:
-            self._entries.pop(key, None)
-            return MISSING
-        self._entries.move_to_end(key)
-        return value
+        if self.clock() < entry[0]:
+            self._entries.move_to_end(key)
+            return entry[1]
+        self._entries.pop(key, None)
+        return MISSING
 
     def put(self, key: Hashable, value: V, ttl: float) -> None:
         """Keep `value` for `ttl` seconds; a TTL of 0 or less keeps nothing (and drops `key`)."""

@@ -1,10 +1,12 @@
-"""The types every layer shares: who is calling, what they ask, what was decided."""
+"""The types every layer shares: who is calling, what they ask, what was decided, and the two
+questions every authority answers (TokenAuthenticator, Authorizer)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 AUTHENTICATED_GROUP = "system:authenticated"
@@ -96,3 +98,44 @@ class Decision:
     allowed: bool
     reason: str = ""
     source: str = ""
+
+
+# The verb for each method. HEAD and OPTIONS are safe methods that read nothing a GET may not
+# read, so they need what a GET needs. (kube-rbac-proxy sends the verb "*" for them, which only
+# a wildcard rule grants; the gateway answers OPTIONS itself, but the mapping stays total so an
+# audit line always names a verb.)
+_METHOD_VERBS: Mapping[str, str] = {
+    "GET": "get",
+    "HEAD": "get",
+    "OPTIONS": "get",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
+def verb_for_method(method: str) -> str:
+    """The Kubernetes verb for an HTTP method; an unlisted method becomes its lowercased name,
+    which only a rule naming that verb (or `*`) allows."""
+    verb = _METHOD_VERBS.get(method)
+    return verb if verb is not None else method.lower()
+
+
+class TokenAuthenticator(Protocol):
+    """Turns a bearer token into an Identity.
+
+    Returns None when the token is not valid (the gateway answers 401).
+    Raises raygate.errors.BackendUnavailable when it cannot decide (the gateway answers 503).
+    """
+
+    async def authenticate_token(self, token: str) -> Identity | None: ...
+
+
+class Authorizer(Protocol):
+    """Decides on Attributes.
+
+    Raises raygate.errors.BackendUnavailable when it cannot decide (the gateway answers 503).
+    """
+
+    async def authorize(self, attributes: Attributes) -> Decision: ...

@@ -1,16 +1,6 @@
-"""Authorization: may this identity do this. Request mapping lives in attributes.py."""
+"""Authorization: may this identity do this. Request mapping lives in attributes.py; every
+authority answers through Authorizer (defined with the shared types in raygate.identity)."""
 
-from __future__ import annotations
+from raygate.identity import Authorizer
 
-from typing import Protocol
-
-from raygate.identity import Attributes, Decision
-
-
-class Authorizer(Protocol):
-    """Decides on Attributes.
-
-    Raises raygate.errors.BackendUnavailable when it cannot decide (the gateway answers 503).
-    """
-
-    async def authorize(self, attributes: Attributes) -> Decision: ...
+__all__ = ["Authorizer"]

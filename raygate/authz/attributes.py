@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from raygate.authz.paths import is_unambiguous_path
-from raygate.identity import Attributes, Identity
+from raygate.identity import Attributes, Identity, verb_for_method
+from raygate.ray.routes import ray_route
 
 RAY_API_GROUP = "ray.io"
 RAY_CLUSTERS_RESOURCE = "rayclusters"
@@ -43,28 +44,6 @@ RAY_WRITE_VERB = "ray:write"
 # template is meaningful there; anything else inside `{{ }}` is refused when the config loads.
 _VALUE_TEMPLATE = re.compile(r"\{\{\s*\.Value\s*\}\}")
 _ANY_TEMPLATE = re.compile(r"\{\{.*?\}\}")
-
-# The verb for each method. HEAD and OPTIONS are safe methods that read nothing a GET may not
-# read, so they need what a GET needs. (kube-rbac-proxy sends the verb "*" for them, which only
-# a wildcard rule grants; the gateway answers OPTIONS itself, but the mapping stays total so an
-# audit line always names a verb.)
-_METHOD_VERBS: Mapping[str, str] = {
-    "GET": "get",
-    "HEAD": "get",
-    "OPTIONS": "get",
-    "POST": "create",
-    "PUT": "update",
-    "PATCH": "patch",
-    "DELETE": "delete",
-}
-
-
-def verb_for_method(method: str) -> str:
-    """The Kubernetes verb for an HTTP method; an unlisted method becomes its lowercased name,
-    which only a rule naming that verb (or `*`) allows."""
-    verb = _METHOD_VERBS.get(method)
-    return verb if verb is not None else method.lower()
-
 
 class Profile(StrEnum):
     KUBE_RBAC_PROXY = "kube-rbac-proxy"
@@ -282,9 +261,6 @@ def _ray(
     headers: Mapping[str, Any],
     config: AttributesConfig,
 ) -> list[Attributes]:
-    # Imported here: the route table builds on verb_for_method above.
-    from raygate.ray.routes import ray_route
-
     route = ray_route(method, _raw_path(path))
     return [
         ray_cluster_attributes(identity, p.verb, p.subresource, config) for p in route.permissions

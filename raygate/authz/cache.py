@@ -12,10 +12,8 @@ import time
 
 import jwt
 
-from raygate.authn import TokenAuthenticator
-from raygate.authz import Authorizer
 from raygate.cache import DEFAULT_MAX_ENTRIES, Clock, EventHook, TTLCache, token_key
-from raygate.identity import Attributes, Decision, Identity
+from raygate.identity import Attributes, Authorizer, Decision, Identity, TokenAuthenticator
 
 __all__ = [
     "CachingAuthenticator",

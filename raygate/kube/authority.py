@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from raygate.authn.oidc import OIDCAuthenticator, OIDCOptions
-from raygate.authn.tokenreview import TokenReviewAuthenticator
 from raygate.authz.cache import CachingAuthenticator, CachingAuthorizer, EventHook
-from raygate.authz.sar import SubjectAccessReviewAuthorizer
 from raygate.config import CacheConfig, GatewayConfig, OIDCConfig
 from raygate.kube.client import KubeClient
+from raygate.kube.sar import SubjectAccessReviewAuthorizer
+from raygate.kube.tokenreview import TokenReviewAuthenticator
 
 # (cache name, event) -> None; matches GatewayMetrics.cache_events labels (cache, result).
 CacheEventHook = Callable[[str, str], None]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
 
-from raygate.authz.attributes import verb_for_method
+from raygate.identity import verb_for_method
 
 CLUSTER = ""  # the RayCluster itself
 JOBS = "jobs"

@@ -10,17 +10,17 @@ from pathlib import Path
 import jwt
 import pytest
 
-from raygate.authn.tokenreview import TokenReviewAuthenticator
 from raygate.authz.cache import (
     CachingAuthenticator,
     CachingAuthorizer,
     jwt_expiry,
     token_key,
 )
-from raygate.authz.sar import SubjectAccessReviewAuthorizer
 from raygate.errors import BackendUnavailable
 from raygate.identity import Attributes, Decision, Identity
 from raygate.kube.client import KubeClient
+from raygate.kube.sar import SubjectAccessReviewAuthorizer
+from raygate.kube.tokenreview import TokenReviewAuthenticator
 
 from .fakeapi import SUBJECT_ACCESS_REVIEWS, TOKEN_REVIEWS, FakeKubeAPI, FakeUser, running_fake
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from raygate.authn.tokenreview import TokenReviewAuthenticator
-from raygate.authz.sar import SubjectAccessReviewAuthorizer
 from raygate.errors import BackendUnavailable, ConfigError
 from raygate.identity import Attributes, Decision, Identity
 from raygate.kube.client import KubeClient, TokenFile
+from raygate.kube.sar import SubjectAccessReviewAuthorizer
+from raygate.kube.tokenreview import TokenReviewAuthenticator
 
 from .fakeapi import (
     API_AUDIENCE,
