@@ -109,13 +109,15 @@ class EmbeddedAuthority:
         """Reload if the store changed. True when something was reloaded.
 
         Called from the watcher's thread and, before a refusal, from the event loop: one at a
-        time, and never replacing a newer revision by an older one.
+        time, and never replacing a newer revision by an older one. True too when another
+        caller reloaded while this one waited: the caller's answer came from the older revision
+        and must be asked again (else a token minted just now gets a 401 during the reload).
         """
         if self.store.data_version() == self._snapshot.version:
             return False
         with self._reload_lock:
             if self.store.data_version() == self._snapshot.version:
-                return False  # the other caller just reloaded it
+                return True  # the other caller just reloaded it
             snapshot = self.store.snapshot()
             if snapshot.version <= self._snapshot.version:
                 return False

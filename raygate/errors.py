@@ -58,3 +58,12 @@ class UpstreamError(RaygateError):
 
 class BodyTooLarge(RaygateError):
     """A request body grew past limits.maxBodyBytes while streaming upstream (413)."""
+
+
+class RequestRefused(RaygateError):
+    """A request the data plane refuses while parsing it (oversized or malformed head): the
+    answer to give (a raygate.pipeline.Answer), after which the connection closes."""
+
+    def __init__(self, answer: object) -> None:
+        super().__init__(getattr(answer, "status", "refused"))
+        self.answer = answer

@@ -26,7 +26,13 @@ from raygate.dataplane.settings import GatewaySettings
 from raygate.errors import BackendUnavailable, ConfigError
 from raygate.observe.audit import AuditLog
 from raygate.observe.metrics import GatewayMetrics
-from raygate.pipeline import AuthHeaders, CombinedAuthority, PipelineSettings, profile_for
+from raygate.pipeline import (
+    AuthHeaders,
+    Authority,
+    CombinedAuthority,
+    PipelineSettings,
+    profile_for,
+)
 
 log = logging.getLogger("raygate.runtime")
 
@@ -142,7 +148,15 @@ async def assemble(
     upstream_ssl = _upstream_tls(config)
     # The one place the authority is chosen: tokens from the authenticators above, decisions
     # from the authorizer; the embedded store's revision invalidates cached decisions.
-    authority = CombinedAuthority(authenticator, authorizer, embedded)
+    authority: Authority
+    if (
+        embedded is not None
+        and authenticator is embedded.authenticator
+        and authorizer is embedded.authorizer
+    ):
+        authority = embedded  # `raygate up`: the store answers both
+    else:
+        authority = CombinedAuthority(authenticator, authorizer, embedded)
     pipeline = PipelineSettings(
         authority=authority,
         profile=profile_for(authorization),

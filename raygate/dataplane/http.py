@@ -19,7 +19,7 @@ import httptools
 
 from raygate.dataplane import framing, websocket
 from raygate.dataplane.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection
-from raygate.errors import UpstreamError
+from raygate.errors import RequestRefused, UpstreamError
 from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
 from raygate.pipeline import (
     Answer,
@@ -43,13 +43,6 @@ HOLD_BYTES = 256 * 1024
 # A refused request's unread body is read and dropped up to this size to keep the
 # connection; beyond, the connection is closed after the answer.
 DISCARD_BYTES = 64 * 1024
-
-
-class _Refused(Exception):
-    """Raised inside a parser callback: answer this and close."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
 
 
 def _drive(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
@@ -226,6 +219,10 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._to_start: Cycle | None = None
+        self._idle_since = 0.0
+        self._waiting_for_request = True
+        # Bytes for the client collected while the upstream's bytes are parsed, sent in one write.
+        self._out: list[bytes] | None = None
         self._refusal: Answer | None = None  # a malformed request after one still in flight
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -259,7 +256,7 @@ class HttpConnection(asyncio.Protocol):
             self.pause("upgrade")  # bytes after the handshake wait for the decision
         except httptools.HttpParserCallbackError as err:
             refused = err.__context__
-            if isinstance(refused, _Refused):
+            if isinstance(refused, RequestRefused):
                 self.refuse(refused.answer)
             else:
                 log.exception("parsing a request failed", exc_info=refused)
@@ -322,15 +319,26 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _arm_idle(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        self._idle_timer = self.loop.call_later(self.settings.idle_timeout, self._idle_expired)
+        # One timer per connection, re-armed only when it fires: a request costs a clock read,
+        # not a timer.
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(
+                self._idle_since + self.settings.idle_timeout, self._idle_expired
+            )
 
     def _idle_expired(self) -> None:
         self._idle_timer = None
-        if self.cycle is None and not self.queue:
+        if self.closing:
+            return
+        if not self._waiting_for_request or self.cycle is not None or self.queue:
+            return  # busy: the deadline counts again from the end of this request (_finish)
+        deadline = self._idle_since + self.settings.idle_timeout
+        if self.loop.time() >= deadline - 0.001:
             # Idle between requests, or a client still trickling its headers: disconnect.
             self.close_now()
+        else:
+            self._idle_timer = self.loop.call_at(deadline, self._idle_expired)
 
     # -- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -341,7 +349,7 @@ class HttpConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.settings.max_header_bytes:
-            raise _Refused(
+            raise RequestRefused(
                 responses.text(414, "URI Too Long: the request target is over "
                                f"{self.settings.max_header_bytes} bytes.\n")
             )
@@ -351,7 +359,7 @@ class HttpConnection(asyncio.Protocol):
         settings = self.settings
         self._header_bytes += size
         if size > settings.max_header_bytes or self._header_bytes > 4 * settings.max_header_bytes:
-            raise _Refused(
+            raise RequestRefused(
                 responses.headers_too_large(
                     f"a header line is over {settings.max_header_bytes} bytes"
                     if size > settings.max_header_bytes
@@ -359,15 +367,13 @@ class HttpConnection(asyncio.Protocol):
                 )
             )
         if len(self._headers) >= settings.max_headers:
-            raise _Refused(
+            raise RequestRefused(
                 responses.headers_too_large(f"more than {settings.max_headers} header lines")
             )
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._waiting_for_request = False
         parser = self.parser
         headers = Headers(self._headers)
         method = parser.get_method().decode("latin-1")
@@ -391,7 +397,7 @@ class HttpConnection(asyncio.Protocol):
             # Only plain chunked is relayed (re-chunked): another coding would be dropped
             # silently, and HTTP/1.0 has no chunked framing to trust.
             if transfer.strip().lower() != "chunked" or cycle.version != "1.1":
-                raise _Refused(
+                raise RequestRefused(
                     responses.bad_request(f"unsupported Transfer-Encoding {transfer.strip()!r}")
                 )
             cycle.chunked = True
@@ -622,13 +628,12 @@ class HttpConnection(asyncio.Protocol):
             return
         if not data or cycle.head_only:
             return
-        transport = self.transport
-        if transport is None or self.closing:
-            return
         if cycle.response_chunked:
-            transport.writelines([framing.chunk_size_line(len(data)), data, framing.CRLF])
+            self._write(framing.chunk_size_line(len(data)))
+            self._write(data)
+            self._write(framing.CRLF)
         else:
-            transport.write(data)
+            self._write(data)
 
     def response_complete(self, cycle: Cycle) -> None:
         upstream = cycle.upstream
@@ -645,8 +650,8 @@ class HttpConnection(asyncio.Protocol):
             if waiting is not None and not waiting.done():
                 waiting.set_result(b"")
             return
-        if cycle.response_chunked and self.transport is not None and not self.closing:
-            self.transport.write(framing.LAST_CHUNK)
+        if cycle.response_chunked:
+            self._write(framing.LAST_CHUNK)
         self._finish(cycle)
 
     # -- answering -------------------------------------------------------------------------------
@@ -704,9 +709,27 @@ class HttpConnection(asyncio.Protocol):
         )
 
     def _write(self, data: bytes) -> None:
+        out = self._out
+        if out is not None:
+            out.append(data)
+            return
         transport = self.transport
         if transport is not None and not self.closing:
             transport.write(data)
+
+    def cork(self) -> None:
+        """Collect writes to the client (until `uncork`): one syscall per upstream read."""
+        if self._out is None:
+            self._out = []
+
+    def uncork(self) -> None:
+        out = self._out
+        self._out = None
+        if out and self.transport is not None and not self.closing:
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.write(b"".join(out))
 
     def _finish(self, cycle: Cycle) -> None:
         if cycle.timer is not None:
@@ -734,6 +757,7 @@ class HttpConnection(asyncio.Protocol):
             self.cycle = following
             self._start(following)
         else:
+            self._waiting_for_request = True
             self._arm_idle()
             self.gateway.connection_idle(self)
 
@@ -810,6 +834,9 @@ class HttpConnection(asyncio.Protocol):
             transport.close()
 
     def close_now(self, abort: bool = False) -> None:
+        if not abort:
+            self.uncork()
+        self._out = None
         self.closing = True
         transport = self.transport
         if transport is not None:
@@ -909,6 +936,12 @@ class _Relay:
     def __init__(self, conn: HttpConnection, cycle: Cycle) -> None:
         self.conn = conn
         self.cycle = cycle
+
+    def cork(self) -> None:
+        self.conn.cork()
+
+    def uncork(self) -> None:
+        self.conn.uncork()
 
     def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
         if self.cycle.upstream is not None:

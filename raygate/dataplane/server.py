@@ -86,10 +86,11 @@ class Gateway:
                     break
                 await asyncio.sleep(0.05)
         left = list(self.connections)
-        if left:
-            log.warning("closing %d connection(s) still open", len(left))
-            for conn in left:
-                conn.close_now(abort=False)
+        in_flight = [c for c in left if not c.idle or c.upgraded_to is not None]
+        if in_flight:
+            log.warning("closing %d request(s) still in flight", len(in_flight))
+        for conn in left:
+            conn.close_now(abort=False)
         self.pool.close()
         await asyncio.sleep(0)
 

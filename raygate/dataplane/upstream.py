@@ -76,9 +76,13 @@ class UpstreamConnection(asyncio.Protocol):
             if self.listener is not None:
                 self.listener.response_body(data)
             return
-        if self.listener is None:
+        listener = self.listener
+        if listener is None:
             self.close()  # bytes from an idle upstream connection: it is not in sync anymore
             return
+        corked = listener if hasattr(listener, "cork") else None
+        if corked is not None:
+            corked.cork()  # type: ignore[attr-defined]
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -88,10 +92,13 @@ class UpstreamConnection(asyncio.Protocol):
             if listener is not None:
                 listener.upstream_upgraded(data[offset:])
         except httptools.HttpParserError as err:
-            listener = self.listener
+            listener = self.listener or listener
             self.close()
             if listener is not None:
                 listener.upstream_lost(UpstreamError(f"invalid response from the upstream: {err}"))
+        finally:
+            if corked is not None:
+                corked.uncork()  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -50,8 +50,10 @@ class GatewayMetrics:
             "Ray Client streams (data, log, object) open through the gateway.",
             ["method"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self._door_children: dict[tuple[str, str, str], Any] = {}
+        self._cached_hits: tuple[Any, Any] | None = None
         self.upstream_latency = Histogram(
             "raygate_upstream_latency_seconds",
             "Time to the upstream's response headers.",
@@ -69,6 +71,17 @@ class GatewayMetrics:
         if child is None:
             child = self._decisions_by_name[decision] = self.decisions.labels(decision=decision)
         child.inc()
+
+    def decision_cached(self) -> None:
+        """A request decided from the pipeline's cache: a hit for both caches it spares."""
+        hits = self._cached_hits
+        if hits is None:
+            hits = self._cached_hits = (
+                self.cache_events.labels(cache="authn", result="hit"),
+                self.cache_events.labels(cache="authz", result="hit"),
+            )
+        hits[0].inc()
+        hits[1].inc()
 
     def backend_call(self, call: str, seconds: float) -> None:
         child = self._backend_by_call.get(call)

@@ -200,6 +200,8 @@ class Pipeline:
             record.attributes = list(allowed.attributes)
             record.decision = AuditDecision.ALLOW
             record.reason = allowed.reason
+            if settings.metrics is not None:
+                settings.metrics.decision_cached()
         else:
             identity_or_answer = await self._authenticate(credential, head, record)
             if isinstance(identity_or_answer, Answer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,6 +68,28 @@ def _header_key(name: str) -> str:
 _GATEWAY_SET = HOP_BY_HOP | {"host", "content-length", "expect"}
 
 
+@functools.lru_cache(maxsize=64)
+def _dropped_names(
+    identity_headers: tuple[str, ...],
+    remote: bool,
+    host: bool,
+    forward_client_authorization: bool,
+    upstream_token: bool,
+) -> frozenset[str]:
+    """The header names never forwarded as the client sent them (computed once per setting)."""
+    dropped = set(_GATEWAY_SET) | {_header_key(h) for h in identity_headers}
+    dropped.add("x-forwarded-proto")
+    if remote:
+        dropped.add("x-forwarded-for")
+    if host:
+        dropped.add("x-forwarded-host")
+    if not forward_client_authorization:
+        dropped |= CLIENT_CREDENTIAL_HEADERS
+    elif upstream_token:
+        dropped.add("authorization")  # replaced by Ray's token
+    return frozenset(dropped)
+
+
 def upstream_request_headers(
     incoming: Any,
     *,
@@ -84,18 +107,15 @@ def upstream_request_headers(
     Host and the body framing (Content-Length or chunked) are the data plane's to add: they
     must match what it sends, never a client value it did not check.
     """
-    dropped = _GATEWAY_SET | {_header_key(h) for h in identity_headers}
-    dropped |= {"x-forwarded-proto"}
-    if remote:
-        dropped |= {"x-forwarded-for"}
-    if host:
-        dropped |= {"x-forwarded-host"}
+    dropped = _dropped_names(
+        tuple(identity_headers),
+        bool(remote),
+        bool(host),
+        forward_client_authorization,
+        bool(upstream_token),
+    )
     if "connection" in incoming:
-        dropped |= connection_tokens(incoming)
-    if not forward_client_authorization:
-        dropped |= CLIENT_CREDENTIAL_HEADERS
-    elif upstream_token:
-        dropped |= {"authorization"}  # replaced by Ray's token below
+        dropped = dropped | connection_tokens(incoming)
     out: list[tuple[str, str]] = []
     for name, value in incoming.items():
         lname = name.lower()
@@ -127,17 +147,20 @@ def downstream_response_headers(upstream: Iterable[tuple[str, str]]) -> list[tup
     behind the gateway is Ray's own secret token: such a cookie never leaves the gateway.
     """
     pairs = list(upstream.items() if hasattr(upstream, "items") else upstream)  # type: ignore[attr-defined]
-    dropped = HOP_BY_HOP | {"content-length"}
+    dropped = _RESPONSE_DROPPED
     for name, value in pairs:
         if name.lower() == "connection":
-            for token in value.split(","):
-                dropped = dropped | {token.strip().lower()}
+            dropped = dropped | {t.strip().lower() for t in value.split(",")}
     out: list[tuple[str, str]] = []
     for name, value in pairs:
         lname = name.lower()
         if lname in dropped:
             continue
-        if lname == "set-cookie" and value.lstrip().startswith(RAY_TOKEN_COOKIE + "="):
+        if lname == "set-cookie" and value.lstrip().startswith(_RAY_COOKIE_PREFIX):
             continue
         out.append((name, value))
     return out
+
+
+_RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
+_RAY_COOKIE_PREFIX = RAY_TOKEN_COOKIE + "="

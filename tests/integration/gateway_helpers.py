@@ -29,11 +29,11 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from raygate.authz.attributes import AttributesConfig, ResourceAttributesConfig
+from raygate.dataplane.server import Gateway
+from raygate.dataplane.settings import GatewaySettings
 from raygate.embedded import EmbeddedAuthority
 from raygate.objects import parse_object
 from raygate.observe.audit import AuditLog
-from raygate.dataplane.server import Gateway
-from raygate.dataplane.settings import GatewaySettings
 from raygate.pipeline import CombinedAuthority, PipelineSettings, profile_for
 from raygate.store.sqlite import ObjectStore
 from raygate.store.state import write_secret

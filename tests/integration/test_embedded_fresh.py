@@ -36,3 +36,34 @@ def test_new_account_and_binding_count_before_the_next_poll(tmp_path: Path) -> N
             assert decision.allowed, decision.reason
     finally:
         authority.store.close()
+
+
+def test_new_account_counts_when_the_watcher_reloads_while_the_request_waits(
+    tmp_path: Path,
+) -> None:
+    """The watcher thread reloads the new revision while a request waits for the reload lock:
+    the request's answer came from the old revision and is asked again, not refused (the
+    gateway property test found fresh tokens getting 401 this way)."""
+    import threading
+
+    prepare_state(tmp_path)
+    authority = EmbeddedAuthority(tmp_path, poll_interval=3600)
+    results: list[object] = []
+    try:
+        with ObjectStore.open(tmp_path) as cli:
+            cli.apply([service_account("fresh")])
+            token = token_for(tmp_path, "fresh")
+
+            def request() -> None:
+                results.append(asyncio.run(authority.authenticator.authenticate_token(token)))
+
+            with authority._reload_lock:  # the watcher holds it while it reloads
+                waiting = threading.Thread(target=request)
+                waiting.start()
+                waiting.join(0.3)  # the request now waits for the lock
+                authority._snapshot = authority.store.snapshot()  # the watcher's reload
+            waiting.join(10)
+        [identity] = results
+        assert identity is not None and identity.user == "system:serviceaccount:default:fresh"
+    finally:
+        authority.store.close()
