@@ -354,7 +354,7 @@ async def serve(
     gateway = Gateway(assembly.settings)
     from raygate.doors.assembly import Doors
 
-    doors = Doors(config, assembly, audit=audit, metrics=metrics)
+    doors = Doors(config, assembly.settings, audit=audit, metrics=metrics)
     admin_runner: web.AppRunner | None = None
     hurry = asyncio.Event()
     try:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from raygate.config import GatewayConfig
+from raygate.dataplane.settings import GatewaySettings
 from raygate.doors.guard import DoorGuard
 from raygate.doors.profiles import ClientProfile, ServeProfile
 from raygate.errors import ConfigError
@@ -16,9 +17,6 @@ from raygate.observe.audit import AuditLog
 from raygate.observe.metrics import GatewayMetrics
 from raygate.pipeline import Door as PipelineDoor
 from raygate.pipeline import Pipeline, PipelineSettings, Profile
-
-if TYPE_CHECKING:
-    from raygate.runtime import Assembly
 
 log = logging.getLogger("raygate.doors")
 
@@ -43,13 +41,13 @@ class Doors:
     def __init__(
         self,
         config: GatewayConfig,
-        assembly: Assembly,
+        settings: GatewaySettings,
         *,
         audit: AuditLog | None,
         metrics: GatewayMetrics,
     ) -> None:
         self._config = config
-        self._assembly = assembly
+        self._settings = settings
         self._audit = audit
         self._metrics = metrics
         self.opened: list[Door] = []
@@ -60,7 +58,7 @@ class Doors:
         rules or browser login; and no Ray token in the upstream headers: the client door puts
         it in gRPC metadata itself, and Serve must never see it (its applications would)."""
         return dataclasses.replace(
-            self._assembly.settings.pipeline,
+            self._settings.pipeline,
             profile=profile,
             upstream_token=None,
             public_routes={},
@@ -72,7 +70,7 @@ class Doors:
 
     async def open(self) -> None:
         config = self._config
-        settings = self._assembly.settings
+        settings = self._settings
         ray_token = settings.pipeline.upstream_token
         if config.client is not None:
             from raygate.doors.client import ClientDoor, ClientDoorSettings
