@@ -195,7 +195,13 @@ class ClientDoor:
                 if first == PING_REQUEST:
                     yield PING_RESPONSE
                     return
-            await context.abort(REFUSAL_CODE, verdict.message)
+            # A backend outage is passing: UNAVAILABLE lets the client retry; a refusal is not.
+            code = (
+                grpc.StatusCode.UNAVAILABLE
+                if verdict.decision == AuditDecision.UNAVAILABLE
+                else REFUSAL_CODE
+            )
+            await context.abort(code, verdict.message)
             return
         if is_stream:
             guard.finished(verdict)  # one audit line per stream opened
