@@ -11,6 +11,7 @@ OpenAI's own (AuthenticationError, PermissionDeniedError, RateLimitError).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -106,8 +107,12 @@ class ServeDoorPipeline(Pipeline):
                 "raygate: Bad Request: dot segments, empty segments and encoded separators are "
                 "refused in Serve paths",
             )
+        path = decoded_path(raw_path)
         try:
-            await self.applications.prepare(decoded_path(raw_path))
+            if not self.applications.fresh_for(path):
+                # In a task of its own: the data plane starts deciding outside any task (a
+                # cached decision then costs none), and aiohttp's client needs one.
+                await asyncio.ensure_future(self.applications.prepare(path))
         except BackendUnavailable as err:
             log.warning("Serve door answering 503: %s", err)
             return self._refused(

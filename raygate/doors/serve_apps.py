@@ -90,17 +90,26 @@ class ServeApplications:
         snapshot = self._snapshot
         return match_application(snapshot.routes, path) if snapshot is not None else ""
 
+    def fresh_for(self, path: str) -> bool:
+        """Whether the list in memory may answer for `path` without reading Ray's again: younger
+        than the TTL, and (when no application serves the path) than MISS_REFRESH."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return False
+        age = time.monotonic() - snapshot.fetched
+        if age >= self._ttl:
+            return False
+        return bool(match_application(snapshot.routes, path)) or age < MISS_REFRESH
+
     async def prepare(self, path: str) -> None:
         """Make sure `application_of(path)` answers from a list fresh enough for this call.
 
         Raises BackendUnavailable when Ray's list cannot be read and the last one is too old.
         """
+        if self.fresh_for(path):
+            return
         snapshot = self._snapshot
         now = time.monotonic()
-        if snapshot is not None:
-            age = now - snapshot.fetched
-            if age < self._ttl and (match_application(snapshot.routes, path) or age < MISS_REFRESH):
-                return
         try:
             await self._refresh()
         except BackendUnavailable:
