@@ -24,7 +24,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from doors_common import QUICK, BIN, Up, environment, start_up, write_result  # noqa: E402
+from doors_common import BIN, QUICK, Up, environment, start_up, write_result  # noqa: E402
 
 ROUNDS = 1 if QUICK else 3
 SECONDS = 2.0 if QUICK else 10.0
