@@ -427,7 +427,8 @@ def ray_profile_cluster_roles() -> list[dict[str, Any]]:
         "rayclusters/jobs": ["get", "list"],
         "rayclusters/dashboard": ["get"],
     }
-    submitter = {**viewer, "rayclusters/jobs": job_verbs}
+    # Ray Client runs a driver on the cluster: code, like a job.
+    submitter = {**viewer, "rayclusters/jobs": job_verbs, "rayclusters/client": ["create"]}
     admin = {
         **submitter,
         "rayclusters/alljobs": job_verbs,
