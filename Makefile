@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # A small local head by default, like the guide's output; `make up UP_ARGS=` offers every CPU.
 UP_ARGS ?= --num-cpus 1
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: venv up test test-deps chromium lint bench clean
+.PHONY: venv up test test-deps chromium bench-tools lint bench profile clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +25,7 @@ test-deps: $(VENV)/.test-installed
 $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium
+	@command -v nginx >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || $(MAKE) --no-print-directory bench-tools
 	touch $@
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
@@ -32,14 +34,26 @@ chromium:
 	else echo "error: chromium is missing and installing it needs root: apt-get install chromium" >&2; exit 1; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
 
+# The benchmarks compare raygate with nginx and load it with wrk, both from Debian. RUNLEVEL=1:
+# the package's scripts do not start nginx's system service (the benchmarks run their own).
+bench-tools:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "error: nginx or wrk is missing and installing them needs root: apt-get install nginx wrk" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx wrk >/dev/null
+
 test: test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: test-deps
 	$(BIN)/ruff check raygate tests benchmarks
 
+# Every benchmarks/bench_*.py, the hot-path profile, then benchmarks/RESULTS.md (6 to 7 minutes).
 bench: test-deps
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Only the py-spy profile of the hot path: benchmarks/profiles/raygate-hotpath.{svg,txt}.
+profile: test-deps
+	$(BIN)/python benchmarks/profile_hotpath.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -11,15 +11,12 @@ Requests arrive in waves of `--concurrency` at a time. Only call counts are repo
 spends most of its time validating bodies against the schemas, so wall time would measure it, not
 raygate. Writes benchmarks/results/kube_cache.json.
 
-    .venv/bin/python benchmarks/bench_kube_cache.py [--requests 1000]
+    .venv/bin/python benchmarks/bench_kube_cache.py [--requests 1000] [--smoke] [--results-dir DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import platform
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -27,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from report import Result, common_arguments  # noqa: E402
 
 from raygate.authz.cache import CachingAuthenticator, CachingAuthorizer, token_key  # noqa: E402
 from raygate.identity import Attributes, Identity  # noqa: E402
@@ -40,26 +39,41 @@ from tests.kube.fakeapi import (  # noqa: E402
     running_fake,
 )
 
-RESULTS = Path(__file__).parent / "results" / "kube_cache.json"
 CLUSTER, NAMESPACE = "ray-cluster-with-k8s-auth", "default"
 RBAC = "rbac.authorization.k8s.io/v1"
 POLICY = [
-    {"apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": "ray-writer"},
-     "rules": [{"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["ray:write"]}]},
-    {"apiVersion": RBAC, "kind": "RoleBinding",
-     "metadata": {"name": "ray-writer", "namespace": NAMESPACE},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "ray-writer"},
-     "subjects": [{"kind": "ServiceAccount", "name": "ray-user", "namespace": NAMESPACE}]},
+    {
+        "apiVersion": RBAC,
+        "kind": "ClusterRole",
+        "metadata": {"name": "ray-writer"},
+        "rules": [{"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["ray:write"]}],
+    },
+    {
+        "apiVersion": RBAC,
+        "kind": "RoleBinding",
+        "metadata": {"name": "ray-writer", "namespace": NAMESPACE},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "ray-writer",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": "ray-user", "namespace": NAMESPACE}],
+    },
 ]
 
 Check = Callable[[str], Awaitable[bool]]
+RAYGATE_CACHES = "authn 120 s by token hash (failures 10 s), allow 300 s, deny 30 s, single flight"
+RAY_MODEL = "TokenReview + SubjectAccessReview per request, only allowed cached"
 
 
 def ray_write(identity: Identity) -> Attributes:
     return Attributes(
-        identity=identity, verb="ray:write", namespace=NAMESPACE, api_group="ray.io",
-        resource="rayclusters", name=CLUSTER,
+        identity=identity,
+        verb="ray:write",
+        namespace=NAMESPACE,
+        api_group="ray.io",
+        resource="rayclusters",
+        name=CLUSTER,
     )
 
 
@@ -108,8 +122,11 @@ def workloads(fake: FakeKubeAPI, requests: int) -> dict[str, list[str]]:
 
 
 async def measure(
-    fake: FakeKubeAPI, kubeconfig: Path, make_check: Callable[[KubeClient], Check],
-    tokens: list[str], concurrency: int,
+    fake: FakeKubeAPI,
+    kubeconfig: Path,
+    make_check: Callable[[KubeClient], Check],
+    tokens: list[str],
+    concurrency: int,
 ) -> dict[str, Any]:
     before = dict(fake.calls)
     async with await KubeClient.from_kubeconfig(kubeconfig) as client:
@@ -135,8 +152,10 @@ async def run(requests: int, concurrency: int) -> dict[str, Any]:
             kubeconfig = fake.write_kubeconfig(Path(tmp) / "kubeconfig")
             for name, tokens in workloads(fake, requests).items():
                 row: dict[str, Any] = {"workload": name, "requests": len(tokens)}
-                for label, make_check in (("raygate", raygate_check),
-                                          ("ray_builtin_k8s_auth", ray_builtin_check)):
+                for label, make_check in (
+                    ("raygate", raygate_check),
+                    ("ray_builtin_k8s_auth", ray_builtin_check),
+                ):
                     row[label] = await measure(fake, kubeconfig, make_check, tokens, concurrency)
                 raygate_calls = max(row["raygate"]["api_calls"], 1)
                 row["api_call_ratio_ray_over_raygate"] = round(
@@ -146,29 +165,44 @@ async def run(requests: int, concurrency: int) -> dict[str, Any]:
     return {
         "benchmark": "Kubernetes API calls for a flood of requests (fake API server, loopback)",
         "concurrency": concurrency,
-        "raygate_caches": "authn 120 s by token hash (failures 10 s), allow 300 s, deny 30 s, "
-                          "single flight",
-        "ray_model": "TokenReview + SubjectAccessReview per request, only allowed cached",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
+        "raygate_caches": RAYGATE_CACHES,
+        "ray_model": RAY_MODEL,
         "results": results,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common_arguments(__doc__)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
-    report = asyncio.run(run(args.requests, args.concurrency))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    for row in report["results"]:
-        print(
-            f"{row['workload']:<28} raygate {row['raygate']['api_calls']:>5} calls   "
-            f"ray built-in {row['ray_builtin_k8s_auth']['api_calls']:>5} calls"
+    if args.smoke:
+        args.requests = 100
+    result = Result(
+        "kube_cache",
+        "Kubernetes API calls for a flood of requests: raygate's caches vs Ray's built-in auth",
+        about=(
+            "The fake API server of the tests (real kubernetes_asyncio client); requests in "
+            f"waves of {args.concurrency}. raygate: {RAYGATE_CACHES}. Ray's model: "
+            f"{RAY_MODEL}. Only call counts: wall time would measure the fake."
+        ),
+        smoke=args.smoke,
+    )
+    data = asyncio.run(run(args.requests, args.concurrency))
+    table = result.table(
+        "API calls (TokenReview + SubjectAccessReview)",
+        ["workload", "requests", "raygate calls", "Ray built-in calls", "Ray ÷ raygate"],
+    )
+    for row in data["results"]:
+        table.add(
+            row["workload"],
+            row["requests"],
+            row["raygate"]["api_calls"],
+            row["ray_builtin_k8s_auth"]["api_calls"],
+            row["api_call_ratio_ray_over_raygate"],
         )
-    print(f"wrote {RESULTS}")
+    result.data = data
+    result.write(args.results_dir)
 
 
 if __name__ == "__main__":

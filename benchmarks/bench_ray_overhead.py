@@ -1,33 +1,40 @@
-"""What raygate adds in front of a real Ray head, side by side with Ray's dashboard itself.
+"""What raygate costs in front of a real Ray head: Ray's dashboard directly vs through raygate.
 
-Starts `raygate up` (a 1-CPU Ray head behind the gateway) in a temporary directory, then sends
-the same requests to Ray's dashboard directly (with Ray's own token) and through the gateway
-(with a service-account token): GET /api/version and GET /api/jobs/, N requests at concurrency C.
-Writes benchmarks/results/ray_overhead.json. Loopback only; stops Ray when done.
+Starts `raygate up` (a 1-CPU Ray head behind the gateway, both pinned to the server core; wrk
+on the other), then measures GET /api/version and GET /api/jobs/ at 1 and 16 connections, straight
+to Ray's dashboard (with Ray's own token) and through raygate (with a service-account token whose
+decision is cached), alternating, in one run. Reports the ratio of req/s, the p50 added, and
+raygate's CPU per request and peak RSS.
 
-    .venv/bin/python benchmarks/bench_ray_overhead.py
+    .venv/bin/python benchmarks/bench_ray_overhead.py [--smoke] [--results-dir DIR]
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import platform
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
+from harness import (
+    RAYGATE,
+    Cores,
+    Processes,
+    Wrk,
+    bearer,
+    ensure_tools,
+    free_port,
+    probe,
+    tempdir,
+)
+from report import Result, common_arguments
 
-BIN = Path(sys.executable).parent
-RESULT = Path(__file__).parent / "results" / "ray_overhead.json"
-REQUESTS, CONCURRENCY, ROUNDS = 400, 8, 3
+RAY_STARTUP_TIMEOUT = 180.0
+ENDPOINTS = ("/api/version", "/api/jobs/")
 
 RBAC = """
 apiVersion: v1
@@ -47,123 +54,238 @@ subjects: [{kind: ServiceAccount, name: bench, namespace: default}]
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@dataclass(frozen=True)
+class Settings:
+    connections: tuple[int, ...]
+    seconds: int
+    warmup: int
+    rounds: int
 
 
-async def measure(url: str, token: str) -> dict[str, float]:
-    latencies: list[float] = []
-    async with aiohttp.ClientSession() as session:
-        gate = asyncio.Semaphore(CONCURRENCY)
-
-        async def one() -> None:
-            async with gate:
-                start = time.perf_counter()
-                async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"{url} answered {r.status}")
-                latencies.append((time.perf_counter() - start) * 1000)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(REQUESTS)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "requests_per_second": round(REQUESTS / elapsed, 1),
-        "p50_ms": round(latencies[len(latencies) // 2], 3),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 3),
-    }
+FULL = Settings(connections=(1, 16), seconds=4, warmup=1, rounds=2)
+SMOKE = Settings(connections=(1, 16), seconds=1, warmup=0, rounds=1)
 
 
-def best(samples: list[dict[str, float]]) -> dict[str, float]:
-    """The round with the best p50: the machine is shared, the floor is the signal."""
-    return min(samples, key=lambda s: s["p50_ms"])
+class RaygateUp:
+    """`raygate up` with its own Ray head, in a directory of its own; stopped with SIGINT."""
 
-
-def main() -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="raygate-bench-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYGATE_"))}
-    env["RAYGATE_STATE"] = str(workdir / ".raygate")
-    up = subprocess.Popen(
-        [
-            str(BIN / "raygate"),
+    def __init__(self, workdir: Path, cores: Cores) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.state = workdir / ".raygate"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYGATE_"))}
+        self.env["RAYGATE_STATE"] = str(self.state)
+        self.output: list[str] = []
+        command = [
+            RAYGATE,
             "up",
             "--port",
-            str(port),
+            str(self.port),
             "--num-cpus",
             "1",
             "--object-store-memory",
             str(100 * 1024 * 1024),
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        ]
+        self.process = subprocess.Popen(
+            cores.server(command),
+            cwd=workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def wait_up(self) -> None:
+        deadline = time.monotonic() + RAY_STARTUP_TIMEOUT
+        while not any("raygate is up" in line for line in self.output):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("raygate up did not come up:\n" + "".join(self.output)[-3000:])
+            time.sleep(0.2)
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [RAYGATE, *args], input=stdin, env=self.env, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                self._kill_ray_head()
+
+    def _kill_ray_head(self) -> None:
+        try:
+            pid = int(json.loads((self.state / "ray.json").read_text())["pid"])
+            os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
+
+
+def best(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Of the rounds, the one with the most req/s: the machine is shared, the ceiling is the
+    signal."""
+    return max(runs, key=lambda r: r["requests_per_second"])
+
+
+def main() -> None:
+    args = common_arguments(__doc__).parse_args()
+    settings = SMOKE if args.smoke else FULL
+    result = Result(
+        "ray_overhead",
+        "Real Ray head: the dashboard directly vs through raygate",
+        about=(
+            "`raygate up` with a 1-CPU Ray head; Ray and raygate share the server core, wrk "
+            f"has the other. {settings.seconds} s per measurement after {settings.warmup} s of "
+            f"warm-up, best of {settings.rounds} alternating rounds. Direct: Ray's dashboard "
+            "with Ray's own token. Through raygate: a service-account token, decision cached, "
+            "audit log on."
+        ),
+        smoke=args.smoke,
     )
-    try:
-        assert up.stdout is not None
-        for line in up.stdout:
-            if "raygate is up" in line:
-                break
-        else:
-            raise RuntimeError("raygate up exited before it was up")
-        raygate = [str(BIN / "raygate")]
-        subprocess.run(
-            [*raygate, "apply", "-f", "-"],
-            input=RBAC,
-            text=True,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        token = subprocess.run(
-            [*raygate, "create", "token", "bench"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        state = workdir / ".raygate"
-        ray_token = (state / "ray-auth-token").read_text().strip()
-        dashboard = json.loads((state / "ray.json").read_text())["dashboard"]
-        gateway = f"http://127.0.0.1:{port}"
-        results = {}
-        for path in ("/api/version", "/api/jobs/"):
-            direct = [asyncio.run(measure(dashboard + path, ray_token)) for _ in range(ROUNDS)]
-            through = [asyncio.run(measure(gateway + path, token)) for _ in range(ROUNDS)]
-            d, g = best(direct), best(through)
-            results[path] = {
-                "ray_direct": d,
-                "through_raygate": g,
-                "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3),
-            }
-        RESULT.write_text(
-            json.dumps(
-                {
-                    "benchmark": "real Ray head: dashboard direct (Ray's token) vs through raygate "
-                    "(service-account token, embedded authority, audit on)",
-                    "requests": REQUESTS,
-                    "concurrency": CONCURRENCY,
-                    "rounds": ROUNDS,
-                    "python": platform.python_version(),
-                    "machine": platform.machine(),
-                    "cpus": os.cpu_count(),
-                    "results": results,
-                },
-                indent=2,
+    missing = ensure_tools("wrk")
+    if missing:
+        result.skip(missing)
+        result.write(args.results_dir)
+        return
+    cores = Cores.detect()
+    result.notes.append(cores.describe())
+    measured: dict[tuple[str, str, int], dict[str, float]] = {}
+    with tempdir("raygate-bench-ray-") as tmp:
+        work = Path(tmp)
+        up = RaygateUp(work, cores)
+        try:
+            up.wait_up()
+            up.cli("apply", "-f", "-", stdin=RBAC)
+            token = up.cli("create", "token", "bench")
+            ray_token = (up.state / "ray-auth-token").read_text().strip()
+            dashboard = json.loads((up.state / "ray.json").read_text())["dashboard"].rstrip("/")
+            gateway = f"http://127.0.0.1:{up.port}"
+            raygate = Processes(up.process.pid)
+            wrk = Wrk(cores, work)
+            idle = raygate.idle_cpu_ms_per_second()
+            result.notes.append(
+                f"raygate idle (no requests, Ray up): {idle} ms of CPU per second; CPU per "
+                "request includes that share of the run."
             )
-            + "\n"
-        )
-        print(RESULT.read_text())
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(timeout=60)
-        shutil.rmtree(workdir, ignore_errors=True)
+            sides = {
+                "Ray direct": (dashboard, bearer(ray_token), None),
+                "through raygate": (gateway, bearer(token), raygate),
+            }
+            for endpoint in ENDPOINTS:
+                for connections in settings.connections:
+                    runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+                    for _ in range(settings.rounds):
+                        for side, (base, headers, processes) in sides.items():
+                            url = base + endpoint
+                            status = probe(url, headers)
+                            if status != 200:
+                                raise RuntimeError(f"{side}: GET {endpoint} answered {status}")
+                            if settings.warmup:
+                                wrk.run(url, connections, settings.warmup, headers=headers)
+                            cpu = processes.cpu_seconds() if processes else 0.0
+                            figures = wrk.run(url, connections, settings.seconds, headers=headers)
+                            if processes:
+                                cpu = processes.cpu_seconds() - cpu
+                                figures["raygate_cpu_us_per_request"] = round(
+                                    cpu / max(figures["requests"], 1) * 1e6, 1
+                                )
+                            if figures["socket_errors"] or figures["status_4xx_5xx"]:
+                                raise RuntimeError(f"{side} {endpoint} c={connections}: {figures}")
+                            runs[side].append(figures)
+                    for side in sides:
+                        measured[side, endpoint, connections] = best(runs[side])
+                        print(
+                            f"{side:16} {endpoint:13} c={connections:<3} "
+                            f"{measured[side, endpoint, connections]}",
+                            flush=True,
+                        )
+            memory = raygate.memory_mib()
+        finally:
+            up.stop()
+    report(result, measured, memory, settings)
+    result.write(args.results_dir)
+
+
+def report(
+    result: Result,
+    measured: dict[tuple[str, str, int], dict[str, float]],
+    memory: dict[int, dict[str, float]],
+    settings: Settings,
+) -> None:
+    table = result.table(
+        "Ray's dashboard direct vs through raygate",
+        [
+            "endpoint",
+            "connections",
+            "direct req/s",
+            "raygate req/s",
+            "ratio",
+            "direct p50 ms",
+            "raygate p50 ms",
+            "p50 added ms",
+            "raygate p99 ms",
+            "raygate CPU µs/req",
+        ],
+    )
+    for endpoint in ENDPOINTS:
+        for c in settings.connections:
+            d, g = measured["Ray direct", endpoint, c], measured["through raygate", endpoint, c]
+            ratio = g["requests_per_second"] / d["requests_per_second"]
+            added = g["p50_ms"] - d["p50_ms"]
+            table.add(
+                endpoint,
+                c,
+                d["requests_per_second"],
+                g["requests_per_second"],
+                round(ratio, 3),
+                d["p50_ms"],
+                g["p50_ms"],
+                round(added, 3),
+                g["p99_ms"],
+                g.get("raygate_cpu_us_per_request"),
+            )
+            if c == 16:
+                result.target(
+                    f"Ray dashboard {endpoint}, c=16: raygate req/s ÷ direct",
+                    round(ratio, 3),
+                    ">= 0.95",
+                    ratio >= 0.95,
+                )
+            if c == 1:
+                result.target(
+                    f"Ray dashboard {endpoint}, c=1: p50 added by raygate (ms)",
+                    round(added, 3),
+                    "<= +0.15 ms",
+                    added <= 0.15,
+                )
+    peak = max((m.get("hwm", 0.0) for m in memory.values()), default=0.0)
+    limit = 80e6 / 2**20
+    result.target(
+        "raygate peak RSS per worker in front of Ray (VmHWM, MiB)",
+        peak,
+        f"< 80 MB ({limit:.1f} MiB)",
+        peak < limit,
+    )
+    result.data = {
+        "settings": settings.__dict__,
+        "measurements": [
+            {"side": side, "endpoint": endpoint, "connections": c, **figures}
+            for (side, endpoint, c), figures in measured.items()
+        ],
+        "raygate_memory_mib": {str(pid): m for pid, m in memory.items()},
+    }
 
 
 if __name__ == "__main__":

@@ -3,18 +3,16 @@
 The index files bindings under the subjects they name, so the cost should stay flat from 10 to
 10,000 bindings. Writes benchmarks/results/rbac.json.
 
-    .venv/bin/python benchmarks/bench_rbac.py [--decisions 50000]
+    .venv/bin/python benchmarks/bench_rbac.py [--decisions 50000] [--smoke] [--results-dir DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from report import Result, common_arguments
 
 from raygate.identity import Attributes, Identity, service_account_identity
 from raygate.objects import parse_object
@@ -22,28 +20,47 @@ from raygate.rbac import PolicyIndex
 
 RBAC = "rbac.authorization.k8s.io/v1"
 SIZES = (10, 1_000, 10_000)
-RESULTS = Path(__file__).parent / "results" / "rbac.json"
 
 
 def _guide() -> list[Any]:
     return [
-        parse_object({
-            "apiVersion": RBAC, "kind": "Role",
-            "metadata": {"name": "ray-user", "namespace": "default"},
-            "rules": [{"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["*"]}],
-        }),
-        parse_object({
-            "apiVersion": RBAC, "kind": "RoleBinding",
-            "metadata": {"name": "ray-user", "namespace": "default"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                        "name": "ray-user"},
-            "subjects": [{"kind": "ServiceAccount", "name": "ray-user", "namespace": "default"}],
-        }),
-        parse_object({
-            "apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": "viewer"},
-            "rules": [{"apiGroups": ["ray.io"], "resources": ["rayclusters", "rayclusters/jobs"],
-                       "verbs": ["get", "list"]}],
-        }),
+        parse_object(
+            {
+                "apiVersion": RBAC,
+                "kind": "Role",
+                "metadata": {"name": "ray-user", "namespace": "default"},
+                "rules": [{"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["*"]}],
+            }
+        ),
+        parse_object(
+            {
+                "apiVersion": RBAC,
+                "kind": "RoleBinding",
+                "metadata": {"name": "ray-user", "namespace": "default"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "ray-user",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": "ray-user", "namespace": "default"}
+                ],
+            }
+        ),
+        parse_object(
+            {
+                "apiVersion": RBAC,
+                "kind": "ClusterRole",
+                "metadata": {"name": "viewer"},
+                "rules": [
+                    {
+                        "apiGroups": ["ray.io"],
+                        "resources": ["rayclusters", "rayclusters/jobs"],
+                        "verbs": ["get", "list"],
+                    }
+                ],
+            }
+        ),
     ]
 
 
@@ -55,13 +72,19 @@ def _other_bindings(count: int) -> list[Any]:
         ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "viewer"}
         if i % 2:
             subject = {"kind": "ServiceAccount", "name": f"sa-{i}", "namespace": "default"}
-            doc = {"apiVersion": RBAC, "kind": "RoleBinding",
-                   "metadata": {"name": f"rb-{i}", "namespace": "default"}}
+            doc = {
+                "apiVersion": RBAC,
+                "kind": "RoleBinding",
+                "metadata": {"name": f"rb-{i}", "namespace": "default"},
+            }
         else:
             kind = "User" if i % 4 else "Group"
             subject = {"kind": kind, "name": f"{kind.lower()}-{i}"}
-            doc = {"apiVersion": RBAC, "kind": "ClusterRoleBinding",
-                   "metadata": {"name": f"crb-{i}"}}
+            doc = {
+                "apiVersion": RBAC,
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": f"crb-{i}"},
+            }
         objects.append(parse_object({**doc, "roleRef": ref, "subjects": [subject]}))
     return objects
 
@@ -78,16 +101,38 @@ def _time_decisions(index: PolicyIndex, attributes: Attributes, decisions: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common_arguments(__doc__)
     parser.add_argument("--decisions", type=int, default=50_000)
     args = parser.parse_args()
+    if args.smoke:
+        args.decisions = 200
+    result = Result(
+        "rbac",
+        "RBAC decisions as bindings for other subjects pile up",
+        about=(
+            "PolicyIndex.authorize, one thread, best of 3 runs of "
+            f"{args.decisions:,} decisions; the index files bindings by subject, so the cost "
+            "should stay flat."
+        ),
+        smoke=args.smoke,
+    )
 
-    allowed = Attributes(service_account_identity("default", "ray-user"), "get",
-                         namespace="default", api_group="ray.io", resource="rayclusters",
-                         name="ray-cluster-with-auth")
-    denied = Attributes(Identity("mallory", groups=("system:authenticated",)), "get",
-                        namespace="default", api_group="ray.io", resource="rayclusters",
-                        name="ray-cluster-with-auth")
+    allowed = Attributes(
+        service_account_identity("default", "ray-user"),
+        "get",
+        namespace="default",
+        api_group="ray.io",
+        resource="rayclusters",
+        name="ray-cluster-with-auth",
+    )
+    denied = Attributes(
+        Identity("mallory", groups=("system:authenticated",)),
+        "get",
+        namespace="default",
+        api_group="ray.io",
+        resource="rayclusters",
+        name="ray-cluster-with-auth",
+    )
     rows = []
     for size in SIZES:
         objects = _guide() + _other_bindings(size)
@@ -103,15 +148,20 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "PolicyIndex.authorize, one thread, bindings for other subjects",
-        "decisions_per_measurement": args.decisions,
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "results": rows,
-    }, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    table = result.table(
+        "µs per decision",
+        ["other bindings", "index build ms", "allowed µs", "denied µs", "allowed per second"],
+    )
+    for row in rows:
+        table.add(
+            row["other_bindings"],
+            row["build_ms"],
+            row["allowed_us_per_decision"],
+            row["denied_us_per_decision"],
+            row["allowed_decisions_per_second"],
+        )
+    result.data = {"decisions_per_measurement": args.decisions, "results": rows}
+    result.write(args.results_dir)
 
 
 if __name__ == "__main__":

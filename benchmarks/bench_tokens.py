@@ -1,23 +1,21 @@
 """Service-account tokens verified per second, one thread, valid and each kind of invalid.
 
-.venv/bin/python benchmarks/bench_tokens.py   # writes benchmarks/results/tokens.json
+.venv/bin/python benchmarks/bench_tokens.py [--smoke] [--results-dir DIR]   # results/tokens.json
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import platform
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+
+from report import Result, common_arguments
 
 from raygate.authn.jwt import ServiceAccountTokenAuthenticator
 from raygate.store.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, SigningKey, issue_token
 
-RESULTS = Path(__file__).parent / "results" / "tokens.json"
-VERIFICATIONS = 5000
+VERIFICATIONS, SMOKE_VERIFICATIONS = 5000, 50
 UID = "00000000-0000-4000-8000-000000000000"
 
 
@@ -40,14 +38,14 @@ def _tokens(key: SigningKey, foreign: SigningKey) -> dict[str, str]:
     }
 
 
-def _measure(check: Callable[[], object]) -> float:
+def _measure(check: Callable[[], object], verifications: int) -> float:
     start = time.perf_counter()
-    for _ in range(VERIFICATIONS):
+    for _ in range(verifications):
         check()
-    return (time.perf_counter() - start) / VERIFICATIONS
+    return (time.perf_counter() - start) / verifications
 
 
-async def _run() -> list[dict[str, object]]:
+async def _run(verifications: int) -> list[dict[str, object]]:
     key, foreign = SigningKey.generate(), SigningKey.generate()
     loop_results = []
     tokens = _tokens(key, foreign)
@@ -74,7 +72,7 @@ async def _run() -> list[dict[str, object]]:
             except StopIteration:
                 pass
 
-        seconds = _measure(check)
+        seconds = _measure(check, verifications)
         loop_results.append(
             {
                 "token": label,
@@ -86,20 +84,23 @@ async def _run() -> list[dict[str, object]]:
 
 
 def main() -> None:
-    results = asyncio.run(_run())
-    report = {
-        "benchmark": (
-            "ServiceAccountTokenAuthenticator.authenticate_token, one thread, RS256 2048; "
-            "first sight of each token unless noted"
+    args = common_arguments(__doc__).parse_args()
+    verifications = SMOKE_VERIFICATIONS if args.smoke else VERIFICATIONS
+    result = Result(
+        "tokens",
+        "Service-account token verification",
+        about=(
+            "ServiceAccountTokenAuthenticator.authenticate_token, one thread, RS256 2048-bit; "
+            f"first sight of each token unless noted; {verifications:,} verifications each."
         ),
-        "verifications_per_measurement": VERIFICATIONS,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "results": results,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+        smoke=args.smoke,
+    )
+    rows = asyncio.run(_run(verifications))
+    table = result.table("Verifications", ["token", "µs per verification", "per second"])
+    for row in rows:
+        table.add(str(row["token"]), row["us_per_verification"], row["verifications_per_second"])
+    result.data = {"verifications_per_measurement": verifications, "results": rows}
+    result.write(args.results_dir)
 
 
 if __name__ == "__main__":
