@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/profile_dataplane.py [--seconds 8] [--connections 16]
         [--audit] [--cprofile benchmarks/profiles/dataplane.pstats]
+        [--py-spy benchmarks/profiles/dataplane.svg]
 
 Starts a tiny upstream (answers 200 at once, keep-alive) and the gateway (embedded authority, a
 valid token: every request after the first is a cached decision), each pinned to its own core
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--audit", action="store_true", help="write audit lines (as raygate up)")
     parser.add_argument("--cprofile", help="write the gateway's cProfile stats here")
+    parser.add_argument("--py-spy", dest="py_spy", help="record a py-spy flame graph (SVG) here")
     parser.add_argument("--gateway", help=argparse.SUPPRESS, nargs=5)
     args = parser.parse_args()
     if args.gateway:
@@ -158,7 +160,16 @@ def main() -> None:
             warm = [w if not w.startswith("-d") else "-d1s" for w in wrk]
             subprocess.run(warm, capture_output=True, check=True)
             before, tiny_before = _cpu_seconds(gateway.pid), _cpu_seconds(tiny.pid)
+            spy = None
+            if args.py_spy:
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "-p", str(gateway.pid), "-o", args.py_spy,
+                     "-d", str(max(1, args.seconds - 1)), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
             out = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
+            if spy is not None:
+                spy.wait(30)
             used = _cpu_seconds(gateway.pid) - before
             tiny_used = _cpu_seconds(tiny.pid) - tiny_before
             requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]

@@ -37,8 +37,10 @@ class _RecheckDenials:
         self._refresh = refresh
 
     async def authorize(self, attributes: Attributes) -> Decision:
+        index = self.inner.index
         decision = await self.inner.authorize(attributes)
-        if not decision.allowed and self._refresh():
+        # The watcher thread may have swapped the index in since: that counts as a reload too.
+        if not decision.allowed and (self._refresh() or self.inner.index is not index):
             decision = await self.inner.authorize(attributes)
         return decision
 
@@ -84,8 +86,10 @@ class EmbeddedAuthority:
         return await self.authorizer.authorize(attributes)
 
     def _lookup_uid(self, namespace: str, name: str) -> str | None:
-        uid = self._snapshot.service_account_uid(namespace, name)
-        if uid is None and self._refresh_now():
+        snapshot = self._snapshot
+        uid = snapshot.service_account_uid(namespace, name)
+        # The watcher thread may have swapped the snapshot in since: that counts as a reload too.
+        if uid is None and (self._refresh_now() or self._snapshot is not snapshot):
             uid = self._snapshot.service_account_uid(namespace, name)
         return uid
 
@@ -122,9 +126,11 @@ class EmbeddedAuthority:
             if snapshot.version <= self._snapshot.version:
                 return False
             index = PolicyIndex.build(snapshot.objects)
-            # Swap both together: the authorizer and the uid table describe one revision.
-            self._snapshot = snapshot
+            # Swap both together: the authorizer and the uid table describe one revision. The
+            # index first: a request on the event loop that already sees the new snapshot (so
+            # finds the store current and does not reload) must see the new index too.
             self._rbac.replace(index)
+            self._snapshot = snapshot
         log.info(
             "policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects)
         )

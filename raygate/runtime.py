@@ -44,6 +44,7 @@ ReadyCheck = Callable[[], Awaitable[None]]  # raises with a reason when not read
 # terminationGracePeriodSeconds.
 SHUTDOWN_GRACE = 20.0
 FINAL_WRITE_GRACE = 5.0
+METRICS_FLUSH_INTERVAL = 1.0
 
 
 @dataclass
@@ -320,6 +321,7 @@ def admin_app(assembly: Assembly, metrics: GatewayMetrics) -> web.Application:
         return web.Response(text="ok\n")
 
     async def metrics_handler(_request: web.Request) -> web.Response:
+        metrics.flush()
         body = generate_latest(_metrics_registry(metrics))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -356,6 +358,7 @@ async def serve(
 
     doors = Doors(config, assembly.settings, audit=audit, metrics=metrics)
     admin_runner: web.AppRunner | None = None
+    flusher: asyncio.Future[None] | None = None
     hurry = asyncio.Event()
     try:
         try:
@@ -396,6 +399,7 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        flusher = asyncio.ensure_future(_flush_metrics(metrics))
         if on_ready is not None:
             on_ready()
         waiters = [asyncio.ensure_future(stop.wait())]
@@ -412,10 +416,20 @@ async def serve(
         await doors.close(hurry)
         await gateway.drain(SHUTDOWN_GRACE, hurry)
         await gateway.close()
+        if flusher is not None:
+            flusher.cancel()
+        metrics.flush()
         if admin_runner is not None:
             await admin_runner.cleanup()
         for hook in reversed(assembly.cleanup):
             await hook()
+
+
+async def _flush_metrics(metrics: GatewayMetrics) -> None:
+    """Counts reach the Prometheus metrics (and other workers' scrapes) within a second."""
+    while True:
+        await asyncio.sleep(METRICS_FLUSH_INTERVAL)
+        metrics.flush()
 
 
 async def _start_site(site: web.TCPSite, address: str) -> None:

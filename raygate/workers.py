@@ -138,9 +138,7 @@ def run_workers(
     def on_signal(_signum: int, _frame: object) -> None:
         stopping[0] = True
 
-    old_handlers = {
-        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         events = []
         for index in range(workers):

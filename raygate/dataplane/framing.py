@@ -19,9 +19,7 @@ def status_line(status: int, reason: str | bytes = b"") -> bytes:
 
 
 def header_block(headers: Iterable[tuple[str, str]]) -> bytes:
-    return "".join([f"{name}: {value}\r\n" for name, value in headers]).encode(
-        "latin-1", "replace"
-    )
+    return "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1", "replace")
 
 
 def chunk_size_line(size: int) -> bytes:

@@ -113,7 +113,7 @@ class Cycle:
         "response_reason",
         "response_headers",
         "upload_framing",
-        "timer",
+        "deadline",
         "retry",
         "request_bytes",
         "start_time",
@@ -151,7 +151,7 @@ class Cycle:
         self.response_reason = b""
         self.response_headers: HeaderList = []
         self.upload_framing = ""
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
         self.retry = False
         self.request_bytes = b""
         self.start_time = 0.0
@@ -218,6 +218,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._header_bytes = 0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._headers_timer: asyncio.TimerHandle | None = None
         self._to_start: Cycle | None = None
         self._idle_since = 0.0
         self._waiting_for_request = True
@@ -261,8 +262,10 @@ class HttpConnection(asyncio.Protocol):
             else:
                 log.exception("parsing a request failed", exc_info=refused)
                 self.refuse(responses.internal_error())
+            self._start_pending()  # a whole request before the refused one is still answered
         except httptools.HttpParserError as err:
             self.refuse(responses.bad_request(f"malformed request ({_parser_reason(err)})"))
+            self._start_pending()
         else:
             self._start_pending()
 
@@ -279,8 +282,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.gateway.connections.discard(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        for timer in (self._idle_timer, self._headers_timer):
+            if timer is not None:
+                timer.cancel()
         upstream = self.upgraded_to
         if upstream is not None:
             upstream.close()
@@ -350,8 +354,11 @@ class HttpConnection(asyncio.Protocol):
         self._url += url
         if len(self._url) > self.settings.max_header_bytes:
             raise RequestRefused(
-                responses.text(414, "URI Too Long: the request target is over "
-                               f"{self.settings.max_header_bytes} bytes.\n")
+                responses.text(
+                    414,
+                    "URI Too Long: the request target is over "
+                    f"{self.settings.max_header_bytes} bytes.\n",
+                )
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -387,7 +394,19 @@ class HttpConnection(asyncio.Protocol):
             headers.get("Host") or "",
             Door.DASHBOARD,
         )
-        cycle = Cycle(self, head, parser.get_http_version())
+        version = parser.get_http_version()
+        hosts = headers.getall("Host")
+        if len(hosts) > 1 or (not hosts and version != "1.0"):
+            # RFC 9112 §3.2: exactly one Host; two could name two different hosts to two parsers.
+            raise RequestRefused(responses.bad_request("a request needs exactly one Host header"))
+        target = head.target
+        if not target.startswith("/") and not (target == "*" and method == "OPTIONS"):
+            # Only origin-form is forwarded: an absolute or authority form would be read as
+            # another path (or host) by the upstream than the one authorized here.
+            raise RequestRefused(
+                responses.bad_request("the request target must be a path starting with /")
+            )
+        cycle = Cycle(self, head, version)
         cycle.keep_alive = parser.should_keep_alive()
         length = headers.get("Content-Length")
         if length is not None:
@@ -463,8 +482,9 @@ class HttpConnection(asyncio.Protocol):
         settings = self.settings
         if cycle.declared_length is not None and cycle.declared_length > settings.max_body_bytes:
             cycle.close_after = True
-            self.answer(cycle, responses.too_large(
-                f"request body exceeds {settings.max_body_bytes} bytes"))
+            self.answer(
+                cycle, responses.too_large(f"request body exceeds {settings.max_body_bytes} bytes")
+            )
             return
         if outcome.request_body_hook is not None or outcome.response_hook is not None:
             asyncio.ensure_future(self._forward_buffered(cycle, outcome))
@@ -511,8 +531,11 @@ class HttpConnection(asyncio.Protocol):
         cycle.upstream = conn
         conn.start(_Relay(self, cycle), cycle.request_bytes, head_only=cycle.head_only)
         timeout = self.settings.upstream_headers_timeout
-        if timeout is not None and cycle.timer is None:
-            cycle.timer = self.loop.call_later(timeout, self._headers_timeout, cycle)
+        if timeout is not None and not cycle.deadline:
+            # One timer per connection, re-armed only when it fires (as the idle timer).
+            cycle.deadline = self.loop.time() + timeout
+            if self._headers_timer is None:
+                self._headers_timer = self.loop.call_at(cycle.deadline, self._headers_deadline)
         if cycle.upload_framing:
             if cycle.continue_expected and not cycle.body_received:
                 self._write(framing.CONTINUE)  # authorized: now the body may come
@@ -535,23 +558,29 @@ class HttpConnection(asyncio.Protocol):
         else:
             conn.write(data)
 
-    def _headers_timeout(self, cycle: Cycle) -> None:
-        cycle.timer = None
-        if cycle is self.cycle and not cycle.started:
+    def _headers_deadline(self) -> None:
+        self._headers_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.deadline or self.closing:
+            return
+        if self.loop.time() < cycle.deadline - 0.001:
+            self._headers_timer = self.loop.call_at(cycle.deadline, self._headers_deadline)
+            return
+        cycle.deadline = 0.0
+        if not cycle.started:
             if cycle.upstream is not None:
                 cycle.upstream.abort()
                 cycle.upstream = None
-            log.warning("upstream: no response headers within %gs",
-                        self.settings.upstream_headers_timeout)
+            log.warning(
+                "upstream: no response headers within %gs", self.settings.upstream_headers_timeout
+            )
             cycle.close_after = cycle.close_after or not cycle.body_done
             self.answer(cycle, responses.upstream_timeout())
 
     def _upstream_failed(self, cycle: Cycle, err: BaseException | None) -> None:
         if cycle is not self.cycle:
             return
-        if cycle.timer is not None:
-            cycle.timer.cancel()
-            cycle.timer = None
+        cycle.deadline = 0.0
         upstream = cycle.upstream
         cycle.upstream = None
         cycle.sink = None
@@ -581,16 +610,17 @@ class HttpConnection(asyncio.Protocol):
     # -- the upstream's response, streamed (called by _Relay) ----------------------------------
     def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: HeaderList) -> None:
         cycle.upstream_started = True
-        if cycle.timer is not None:
-            cycle.timer.cancel()
-            cycle.timer = None
+        cycle.deadline = 0.0
         metrics = self.pipeline.settings.metrics
         if metrics is not None:
-            metrics.upstream_latency.observe(time.monotonic() - cycle.start_time)
+            metrics.upstream_answered(time.monotonic() - cycle.start_time)
         out = downstream_response_headers(headers)
         if cycle.response_hook is not None:
             cycle.response_status, cycle.response_reason, cycle.response_headers = (
-                status, reason, out)
+                status,
+                reason,
+                out,
+            )
             cycle.response_parts = []
             return
         with_body = framing.has_body(cycle.head.method, status)
@@ -732,9 +762,7 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.write(b"".join(out))
 
     def _finish(self, cycle: Cycle) -> None:
-        if cycle.timer is not None:
-            cycle.timer.cancel()
-            cycle.timer = None
+        cycle.deadline = 0.0
         record = cycle.record
         if record is not None:
             record.status = cycle.response_status
@@ -746,16 +774,15 @@ class HttpConnection(asyncio.Protocol):
         if cycle.close_after or self.closing:
             self.close_now()
             return
-        if self._refusal is not None:
-            refusal, self._refusal = self._refusal, None
-            self.refuse(refusal)
-            return
         if self.queue:
             following = self.queue.popleft()
             if not self.queue:
                 self.resume("pipeline")
             self.cycle = following
             self._start(following)
+        elif self._refusal is not None:
+            refusal, self._refusal = self._refusal, None
+            self.refuse(refusal)
         else:
             self._waiting_for_request = True
             self._arm_idle()
@@ -763,9 +790,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _abandon(self, cycle: Cycle) -> None:
         """The client left while `cycle` was in flight."""
-        if cycle.timer is not None:
-            cycle.timer.cancel()
-            cycle.timer = None
+        cycle.deadline = 0.0
         upstream = cycle.upstream
         if upstream is not None:
             cycle.upstream = None
@@ -806,8 +831,9 @@ class HttpConnection(asyncio.Protocol):
             # A malformed request behind one still being answered: answered after it.
             self._refusal = answer
             self.pause("refused")
-            self.queue.clear()
-            self._to_start = None
+            if self.parsing is not None and self.parsing in self.queue:
+                self.queue.remove(self.parsing)  # the malformed one itself goes nowhere
+            self.parsing = None
             return
         if cycle is not None and cycle.started:
             self.close_now(abort=True)
@@ -822,6 +848,8 @@ class HttpConnection(asyncio.Protocol):
         if cycle is not None:
             cycle.record = None  # the refusal is this request's answer and audit line
             self.cycle = None
+        self._to_start = None
+        self.uncork()  # what was answered before goes out first
         self.closing = True
         transport = self.transport
         if transport is not None:

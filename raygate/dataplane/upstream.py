@@ -227,9 +227,7 @@ class UpstreamPool:
         self.settings = settings
         self._idle: deque[UpstreamConnection] = deque()
         self._all: set[UpstreamConnection] = set()
-        self._ssl = (
-            (settings.upstream_ssl or True) if self.address.scheme == "https" else None
-        )
+        self._ssl = (settings.upstream_ssl or True) if self.address.scheme == "https" else None
         self._sweeper: asyncio.TimerHandle | None = None
         self.opened = 0  # connections opened so far (tests check keep-alive reuse)
 
@@ -309,8 +307,9 @@ class UpstreamPool:
         address = self.address
         return b"".join(
             (
-                f"{method} {address.base_path}{target} HTTP/1.1\r\nHost: {address.host_header}\r\n"
-                .encode("latin-1", "replace"),
+                f"{method} {address.base_path}{target} HTTP/1.1\r\nHost: {address.host_header}\r\n".encode(
+                    "latin-1", "replace"
+                ),
                 framing.header_block(headers),
                 framing_header,
                 framing.CRLF,
@@ -334,9 +333,11 @@ class UpstreamPool:
             attempts -= 1
             conn = self.take_idle() or await self.connect()
             exchange = BufferedExchange(conn, limit)
-            length = b"Content-Length: %d\r\n" % len(body) if body or method not in (
-                "GET", "HEAD", "DELETE", "OPTIONS"
-            ) else b""
+            length = (
+                b"Content-Length: %d\r\n" % len(body)
+                if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS")
+                else b""
+            )
             conn.start(
                 exchange,
                 self.request_bytes(method, target, headers, length) + body,

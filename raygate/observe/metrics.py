@@ -54,34 +54,61 @@ class GatewayMetrics:
         )
         self._door_children: dict[tuple[str, str, str], Any] = {}
         self._cached_hits: tuple[Any, Any] | None = None
+        self._pending: dict[tuple[int, str], int] = {}
+        self._cached = 0
+        self._latencies: list[float] = []
         self.upstream_latency = Histogram(
             "raygate_upstream_latency_seconds",
             "Time to the upstream's response headers.",
             registry=self.registry,
         )
 
-    # Labelled children are looked up once per label value: `labels()` costs a lock and a
-    # tuple hash on every call, on the hot path.
+    # The hot path only counts in plain ints; `flush` adds them to the Prometheus metrics
+    # (before every scrape, and once a second for other workers' scrapes): a Prometheus
+    # increment costs a lock, and in multiprocess mode a write to a shared file.
     def request_answered(self, status: int, decision: str) -> None:
-        child = self._requests_by_code.get(status)
-        if child is None:
-            child = self._requests_by_code[status] = self.requests.labels(code=str(status))
-        child.inc()
-        child = self._decisions_by_name.get(decision)
-        if child is None:
-            child = self._decisions_by_name[decision] = self.decisions.labels(decision=decision)
-        child.inc()
+        key = (status, decision)
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + 1
+
+    def upstream_answered(self, seconds: float) -> None:
+        """Time to the upstream's response headers, counted locally until the next flush."""
+        latencies = self._latencies
+        latencies.append(seconds)
+        if len(latencies) >= 65536:  # nobody flushes (no serving loop): stay bounded
+            self.flush()
 
     def decision_cached(self) -> None:
         """A request decided from the pipeline's cache: a hit for both caches it spares."""
-        hits = self._cached_hits
-        if hits is None:
-            hits = self._cached_hits = (
-                self.cache_events.labels(cache="authn", result="hit"),
-                self.cache_events.labels(cache="authz", result="hit"),
-            )
-        hits[0].inc()
-        hits[1].inc()
+        self._cached += 1
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (status, decision), count in pending.items():
+            child = self._requests_by_code.get(status)
+            if child is None:
+                child = self._requests_by_code[status] = self.requests.labels(code=str(status))
+            child.inc(count)
+            child = self._decisions_by_name.get(decision)
+            if child is None:
+                child = self._decisions_by_name[decision] = self.decisions.labels(
+                    decision=decision
+                )
+            child.inc(count)
+        latencies, self._latencies = self._latencies, []
+        observe = self.upstream_latency.observe
+        for seconds in latencies:
+            observe(seconds)
+        cached, self._cached = self._cached, 0
+        if cached:
+            hits = self._cached_hits
+            if hits is None:
+                hits = self._cached_hits = (
+                    self.cache_events.labels(cache="authn", result="hit"),
+                    self.cache_events.labels(cache="authz", result="hit"),
+                )
+            hits[0].inc(cached)
+            hits[1].inc(cached)
 
     def backend_call(self, call: str, seconds: float) -> None:
         child = self._backend_by_call.get(call)

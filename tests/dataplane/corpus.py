@@ -239,6 +239,11 @@ CASES: list[Case] = [
     refuse("pipelined-after-bad-version", b"GET " + T + b" HTTP/1.10\r\n" + HOST + b"{auth}\r\n" + SMUGGLED, VERSION),
     refuse("pipelined-after-long-header", header(b"X-Note: " + b"a" * 100_000) + SMUGGLED, TOO_BIG_HEAD),
     refuse("pipelined-after-nul", header(b"X-Note: \x00") + SMUGGLED),
+    # A whole request, then bytes that cannot start another, in the same write: the whole one
+    # is answered, or both refused with one 400 (aiohttp's way) - never silence.
+    either("pipelined-garbage-after-whole-request", get() + b"hello", BAD),
+    either("pipelined-nul-after-whole-request", get() + b"\x00\x00\r\n", BAD),
+    forward("pipelined-partial-request-after-whole-request", get() + b"GET /x HT"),
     # -- Expect ------------------------------------------------------------------------------------
     forward("expect-100-continue-with-body", post(b"Expect: 100-continue\r\nContent-Length: 5\r\n", b"hello"), body=b"hello"),
     either("expect-unknown", post(b"Expect: something-else\r\nContent-Length: 5\r\n", b"hello"), frozenset({400, 417}), body=b"hello"),

@@ -1,7 +1,7 @@
 """Properties of the gateway as a black box (`raygate up --upstream` before a raw recorder).
 
 1. For random RBAC objects, identities, methods and raw paths, a request reaches the upstream if
-   and only if the reference evaluator (tests/rbac_reference.py) allows it for the identity its
+   and only if the reference evaluator (tests/unit/rbac/reference.py) allows it for the identity its
    token proves, on the RayCluster `raygate up` guards (kube-rbac-proxy profile: the method's
    verb on rayclusters.ray.io/ray-cluster-with-auth in namespace default).
 2. Any byte string sent as a request, generated to look like HTTP and then damaged, either gets
@@ -29,7 +29,7 @@ from raygate.identity import Attributes, service_account_identity
 from raygate.objects import parse_object
 from raygate.store.sqlite import ObjectStore
 from raygate.store.tokens import issue_token, load_signing_key
-from tests.rbac_reference import reference_allows
+from tests.unit.rbac.reference import reference_allows
 
 from .blackbox import (
     SPOOF_VALUES_FORBIDDEN,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from raygate.embedded import EmbeddedAuthority
 from raygate.identity import Attributes
+from raygate.rbac.index import PolicyIndex
 from raygate.store.sqlite import ObjectStore
 from tests.integration.gateway_helpers import grant, prepare_state, service_account, token_for
 
@@ -65,5 +66,63 @@ def test_new_account_counts_when_the_watcher_reloads_while_the_request_waits(
             waiting.join(10)
         [identity] = results
         assert identity is not None and identity.user == "system:serviceaccount:default:fresh"
+    finally:
+        authority.store.close()
+
+
+def test_new_account_counts_when_the_watcher_reloads_between_lookup_and_recheck(
+    tmp_path: Path,
+) -> None:
+    """The watcher thread swaps the new revision in after the request looked the account up in
+    the old one and before it checks whether the store changed: the store then looks current,
+    and the request must still look again (fresh tokens got 401 this way under load)."""
+    prepare_state(tmp_path)
+    authority = EmbeddedAuthority(tmp_path, poll_interval=3600)
+    try:
+        with ObjectStore.open(tmp_path) as cli:
+            cli.apply([service_account("fresh")])
+            token = token_for(tmp_path, "fresh")
+            grant(cli, "fresh", ("get",))
+        store_version = authority.store.data_version
+
+        def version_after_the_watcher_reloaded() -> int:
+            authority._snapshot = authority.store.snapshot()
+            authority._rbac.replace(PolicyIndex.build(authority._snapshot.objects))
+            return store_version()
+
+        authority.store.data_version = version_after_the_watcher_reloaded  # type: ignore[method-assign]
+        identity = asyncio.run(authority.authenticator.authenticate_token(token))
+        assert identity is not None and identity.user == "system:serviceaccount:default:fresh"
+        # The same race on the way to a refusal: the policy swapped in allows it.
+        authority._rbac.replace(PolicyIndex.build([]))
+        decision = asyncio.run(
+            authority.authorizer.authorize(Attributes(identity=identity, **GET_CLUSTER))
+        )
+        assert decision.allowed, decision.reason
+    finally:
+        authority.store.close()
+
+
+def test_a_reload_swaps_the_index_in_before_the_snapshot(tmp_path: Path) -> None:
+    """Whoever sees the new snapshot (and so finds the store current and does not reload) must
+    also see the new index: otherwise a request between the two swaps is denied on the old
+    policy (fresh grants got 403 this way under load)."""
+    prepare_state(tmp_path)
+    authority = EmbeddedAuthority(tmp_path, poll_interval=3600)
+    try:
+        old_version = authority._snapshot.version
+        seen_at_swap: list[int] = []
+        replace = authority._rbac.replace
+
+        def recording_replace(index: PolicyIndex) -> None:
+            seen_at_swap.append(authority._snapshot.version)
+            replace(index)
+
+        authority._rbac.replace = recording_replace  # type: ignore[method-assign]
+        with ObjectStore.open(tmp_path) as cli:
+            cli.apply([service_account("fresh")])
+        assert authority.refresh()
+        assert seen_at_swap == [old_version]
+        assert authority._snapshot.version != old_version
     finally:
         authority.store.close()

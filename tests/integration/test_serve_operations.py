@@ -85,8 +85,10 @@ def test_health_readiness_and_metrics_on_the_proxy_endpoints_port(
         assert {("authn", "miss"), ("authn", "hit"), ("authz", "miss"), ("authz", "hit")} <= (
             cache_events
         )
-        assert value(found, "raygate_backend_latency_seconds_count", call="authn") >= 3
-        assert value(found, "raygate_backend_latency_seconds_count", call="authz") >= 2
+        # One authority call per token (the valid one, the invalid one); the valid token's
+        # second request is decided from the pipeline's cache unless a second passed between.
+        assert 2 <= value(found, "raygate_backend_latency_seconds_count", call="authn") <= 3
+        assert 1 <= value(found, "raygate_backend_latency_seconds_count", call="authz") <= 2
         assert value(found, "raygate_upstream_latency_seconds_count") == 2
 
         # The admin port serves those three paths and nothing else: no way around

@@ -1,6 +1,6 @@
 """The RBAC engine decides as a plain evaluator of Kubernetes' RBAC rules, for random policies.
 
-The reference (tests/rbac_reference.py) is written from Kubernetes' documentation and its authorizer's behaviour
+The reference (tests/unit/rbac/reference.py) is written from Kubernetes' documentation and its authorizer's behaviour
 (plugin/pkg/auth/authorizer/rbac: ClusterRoleBindings everywhere, RoleBindings only for resource
 requests in their own namespace; PolicyRule matching field by field), over the raw manifests,
 with nothing shared with raygate but the manifests themselves.
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from raygate.identity import Attributes, Identity, service_account_identity
 from raygate.objects import parse_object
 from raygate.rbac import PolicyIndex
-from tests.rbac_reference import latest, reference_allows
+from tests.unit.rbac.reference import latest, reference_allows
 
 RBAC = "rbac.authorization.k8s.io/v1"
 NAMESPACES = ["ns-a", "ns-b"]
