@@ -11,7 +11,6 @@ refused; a bare UNAUTHENTICATED on the PING makes it wait 30 s and blame the por
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -20,13 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import jwt
 from grpc import aio
 
+from raygate.authz.cache import jwt_expiry
 from raygate.doors.guard import DoorGuard, Verdict, bearer_token
 from raygate.doors.raywire import (
     PING_REQUEST,
     PING_RESPONSE,
+    RAY_STARTUP_FAILURE,
+    RAY_STARTUP_NOTE,
     explain_ray_startup_failure,
     init_response,
 )
@@ -85,23 +86,6 @@ class ClientDoorSettings:
     upstream: str  # host:port of Ray's client server
     ray_token: str | None
     recheck_interval: float = DEFAULT_RECHECK_INTERVAL
-
-
-def _token_expiry(token: str) -> float | None:
-    """The `exp` of a JWT the authenticator already accepted (wall clock), else None.
-
-    Not a verification: only when to look again, so a stream ends when its token does.
-    """
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    exp = claims.get("exp")
-    return float(exp) if isinstance(exp, int | float) else None
-
-
-def _is_ray_startup_failure(details: str | None) -> bool:
-    return bool(details) and "Starting Ray client server failed" in details  # type: ignore[operator]
 
 
 class ClientDoor:
@@ -232,11 +216,8 @@ class ClientDoor:
         except aio.AioRpcError as err:
             outcome = err.code().name
             details = err.details() or ""
-            if _is_ray_startup_failure(details):
-                details = (
-                    "Ray's client server failed to start this session (an error of Ray, "
-                    f"not raygate; connecting again usually works): {details}"
-                )
+            if RAY_STARTUP_FAILURE in details:
+                details = RAY_STARTUP_NOTE + details
             elif err.code() is grpc.StatusCode.UNAVAILABLE and not self._upstream_ready():
                 log.warning("Ray's client server at %s: %s", self.settings.upstream, details)
                 details = "raygate: Ray's client server is unreachable; try again shortly."
@@ -271,7 +252,7 @@ class ClientDoor:
         """Re-check a long-lived stream: when its token expires and every recheck interval."""
         interval = self.settings.recheck_interval
         token = bearer_token(authorization)
-        expiry = _token_expiry(token) if token else None
+        expiry = jwt_expiry(token) if token else None
         while True:
             delay = interval
             if expiry is not None:
@@ -294,12 +275,3 @@ class _GenericHandler(grpc.GenericRpcHandler):
         # async generator from a sync one (a plain wrapper would be run in a thread).
         behavior = functools.partial(self._door.relay, handler_call_details.method)
         return grpc.stream_stream_rpc_method_handler(behavior)
-
-
-@contextlib.asynccontextmanager
-async def running(door: ClientDoor) -> AsyncIterator[ClientDoor]:
-    await door.start()
-    try:
-        yield door
-    finally:
-        await door.stop()
