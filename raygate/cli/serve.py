@@ -38,7 +38,7 @@ errors.
 
 Ray's other doors, with either form (or `client:` / `serve:` in the YAML):
   --client-listen ADDR --client-upstream ADDR   Ray Client (gRPC), e.g. 0.0.0.0:10001 in front
-                                                of Ray's client server at 127.0.0.1:10002
+                                                of Ray's client server at 127.0.0.1:23001
   --client-recheck-interval DURATION            re-authorize open sessions this often (30s)
   --serve-listen ADDR --serve-upstream URL      Ray Serve's HTTP ingress, e.g. 0.0.0.0:8000 in
                                                 front of Serve's proxy at http://127.0.0.1:8001
