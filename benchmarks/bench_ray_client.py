@@ -7,7 +7,7 @@ the door (with a service-account token). The driver measures the round trip of a
 Targets (issue 8): at most +0.5 ms per round trip, at least 0.9x throughput.
 Writes benchmarks/results/ray_client.json.
 
-    .venv/bin/python benchmarks/bench_ray_client.py        # BENCH_QUICK=1 for a smoke run
+    .venv/bin/python benchmarks/bench_ray_client.py [--smoke] [--results-dir DIR]
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from doors_common import QUICK, Up, environment, start_up, write_result  # noqa: E402
+from doors_common import Up, start_up  # noqa: E402
+from report import Result, common_arguments  # noqa: E402
 
-ROUNDS = 1 if QUICK else 3
-TASKS = 50 if QUICK else 500
-PUTS = 2 if QUICK else 10
+FULL = {"rounds": 3, "tasks": 500, "puts": 10}
+SMOKE = {"rounds": 1, "tasks": 30, "puts": 1}
 MB = 50
 
 DRIVER = """
@@ -70,9 +70,9 @@ ray.shutdown()
 """
 
 
-def run_driver(up: Up, address: str, token: str) -> dict[str, float]:
+def run_driver(up: Up, address: str, token: str, tasks: int, puts: int) -> dict[str, float]:
     result = subprocess.run(
-        [sys.executable, "-c", DRIVER, address, str(TASKS), str(PUTS), str(MB)],
+        [sys.executable, "-c", DRIVER, address, str(tasks), str(puts), str(MB)],
         env=up.env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
         capture_output=True,
         text=True,
@@ -88,43 +88,52 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main() -> None:
+    args = common_arguments(__doc__).parse_args()
+    settings = SMOKE if args.smoke else FULL
+    result = Result(
+        "ray_client",
+        "Ray Client: direct vs through raygate's Ray Client door",
+        about="One real Ray head (`raygate up`); the same driver against Ray's own client "
+        "server (Ray's token) and against the door (service-account token, embedded "
+        "authority, audit on), alternating; medians of the rounds. Round trip: "
+        "`ray.get(f.remote())` of a trivial task, sequential; throughput: `ray.put` + "
+        f"`ray.get` of {MB} MB.",
+        smoke=args.smoke,
+    )
     up = start_up(client=True, serve=False)
     try:
         direct_address = f"127.0.0.1:{up.ray_ports['client']}"
         door_address = f"127.0.0.1:{up.client_port}"
         token = up.token()
         direct, through = [], []
-        for _ in range(ROUNDS):
-            direct.append(run_driver(up, direct_address, up.ray_token))
-            through.append(run_driver(up, door_address, token))
+        for _ in range(settings["rounds"]):
+            direct.append(
+                run_driver(up, direct_address, up.ray_token, settings["tasks"], settings["puts"])
+            )
+            through.append(run_driver(up, door_address, token, settings["tasks"], settings["puts"]))
     finally:
         up.stop()
     ray_direct, via_raygate = median_of(direct), median_of(through)
     added = via_raygate["task_round_trip_p50_ms"] - ray_direct["task_round_trip_p50_ms"]
     ratio = via_raygate["put_get_mb_per_second"] / ray_direct["put_get_mb_per_second"]
-    data = {
-        "benchmark": "Ray Client: Ray's client server direct (Ray's token) vs through raygate's "
-        "Ray Client door (service-account token, embedded authority, audit on)",
-        **environment(),
-        "rounds": ROUNDS,
-        "tasks_per_round": TASKS,
-        "put_get_per_round": PUTS,
-        "object_mb": MB,
-        "results": {
-            "ray_direct": ray_direct,
-            "through_raygate": via_raygate,
-            "added_round_trip_p50_ms": round(added, 3),
-            "put_get_throughput_ratio": round(ratio, 3),
-        },
-        "targets": {
-            "added_round_trip_ms_at_most": 0.5,
-            "throughput_ratio_at_least": 0.9,
-            "met": added <= 0.5 and ratio >= 0.9,
-        },
-    }
-    path = write_result("ray_client.json", data)
-    print(json.dumps(data["results"], indent=2))
-    print(f"wrote {path}")
+    table = result.table(
+        "Ray Client",
+        ["path", "task round trip p50 (ms)", "p99 (ms)", f"put+get {MB} MB (MB/s)"],
+    )
+    for label, figures in (("Ray direct", ray_direct), ("through raygate", via_raygate)):
+        table.add(
+            label,
+            figures["task_round_trip_p50_ms"],
+            figures["task_round_trip_p99_ms"],
+            figures["put_get_mb_per_second"],
+        )
+    result.target("round trip added (ms, p50)", round(added, 3), "<= 0.5", added <= 0.5)
+    result.target("put/get throughput ÷ direct", round(ratio, 3), ">= 0.9", ratio >= 0.9)
+    result.data.update(
+        settings=settings, object_mb=MB, ray_direct=ray_direct, through_raygate=via_raygate
+    )
+    result.write(args.results_dir)
+    print(json.dumps({"ray_direct": ray_direct, "through_raygate": via_raygate}, indent=2))
 
 
 if __name__ == "__main__":

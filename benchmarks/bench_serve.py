@@ -6,7 +6,7 @@ Serve checks none) and through the door (a service-account token, embedded autho
 on), at 1 and 16 connections, alternating ROUNDS times. Targets (issue 8): at least 0.95x
 req/s and at most +0.15 ms p50. Writes benchmarks/results/serve.json.
 
-    .venv/bin/python benchmarks/bench_serve.py        # BENCH_QUICK=1 for a smoke run
+    .venv/bin/python benchmarks/bench_serve.py [--smoke] [--results-dir DIR]
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from doors_common import BIN, QUICK, Up, environment, start_up, write_result  # noqa: E402
+from doors_common import BIN, Up, start_up  # noqa: E402
+from report import Result, common_arguments  # noqa: E402
 
-ROUNDS = 1 if QUICK else 3
-SECONDS = 2.0 if QUICK else 10.0
+FULL = {"rounds": 3, "seconds": 10.0}
+SMOKE = {"rounds": 1, "seconds": 1.0}
 CONNECTIONS = (1, 16)
 
 APP = """
@@ -43,7 +44,7 @@ print("deployed")
 """
 
 
-async def load(url: str, token: str | None, connections: int) -> dict[str, float]:
+async def load(url: str, token: str | None, connections: int, seconds: float) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=connections)
@@ -51,7 +52,7 @@ async def load(url: str, token: str | None, connections: int) -> dict[str, float
         for _ in range(20):  # warm up the connections and the replica
             async with session.get(url, headers=headers) as response:
                 await response.read()
-        deadline = time.perf_counter() + SECONDS
+        deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
             while time.perf_counter() < deadline:
@@ -103,9 +104,20 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main() -> None:
+    args = common_arguments(__doc__).parse_args()
+    settings = SMOKE if args.smoke else FULL
+    result = Result(
+        "serve",
+        "Ray Serve: direct vs through raygate's Serve door",
+        about="One real Ray head with Serve (`raygate up`), a trivial application deployed "
+        "through the gateway; GET straight to Serve's HTTP proxy (no credentials: Serve checks "
+        "none) and through the Serve door (service-account token, embedded authority, "
+        "per-application RBAC, audit on), alternating; medians of the rounds.",
+        smoke=args.smoke,
+    )
+    table = result.table("Serve calls", ["path", "connections", "req/s", "p50 (ms)", "p99 (ms)"])
     up = start_up(client=False, serve=True, num_cpus=1)
-    results: dict[str, object] = {}
-    met = True
+    raw: dict[str, object] = {}
     try:
         token = up.token()
         deploy(up, token)
@@ -113,33 +125,36 @@ def main() -> None:
         door_url = f"http://127.0.0.1:{up.serve_port}/hello"
         for connections in CONNECTIONS:
             direct, through = [], []
-            for _ in range(ROUNDS):
-                direct.append(asyncio.run(load(direct_url, None, connections)))
-                through.append(asyncio.run(load(door_url, token, connections)))
+            for _ in range(settings["rounds"]):
+                seconds = settings["seconds"]
+                direct.append(asyncio.run(load(direct_url, None, connections, seconds)))
+                through.append(asyncio.run(load(door_url, token, connections, seconds)))
             serve_direct, via_raygate = median_of(direct), median_of(through)
+            for label, figures in (
+                ("Serve direct", serve_direct),
+                ("through raygate", via_raygate),
+            ):
+                table.add(
+                    label,
+                    connections,
+                    figures["requests_per_second"],
+                    figures["p50_ms"],
+                    figures["p99_ms"],
+                )
             ratio = via_raygate["requests_per_second"] / serve_direct["requests_per_second"]
             added = via_raygate["p50_ms"] - serve_direct["p50_ms"]
-            met = met and ratio >= 0.95 and added <= 0.15
-            results[f"{connections} connection{'s' if connections > 1 else ''}"] = {
-                "serve_direct": serve_direct,
-                "through_raygate": via_raygate,
-                "throughput_ratio": round(ratio, 3),
-                "added_p50_ms": round(added, 3),
-            }
+            result.target(
+                f"req/s ÷ direct, c={connections}", round(ratio, 3), ">= 0.95", ratio >= 0.95
+            )
+            result.target(
+                f"p50 added (ms), c={connections}", round(added, 3), "<= 0.15", added <= 0.15
+            )
+            raw[str(connections)] = {"serve_direct": serve_direct, "through_raygate": via_raygate}
     finally:
         up.stop()
-    data = {
-        "benchmark": "Ray Serve: Serve's HTTP proxy direct (no credentials) vs through raygate's "
-        "Serve door (service-account token, embedded authority, per-application RBAC, audit on)",
-        **environment(),
-        "rounds": ROUNDS,
-        "seconds_per_measurement": SECONDS,
-        "results": results,
-        "targets": {"throughput_ratio_at_least": 0.95, "added_p50_ms_at_most": 0.15, "met": met},
-    }
-    path = write_result("serve.json", data)
-    print(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    result.data.update(settings=settings, measurements=raw)
+    result.write(args.results_dir)
+    print(json.dumps(raw, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -21,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
-RESULTS = Path(__file__).parent / "results"
-# BENCH_QUICK=1: a short smoke run (a few seconds per measurement), not figures to publish.
-QUICK = os.environ.get("BENCH_QUICK") == "1"
 
 RBAC = """
 apiVersion: v1
@@ -143,19 +139,3 @@ def start_up(*, client: bool, serve: bool, num_cpus: int = 2) -> Up:
     threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
     up.raygate("apply", "-f", "-", stdin=RBAC)
     return up
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "quick": QUICK,
-    }
-
-
-def write_result(name: str, data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / name
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
