@@ -44,8 +44,10 @@ DEFAULT_RECHECK_INTERVAL = 30.0
 DATAPATH = "/ray.rpc.RayletDataStreamer/Datapath"
 LOGSTREAM = "/ray.rpc.RayletLogStreamer/Logstream"
 CLUSTER_INFO = "/ray.rpc.RayletDriver/ClusterInfo"
-# Streams that stay open (audited when opened, re-checked while open); the rest are unary.
-STREAMS = frozenset({DATAPATH, LOGSTREAM, "/ray.rpc.RayletDriver/GetObject"})
+# The session's streams, open as long as it is: audited when opened, re-checked while open.
+# Every other call is short (GetObject streams one object's chunks per `ray.get`): authorized
+# like the rest, audited when refused, not one audit line per `ray.get`.
+STREAMS = frozenset({DATAPATH, LOGSTREAM})
 
 # Responses of the data stream looked into for Ray's own InitResponse (the first, normally).
 INIT_LOOKAHEAD = 3
