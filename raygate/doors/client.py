@@ -44,6 +44,11 @@ DEFAULT_RECHECK_INTERVAL = 30.0
 DATAPATH = "/ray.rpc.RayletDataStreamer/Datapath"
 LOGSTREAM = "/ray.rpc.RayletLogStreamer/Logstream"
 CLUSTER_INFO = "/ray.rpc.RayletDriver/ClusterInfo"
+# Ray's ray_client.proto (2.x): every RayletDriver method is unary but GetObject, which streams
+# its answer; Datapath and Logstream stream both ways. Anything else is relayed as a stream.
+UNARY_SERVICE = "/ray.rpc.RayletDriver/"
+UNARY_STREAM_METHODS = frozenset({"/ray.rpc.RayletDriver/GetObject"})
+
 # The session's streams, open as long as it is: audited when opened, re-checked while open.
 # Every other call is short (GetObject streams one object's chunks per `ray.get`): authorized
 # like the rest, audited when refused, not one audit line per `ray.get`.
@@ -90,6 +95,14 @@ class ClientDoorSettings:
     recheck_interval: float = DEFAULT_RECHECK_INTERVAL
 
 
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    verdict: Verdict
+    authorization: str | None  # the caller's, for re-checks of a long-lived stream
+    metadata: list[tuple[str, Any]]  # for the upstream call, with Ray's token
+    peer: str
+
+
 class ClientDoor:
     """The gRPC server, its upstream channel, and the per-call relay."""
 
@@ -129,23 +142,22 @@ class ClientDoor:
             await self._channel.close()
             self._channel = None
 
-    def _upstream_call(self, method: str) -> Callable[..., Any]:
+    def _upstream(self, method: str, kind: str) -> Callable[..., Any]:
         call = self._methods.get(method)
         if call is None:
             assert self._channel is not None
             # No serializers: messages cross as the bytes they arrived as.
-            call = self._methods[method] = self._channel.stream_stream(method)
+            call = self._methods[method] = getattr(self._channel, kind)(method)
         return call
 
     # -- one call ----------------------------------------------------------------------------
-    async def relay(
-        self, method: str, requests: AsyncIterator[bytes], context: aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        metadata = context.invocation_metadata() or ()
+    # -- one call ----------------------------------------------------------------------------
+    async def _admit(self, method: str, context: aio.ServicerContext) -> _Admission:
+        """Decide the call and bind its session; the metadata to send upstream."""
         authorization = None
         client_id = None
         forwarded: list[tuple[str, Any]] = []
-        for key, value in metadata:
+        for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 authorization = value if isinstance(value, str) else None
                 continue
@@ -168,38 +180,101 @@ class ClientDoor:
                     f'not to "{identity.user}"',
                     f"Ray Client session {client_id} is bound to {owner}",
                 )
-        is_stream = method in STREAMS
-        metrics = guard.metrics
+        if verdict.allowed and self.settings.ray_token:
+            forwarded.append(("authorization", f"Bearer {self.settings.ray_token}"))
+        return _Admission(verdict, authorization, forwarded, peer)
+
+    def _refused(self, method: str, verdict: Verdict) -> grpc.StatusCode:
+        """Audit and count a refused call; the status to abort it with."""
+        self.guard.finished(verdict)
+        metrics = self.guard.metrics
+        if metrics is not None:
+            metrics.door_call(DOOR, method, str(verdict.decision))
+        # A backend outage is passing: UNAVAILABLE lets the client retry; a refusal is not.
+        if verdict.decision == AuditDecision.UNAVAILABLE:
+            return grpc.StatusCode.UNAVAILABLE
+        return REFUSAL_CODE
+
+    def _upstream_failure(self, err: aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+        """Ray's error as the client gets it: its own, said to be Ray's where that helps."""
+        details = err.details() or ""
+        if RAY_STARTUP_FAILURE in details:
+            details = RAY_STARTUP_NOTE + details
+        elif err.code() is grpc.StatusCode.UNAVAILABLE and not self._upstream_ready():
+            log.warning("Ray's client server at %s: %s", self.settings.upstream, details)
+            details = "raygate: Ray's client server is unreachable; try again shortly."
+        return err.code(), details
+
+    def _count(self, method: str, outcome: str) -> None:
+        metrics = self.guard.metrics
+        if metrics is not None:
+            metrics.door_call(DOOR, method, outcome)
+
+    async def unary(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
+        """A unary RayletDriver call (ClusterInfo, KV*, Schedule, ...)."""
+        admission = await self._admit(method, context)
+        verdict = admission.verdict
         if not verdict.allowed:
-            guard.finished(verdict)
-            if metrics is not None:
-                metrics.door_call(DOOR, method, str(verdict.decision))
-            if method == CLUSTER_INFO:
+            code = self._refused(method, verdict)
+            if method == CLUSTER_INFO and request == PING_REQUEST:
                 # Answer the connect-time PING so the client goes on to open its data stream,
                 # where it reads the refusal (see the module docstring).
-                first = await anext(aiter(requests), None)
-                if first == PING_REQUEST:
-                    yield PING_RESPONSE
-                    return
-            # A backend outage is passing: UNAVAILABLE lets the client retry; a refusal is not.
-            code = (
-                grpc.StatusCode.UNAVAILABLE
-                if verdict.decision == AuditDecision.UNAVAILABLE
-                else REFUSAL_CODE
-            )
+                return PING_RESPONSE
             await context.abort(code, verdict.message)
-            return
+        outcome = "OK"
+        try:
+            call = self._upstream(method, "unary_unary")
+            return await call(request, metadata=admission.metadata)
+        except aio.AioRpcError as err:
+            outcome = err.code().name
+            await context.abort(*self._upstream_failure(err))
+            raise  # not reached: abort raises
+        finally:
+            self._count(method, outcome)
+
+    async def unary_stream(
+        self, method: str, request: bytes, context: aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """GetObject: one request, the object's chunks back."""
+        admission = await self._admit(method, context)
+        verdict = admission.verdict
+        if not verdict.allowed:
+            await context.abort(self._refused(method, verdict), verdict.message)
+        call = self._upstream(method, "unary_stream")(request, metadata=admission.metadata)
+        outcome = "OK"
+        try:
+            async for message in call:
+                yield message
+        except aio.AioRpcError as err:
+            outcome = err.code().name
+            await context.abort(*self._upstream_failure(err))
+        finally:
+            call.cancel()
+            self._count(method, outcome)
+
+    async def relay(
+        self, method: str, requests: AsyncIterator[bytes], context: aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """A bidirectional stream (the session's Datapath and Logstream), or a method this door
+        does not know: relayed message by message both ways."""
+        admission = await self._admit(method, context)
+        verdict = admission.verdict
+        if not verdict.allowed:
+            await context.abort(self._refused(method, verdict), verdict.message)
+        guard = self.guard
+        metrics = guard.metrics
+        is_stream = method in STREAMS
         if is_stream:
-            guard.finished(verdict)  # one audit line per stream opened
-        if self.settings.ray_token:
-            forwarded.append(("authorization", f"Bearer {self.settings.ray_token}"))
-        call = self._upstream_call(method)(requests, metadata=forwarded)
+            guard.finished(verdict)  # one audit line per session stream opened
+        call = self._upstream(method, "stream_stream")(requests, metadata=admission.metadata)
         watcher = None
         cut: list[Verdict] = []
-        if is_stream and metrics is not None:
-            metrics.door_streams.labels(method=method).inc()
         if is_stream:
-            watcher = asyncio.ensure_future(self._watch(authorization, method, peer, call, cut))
+            if metrics is not None:
+                metrics.door_streams.labels(method=method).inc()
+            watcher = asyncio.ensure_future(
+                self._watch(admission.authorization, method, admission.peer, call, cut)
+            )
         outcome = "OK"
         lookahead = INIT_LOOKAHEAD if method == DATAPATH else 0
         try:
@@ -210,20 +285,12 @@ class ClientDoor:
                         lookahead = 0
                         message = explain_ray_startup_failure(message)
                 yield message
-            code = await call.code()
-            outcome = code.name
             trailing = await call.trailing_metadata()
             if trailing:
                 context.set_trailing_metadata(tuple(trailing))
         except aio.AioRpcError as err:
             outcome = err.code().name
-            details = err.details() or ""
-            if RAY_STARTUP_FAILURE in details:
-                details = RAY_STARTUP_NOTE + details
-            elif err.code() is grpc.StatusCode.UNAVAILABLE and not self._upstream_ready():
-                log.warning("Ray's client server at %s: %s", self.settings.upstream, details)
-                details = "raygate: Ray's client server is unreachable; try again shortly."
-            await context.abort(err.code(), details)
+            await context.abort(*self._upstream_failure(err))
         except asyncio.CancelledError:
             if not cut:
                 outcome = "CANCELLED"
@@ -239,8 +306,7 @@ class ClientDoor:
             call.cancel()
             if is_stream and metrics is not None:
                 metrics.door_streams.labels(method=method).dec()
-            if metrics is not None:
-                metrics.door_call(DOOR, method, outcome)
+            self._count(method, outcome)
 
     def _upstream_ready(self) -> bool:
         channel = self._channel
@@ -273,7 +339,14 @@ class _GenericHandler(grpc.GenericRpcHandler):
         self._door = door
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        # A partial of the async generator method: gRPC inspects the behaviour to tell an
-        # async generator from a sync one (a plain wrapper would be run in a thread).
-        behavior = functools.partial(self._door.relay, handler_call_details.method)
-        return grpc.stream_stream_rpc_method_handler(behavior)
+        # Partials of the async methods: gRPC inspects the behaviour to tell an async
+        # generator from a coroutine (a plain wrapper would be run in a thread).
+        method = handler_call_details.method
+        door = self._door
+        if method in UNARY_STREAM_METHODS:
+            return grpc.unary_stream_rpc_method_handler(
+                functools.partial(door.unary_stream, method)
+            )
+        if method.startswith(UNARY_SERVICE) and method not in STREAMS:
+            return grpc.unary_unary_rpc_method_handler(functools.partial(door.unary, method))
+        return grpc.stream_stream_rpc_method_handler(functools.partial(door.relay, method))
