@@ -75,6 +75,7 @@ def _worker_main(
     audit_path: str | None,
     log_level: int,
     ready: Any,
+    parent: int,
 ) -> None:
     """One worker process (spawned: a fresh interpreter, prometheus_client in multiprocess
     mode from the environment)."""
@@ -88,8 +89,20 @@ def _worker_main(
         format=f"%(asctime)s %(levelname)s %(name)s[worker {index}]: %(message)s",
         stream=sys.stderr,
     )
-    # The parent forwards the signals; a terminal's Ctrl-C reaches the whole process group,
-    # and the worker's own handlers (installed by serve) take it from there.
+    # Out of the terminal's process group: a Ctrl-C reaches the parent alone, which passes one
+    # SIGTERM on (a second signal would cut the graceful drain short).
+    os.setpgrp()
+
+    async def orphaned() -> None:
+        """Ends when the parent is gone (killed without passing the signal on)."""
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        log.warning("the parent process is gone; stopping")
+
+    # Audit lines to a shared stdout: one write per line (whole lines up to PIPE_BUF on a pipe),
+    # never a block-buffered flush that cuts a line between two workers' writes.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     audit = audit_log_for(audit_path)
     install_uvloop()
     try:
@@ -98,6 +111,7 @@ def _worker_main(
                 config,
                 audit=audit,
                 on_ready=ready.set,
+                watch=orphaned(),
                 reuse_port=True,
                 admin=index == 0,
                 metrics=GatewayMetrics(),
@@ -145,7 +159,7 @@ def run_workers(
             ready = context.Event()
             process = context.Process(
                 target=_worker_main,
-                args=(config, index, audit_path, log_level, ready),
+                args=(config, index, audit_path, log_level, ready, os.getpid()),
                 name=f"raygate-worker-{index}",
                 daemon=False,
             )

@@ -216,6 +216,7 @@ class HttpConnection(asyncio.Protocol):
         self.upgrade_rest = b""
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        self._index: dict[str, list[str]] = {}
         self._header_bytes = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._headers_timer: asyncio.TimerHandle | None = None
@@ -348,6 +349,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._index = {}
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -377,13 +379,25 @@ class HttpConnection(asyncio.Protocol):
             raise RequestRefused(
                 responses.headers_too_large(f"more than {settings.max_headers} header lines")
             )
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        text = name.decode("latin-1")
+        decoded = value.decode("latin-1")
+        self._headers.append((text, decoded))
+        # The name index is built here, in the same pass (Headers would build it on first use).
+        key = text.lower()
+        index = self._index
+        values = index.get(key)
+        if values is None:
+            index[key] = [decoded]
+        else:
+            values.append(decoded)
 
     def on_headers_complete(self) -> None:
         self._waiting_for_request = False
         parser = self.parser
-        headers = Headers(self._headers)
+        index = self._index
+        headers = Headers(self._headers, index)
         method = parser.get_method().decode("latin-1")
+        hosts = index.get("host")
         head = RequestHead(
             method,
             self._url.decode("latin-1"),
@@ -391,12 +405,11 @@ class HttpConnection(asyncio.Protocol):
             self.peer,
             self.peer_certificate,
             self.scheme,
-            headers.get("Host") or "",
+            hosts[0] if hosts else "",
             Door.DASHBOARD,
         )
         version = parser.get_http_version()
-        hosts = headers.getall("Host")
-        if len(hosts) > 1 or (not hosts and version != "1.0"):
+        if (hosts is not None and len(hosts) > 1) or (not hosts and version != "1.0"):
             # RFC 9112 §3.2: exactly one Host; two could name two different hosts to two parsers.
             raise RequestRefused(responses.bad_request("a request needs exactly one Host header"))
         target = head.target
@@ -408,11 +421,12 @@ class HttpConnection(asyncio.Protocol):
             )
         cycle = Cycle(self, head, version)
         cycle.keep_alive = parser.should_keep_alive()
-        length = headers.get("Content-Length")
+        length = index.get("content-length")
         if length is not None:
-            cycle.declared_length = int(length)  # llhttp checked it: digits, one value
-        transfer = headers.get("Transfer-Encoding")
-        if transfer is not None:
+            cycle.declared_length = int(length[0])  # llhttp checked it: digits, one value
+        transfer_values = index.get("transfer-encoding")
+        if transfer_values is not None:
+            transfer = transfer_values[0]
             # Only plain chunked is relayed (re-chunked): another coding would be dropped
             # silently, and HTTP/1.0 has no chunked framing to trust.
             if transfer.strip().lower() != "chunked" or cycle.version != "1.1":
@@ -632,14 +646,11 @@ class HttpConnection(asyncio.Protocol):
                     break
             cycle.response_chunked = False
         else:
-            length = None
-            chunked = False
-            for name, value in headers:
-                lname = name.lower()
-                if lname == "content-length":
-                    length = value
-                elif lname == "transfer-encoding":
-                    chunked = True
+            upstream = cycle.upstream
+            if upstream is not None:
+                length, chunked = upstream.response_length, upstream.response_chunked
+            else:
+                length, chunked = None, True
             if length is not None and not chunked:
                 framing_header = b"Content-Length: %s\r\n" % length.encode("latin-1")
             elif cycle.version == "1.1":
@@ -849,7 +860,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.record = None  # the refusal is this request's answer and audit line
             self.cycle = None
         self._to_start = None
-        self.uncork()  # what was answered before goes out first
+        self.uncork()  # the answers of whole requests before this one go out first
         self.closing = True
         transport = self.transport
         if transport is not None:
