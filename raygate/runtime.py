@@ -141,6 +141,19 @@ async def assemble(
 
         authorizer = StaticThenAuthorizer(config.authorization.static, authorizer)
 
+    sign_in = None
+    oidc_config = config.authentication.oidc
+    if oidc_config is not None and oidc_config.browser_sign_in:
+        from raygate.sso.assemble import browser_sign_in
+        from raygate.store.state import resolve_state_dir
+
+        sign_in = browser_sign_in(
+            oidc_config,
+            resolve_state_dir(config.state_dir, create=True),
+            timeout=config.limits.backend_timeout,
+        )
+        cleanup.append(sign_in.close)
+
     ssl_context = _listener_tls(config, startup, cleanup)
 
     upstream_token = config.upstream.read_token()
@@ -183,6 +196,7 @@ async def assemble(
         client_certificates=bool(config.listen.tls and config.listen.tls.client_ca_file),
         forward_client_authorization=config.upstream.forward_client_authorization,
         browser_login=config.browser_login,
+        browser_sign_in=sign_in,
     )
     settings = GatewaySettings(
         upstream=config.upstream.url,

@@ -20,6 +20,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "create": ("raygate.cli.objects", "create"),
     "auth": ("raygate.cli.auth", "auth"),
     "manifests": ("raygate.cli.manifests", "manifests"),
+    "login": ("raygate.cli.login", "login"),
+    "env": ("raygate.cli.login", "env"),
+    "whoami": ("raygate.cli.login", "whoami"),
 }
 
 

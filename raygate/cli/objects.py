@@ -117,6 +117,7 @@ def _delete_targets(
 )
 @namespace_option
 @click.option("--ignore-not-found", is_flag=True, help="Treat a missing object as deleted.")
+@click.option("--user", default=None, help="With `sessions`: every sign-in session of this user.")
 @state_option
 @report_errors
 def delete(
@@ -124,10 +125,22 @@ def delete(
     filenames: Sequence[str],
     namespace: str | None,
     ignore_not_found: bool,
+    user: str | None,
     state: Path | None,
 ) -> None:
     """Delete objects by manifest or by kind and name. Deleting a service account revokes
-    its tokens."""
+    its tokens; deleting a session (`raygate delete session NAME`, or `sessions --user U`)
+    signs its browser out."""
+    if args and args[0].partition("/")[0] in SESSION_KINDS:
+        from raygate.cli.sessions import delete_sessions
+
+        names = [a.partition("/")[2] for a in args if "/" in a] or list(args[1:])
+        if not names and user is None:
+            raise ConfigError("name a session (see `raygate get sessions`) or pass --user")
+        delete_sessions(names, user, state)
+        return
+    if user is not None:
+        raise ConfigError("--user applies to sessions only")
     if filenames and args:
         raise ConfigError(
             "when paths or stdin are provided as input, you may not specify resource arguments "
@@ -155,6 +168,9 @@ def delete(
 
 
 # -- get ----------------------------------------------------------------------------------------
+
+# Browser sign-in sessions: not RBAC objects, kept beside them (raygate.cli.sessions).
+SESSION_KINDS = frozenset({"session", "sessions"})
 
 
 def human_age(seconds: float) -> str:
@@ -316,6 +332,11 @@ def get(
                 "arguments in resource/name form must have a single resource and name"
             )
         names = (name,)
+    if kind_text in SESSION_KINDS:
+        from raygate.cli.sessions import get_sessions
+
+        get_sessions(names, output, state)
+        return
     kind = resolve_kind(kind_text)
     if names and all_namespaces and is_namespaced(kind):
         raise ConfigError("a resource cannot be retrieved by name across all namespaces")

@@ -23,6 +23,7 @@ from raygate.runtime import install_uvloop, serve
 from raygate.store.state import resolve_state_dir, write_secret
 
 RAY_TOKEN_FILE = "ray-auth-token"
+DEFAULT_OIDC_SCOPES = ("openid", "email", "profile")
 AUDIT_FILE = "audit.log"
 
 log = logging.getLogger("raygate.up")
@@ -107,6 +108,51 @@ def _validate_upstream(
     "ownership (roles in examples/ray-profile-roles.yaml).",
 )
 @click.option(
+    "--oidc-issuer-url",
+    default=None,
+    help="Let people sign in with this OpenID Connect provider (https; http only on loopback): "
+    "browsers get the authorization-code flow, ID tokens are accepted as bearer tokens.",
+)
+@click.option("--oidc-client-id", default=None, help="raygate's client id at the provider.")
+@click.option(
+    "--oidc-client-secret-file",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    default=None,
+    help="File holding the client secret (a confidential client); none for a public client.",
+)
+@click.option(
+    "--oidc-username-claim",
+    default="email",
+    show_default=True,
+    help="ID token claim that is the user name.",
+)
+@click.option(
+    "--oidc-username-prefix",
+    default="",
+    help="Put before every user name (kube-apiserver's default: ISSUER# unless the claim is "
+    "email; '-' for none).",
+)
+@click.option(
+    "--oidc-groups-claim",
+    default="groups",
+    show_default=True,
+    help="ID token claim with the groups.",
+)
+@click.option("--oidc-groups-prefix", default="", help="Put before every group name.")
+@click.option(
+    "--oidc-scope",
+    "oidc_scopes",
+    multiple=True,
+    help="A scope the browser sign-in asks for besides openid, email and profile (repeatable), "
+    "e.g. groups (Dex) or offline_access (refresh tokens).",
+)
+@click.option(
+    "--oidc-ca-file",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    default=None,
+    help="CA bundle of a provider with a private CA.",
+)
+@click.option(
     "--workers",
     default="1",
     show_default=True,
@@ -127,6 +173,15 @@ def up(
     audit_log: Path | None,
     admin_port: int,
     profile: str,
+    oidc_issuer_url: str | None,
+    oidc_client_id: str | None,
+    oidc_client_secret_file: Path | None,
+    oidc_username_claim: str,
+    oidc_username_prefix: str,
+    oidc_groups_claim: str,
+    oidc_groups_prefix: str,
+    oidc_scopes: tuple[str, ...],
+    oidc_ca_file: Path | None,
     workers: str,
     verbose: bool,
 ) -> None:
@@ -142,6 +197,17 @@ def up(
     worker_processes = worker_count(workers)
     if port_in_use(host, port):
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
+    oidc = _oidc_settings(
+        oidc_issuer_url,
+        oidc_client_id,
+        oidc_client_secret_file,
+        oidc_username_claim,
+        oidc_username_prefix,
+        oidc_groups_claim,
+        oidc_groups_prefix,
+        oidc_scopes,
+        oidc_ca_file,
+    )
     state_dir = resolve_state_dir(state, create=True).resolve()
     _run(
         UpOptions(
@@ -157,9 +223,54 @@ def up(
             audit_path=audit_log or state_dir / AUDIT_FILE,
             admin_port=admin_port,
             profile=Profile(profile),
+            oidc=oidc,
             workers=worker_processes,
         )
     )
+
+
+def _oidc_settings(
+    issuer_url: str | None,
+    client_id: str | None,
+    client_secret_file: Path | None,
+    username_claim: str,
+    username_prefix: str,
+    groups_claim: str,
+    groups_prefix: str,
+    scopes: tuple[str, ...],
+    ca_file: Path | None,
+) -> dict[str, object] | None:
+    """`authentication.oidc` of raygate's config for the --oidc-* flags; None without them."""
+    if issuer_url is None:
+        if client_id is not None or client_secret_file is not None:
+            raise ConfigError(
+                "--oidc-client-id and --oidc-client-secret-file need --oidc-issuer-url"
+            )
+        return None
+    if not client_id:
+        raise ConfigError("--oidc-issuer-url needs --oidc-client-id")
+    from raygate.config.values import check_issuer_url
+
+    problem = check_issuer_url(issuer_url)
+    if problem is not None:
+        raise ConfigError(f"--oidc-issuer-url: {problem}")
+    oidc: dict[str, object] = {
+        "issuerURL": issuer_url,
+        "clientID": client_id,
+        "usernameClaim": username_claim,
+        "usernamePrefix": username_prefix,
+        "groupsClaim": groups_claim,
+        "groupsPrefix": groups_prefix,
+        "browserSignIn": True,
+    }
+    if client_secret_file is not None:
+        oidc["clientSecretFile"] = str(client_secret_file.resolve())
+    if scopes:
+        # Extra scopes (groups, offline_access, ...) on top of the ones every sign-in needs.
+        oidc["scopes"] = list(dict.fromkeys((*DEFAULT_OIDC_SCOPES, *scopes)))
+    if ca_file is not None:
+        oidc["caFile"] = str(ca_file.resolve())
+    return oidc
 
 
 @dataclass
@@ -176,6 +287,8 @@ class UpOptions:
     audit_path: Path
     admin_port: int = 0
     profile: Profile = Profile.KUBE_RBAC_PROXY
+    # `authentication.oidc` (browser sign-in and ID tokens) from the --oidc-* flags.
+    oidc: dict[str, object] | None = None
     workers: int = 1
 
 
@@ -302,6 +415,8 @@ def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -
         "browserLogin": True,
         "stateDir": str(options.state_dir),
     }
+    if options.oidc is not None:
+        data["authentication"] = {"mode": ["embedded", "oidc"], "oidc": options.oidc}
     if options.admin_port:
         data["proxyEndpoints"] = {"port": options.admin_port, "host": options.host}
     return config_from_mapping(data, source="raygate up")
@@ -338,6 +453,18 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
     elif options.profile is Profile.RAY_K8S:
         check = "ray:write {}"
     check = check.format(f"rayclusters.ray.io/{cluster_name}")
+    browser = (
+        f"In a browser: open {address} and paste the output of "
+        f"`raygate create token ray-user{ns_flag}`\ninto the dashboard's token dialog."
+    )
+    if options.oidc is not None:
+        browser = (
+            f"In a browser: open {address} and sign in with {options.oidc['issuerURL']}\n"
+            f"(sign out at {address}/raygate/logout; service-account tokens: {address}/?login=token).\n"
+            f"People need RBAC too: bind roles to kind User (alice@example.com) or Group.\n"
+            f"CLI: raygate login --issuer {options.oidc['issuerURL']} --client-id "
+            f'{options.oidc["clientID"]}; eval "$(raygate env)"'
+        )
     click.echo(
         f"""
 raygate is up.
@@ -353,8 +480,7 @@ Next, in another terminal (with this environment's bin/ on PATH):
   export RAY_JOB_HEADERS="{{\\"Authorization\\": \\"Bearer $(raygate create token ray-user{ns_flag} --duration=1h)\\"}}"
   ray job submit --address {address} -- python -c "import ray; ray.init(); print(ray.cluster_resources())"
 
-In a browser: open {address} and paste the output of `raygate create token ray-user{ns_flag}`
-into the dashboard's token dialog.
+{browser}
 
 Press Ctrl-C to stop the gateway and Ray.
 """,

@@ -4,10 +4,12 @@ reports it against the field that held it."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
 from collections.abc import Mapping
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator
 
@@ -57,3 +59,27 @@ TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
     "VersionTLS12": ssl.TLSVersion.TLSv1_2,
     "VersionTLS13": ssl.TLSVersion.TLSv1_3,
 }
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: a provider on this machine (development and tests)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_issuer_url(url: str) -> str | None:
+    """Why `url` cannot be an issuer, or None: https, or http on a loopback address only."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"{url!r} is not a URL"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return None
+    return f"{url!r}: the OIDC issuer must be an https:// URL (http only on a loopback address)"
