@@ -60,7 +60,11 @@ class EmbeddedAuthority:
         key = load_signing_key(state_dir)
         self.issuer = issuer
         self.authenticator = ServiceAccountTokenAuthenticator(
-            [key.public_key], issuer, list(audiences), self._lookup_uid
+            [key.public_key],
+            issuer,
+            list(audiences),
+            self._lookup_uid,
+            lookup_secret_uid=self._lookup_secret_uid,
         )
         self._rbac = LocalRBACAuthorizer(PolicyIndex.build(self._snapshot.objects))
         self.authorizer = _RecheckDenials(self._rbac, self._refresh_now)
@@ -87,6 +91,12 @@ class EmbeddedAuthority:
         # The watcher thread may have swapped the snapshot in since: that counts as a reload too.
         if uid is None and (self._refresh_now() or self._snapshot is not snapshot):
             uid = self._snapshot.service_account_uid(namespace, name)
+        return uid
+
+    def _lookup_secret_uid(self, namespace: str, name: str) -> str | None:
+        uid = self._snapshot.secret_uid(namespace, name)
+        if uid is None and self._refresh_now():
+            uid = self._snapshot.secret_uid(namespace, name)
         return uid
 
     def _refresh_now(self) -> bool:

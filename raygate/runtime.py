@@ -368,6 +368,9 @@ async def serve(
     for hook in assembly.startup:
         await hook()
     gateway = Gateway(assembly.settings)
+    from raygate.doors.assembly import Doors
+
+    doors = Doors(config, assembly.settings, audit=audit, metrics=metrics)
     admin_runner: web.AppRunner | None = None
     flusher: asyncio.Future[None] | None = None
     hurry = asyncio.Event()
@@ -384,6 +387,10 @@ async def serve(
             raise ConfigError(
                 f"cannot listen on {config.listen.address}: {err.strerror or err}"
             ) from None
+        # Ray's other doors live in one process (the one serving the admin endpoints): Ray
+        # Client sessions are bound to identities in its memory.
+        if admin:
+            await doors.open()
         admin_address = config.proxy_endpoints_address
         if admin and admin_address is not None:
             admin_runner = web.AppRunner(
@@ -420,6 +427,7 @@ async def serve(
     finally:
         # Stop taking connections, let the requests in flight end (their answers close their
         # connections), then end what is left: a job package still uploading gets the grace.
+        await doors.close(hurry)
         await gateway.drain(SHUTDOWN_GRACE, hurry)
         await gateway.close()
         if flusher is not None:

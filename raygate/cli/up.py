@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -18,11 +19,19 @@ from raygate.cli.common import fail, report_errors, state_option
 from raygate.config import GatewayConfig, config_from_mapping
 from raygate.errors import ConfigError, UpstreamError
 from raygate.observe.audit import AuditLog
-from raygate.ray.launcher import RayHead, port_in_use, start_ray_head
+from raygate.ray.launcher import (
+    RayHead,
+    port_in_use,
+    start_ray_head,
+    start_serve,
+    write_ray_info,
+)
 from raygate.runtime import install_uvloop, serve
 from raygate.store.state import resolve_state_dir, write_secret
 
 RAY_TOKEN_FILE = "ray-auth-token"
+# How often a long-lived Ray Client stream is re-authorized (default 30s); tests shorten it.
+RECHECK_ENV = "RAYGATE_CLIENT_RECHECK_INTERVAL"
 DEFAULT_OIDC_SCOPES = ("openid", "email", "profile")
 AUDIT_FILE = "audit.log"
 
@@ -51,6 +60,29 @@ def _validate_upstream(
     show_default=True,
     type=click.IntRange(1, 65535),
     help="Port the gateway listens on (Ray's usual dashboard port).",
+)
+@click.option(
+    "--client-port",
+    default=10001,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help='Port of the Ray Client door (ray.init("ray://HOST:PORT")), on --host; 0 turns it '
+    "off. Ray's own client server stays on a private port.",
+)
+@click.option(
+    "--serve-port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the Serve door (Ray Serve's HTTP ingress), on --host; 0 turns it off. Serve's "
+    "own HTTP proxy stays on a private loopback port.",
+)
+@click.option(
+    "--serve-rate-limit",
+    default=None,
+    metavar="RATE",
+    help="Requests per identity and Serve application, e.g. 10/s or 600/m (default: no limit); "
+    "above it the Serve door answers 429 with Retry-After.",
 )
 @click.option(
     "--cluster-name",
@@ -164,6 +196,9 @@ def up(
     state: Path | None,
     host: str,
     port: int,
+    client_port: int,
+    serve_port: int,
+    serve_rate_limit: str | None,
     cluster_name: str,
     namespace: str,
     num_cpus: int | None,
@@ -197,6 +232,15 @@ def up(
     worker_processes = worker_count(workers)
     if port_in_use(host, port):
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
+    for door_port, flag in ((client_port, "--client-port"), (serve_port, "--serve-port")):
+        if door_port and (door_port == port or port_in_use(host, door_port)):
+            raise fail(
+                f"error: {host}:{door_port} is already in use; stop what holds it or pass "
+                f"{flag} (0 turns that door off)"
+            )
+    if client_port and client_port == serve_port:
+        raise fail("error: --client-port and --serve-port must differ")
+    rate_limit = _check_rate(serve_rate_limit)
     oidc = _oidc_settings(
         oidc_issuer_url,
         oidc_client_id,
@@ -223,10 +267,25 @@ def up(
             audit_path=audit_log or state_dir / AUDIT_FILE,
             admin_port=admin_port,
             profile=Profile(profile),
+            client_port=client_port,
+            serve_port=serve_port,
+            serve_rate_limit=rate_limit,
             oidc=oidc,
             workers=worker_processes,
         )
     )
+
+
+def _check_rate(text: str | None) -> str | None:
+    from raygate.config import parse_rate
+
+    if text is None:
+        return None
+    try:
+        parse_rate(text)
+    except ValueError as err:
+        raise ConfigError(f"--serve-rate-limit: {err}") from None
+    return text
 
 
 def _oidc_settings(
@@ -287,6 +346,9 @@ class UpOptions:
     audit_path: Path
     admin_port: int = 0
     profile: Profile = Profile.KUBE_RBAC_PROXY
+    client_port: int = 0
+    serve_port: int = 0
+    serve_rate_limit: str | None = None
     # `authentication.oidc` (browser sign-in and ID tokens) from the --oidc-* flags.
     oidc: dict[str, object] | None = None
     workers: int = 1
@@ -336,7 +398,21 @@ def _run(options: UpOptions) -> None:
             object_store_memory=options.object_store_memory,
         )
         upstream = URL(head.dashboard_url)
-    config = gateway_config(options, upstream, token_file)
+        if options.serve_port:
+            _say("Starting Ray Serve behind the Serve door...")
+            try:
+                start_serve(head)
+            except BaseException:
+                head.stop()
+                raise
+            write_ray_info(state_dir, head)
+    elif options.client_port or options.serve_port:
+        _say(
+            "Note: with --upstream the Ray Client and Serve doors stay closed (raygate serve "
+            "opens them with --client-upstream/--serve-upstream)."
+        )
+        options.client_port = options.serve_port = 0
+    config = gateway_config(options, upstream, token_file, head)
     if options.workers > 1:
         _run_workers(options, config, upstream, head)
         return
@@ -395,7 +471,9 @@ def _run_workers(
         raise SystemExit(status)
 
 
-def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -> GatewayConfig:
+def gateway_config(
+    options: UpOptions, upstream: URL, token_file: Path | None, head: RayHead | None = None
+) -> GatewayConfig:
     """What `raygate up` runs: the embedded authority, the guide's resource attributes."""
     listen_host = f"[{options.host}]" if ":" in options.host else options.host
     authorization = {
@@ -419,6 +497,21 @@ def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -
         data["authentication"] = {"mode": ["embedded", "oidc"], "oidc": options.oidc}
     if options.admin_port:
         data["proxyEndpoints"] = {"port": options.admin_port, "host": options.host}
+    if head is not None and options.client_port:
+        data["client"] = {
+            "listen": f"{listen_host}:{options.client_port}",
+            "upstream": f"127.0.0.1:{head.ports['client']}",
+        }
+        interval = os.environ.get(RECHECK_ENV)
+        if interval:
+            data["client"]["recheckInterval"] = interval
+    if head is not None and options.serve_port and "serve" in head.ports:
+        data["serve"] = {
+            "listen": f"{listen_host}:{options.serve_port}",
+            "upstream": f"http://127.0.0.1:{head.ports['serve']}",
+        }
+        if options.serve_rate_limit:
+            data["serve"]["rateLimit"] = options.serve_rate_limit
     return config_from_mapping(data, source="raygate up")
 
 
@@ -444,6 +537,17 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
         if options.admin_port
         else ""
     )
+    doors = ""
+    if options.client_port:
+        doors += (
+            f"\n  Ray Client door: ray://{_address(options.host, options.client_port)[7:]}"
+            " (RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<token>)"
+        )
+    if options.serve_port:
+        doors += (
+            f"\n  Serve door (Ray Serve's HTTP ingress): {_address(options.host, options.serve_port)}"
+            " (Authorization: Bearer <token>)"
+        )
     sa_user = f"system:serviceaccount:{namespace}:ray-user"
     ns_flag = "" if namespace == "default" else f" -n {namespace}"
     profile = "" if options.profile is Profile.KUBE_RBAC_PROXY else f" (profile {options.profile})"
@@ -468,7 +572,7 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
     click.echo(
         f"""
 raygate is up.
-  Gateway (Ray dashboard and Jobs API): {address}
+  Gateway (Ray dashboard and Jobs API): {address}{doors}
   Ray dashboard behind it (token-protected, not for direct use): {upstream}
   Authorizing as: rayclusters.ray.io/{cluster_name} in namespace {namespace}{profile}
   State: {state_dir}    Audit log: {audit_path}{admin}

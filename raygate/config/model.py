@@ -23,6 +23,7 @@ from raygate.config.values import (
     TLS_VERSIONS,
     Duration,
     HeaderName,
+    Rate,
     check_issuer_url,
     one_or_many,
     split_host_port,
@@ -330,6 +331,54 @@ class AuthHeaderConfig(ConfigModel):
     group_separator: str = "|"
 
 
+class ClientDoorConfig(ConfigModel):
+    """The Ray Client door (gRPC): where it listens and where Ray's client server is."""
+
+    listen: str
+    upstream: str
+    # Long-lived streams are re-authorized this often, and when their token expires.
+    recheck_interval: Duration = 30.0
+
+    @field_validator("listen", "upstream")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("recheck_interval")
+    @classmethod
+    def _recheck(cls, value: float) -> float:
+        if not 0 < value <= 30:
+            raise ValueError("recheckInterval must be above 0 and at most 30s")
+        return value
+
+
+class ServeDoorConfig(ConfigModel):
+    """The Serve door (HTTP): where it listens and where Serve's HTTP proxy is."""
+
+    listen: str
+    upstream: str
+    # Per identity and Serve application; None: no limit.
+    rate_limit: Rate = None
+    rate_burst: int | None = Field(default=None, ge=1)
+    # How long Serve's application list (routes) is reused.
+    applications_ttl: Duration = Field(default=2.0, alias="applicationsTTL")
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http:// URL with a host")
+        return value
+
+
 class GatewayConfig(ConfigModel):
     listen: ListenConfig = ListenConfig()
     upstream: UpstreamConfig
@@ -346,6 +395,9 @@ class GatewayConfig(ConfigModel):
     browser_login: bool = False
     # Gateway processes sharing the listen address (SO_REUSEPORT); "auto": one per usable core.
     workers: int | Literal["auto"] = 1
+    # Ray's other doors; absent: closed.
+    client: ClientDoorConfig | None = None
+    serve: ServeDoorConfig | None = None
 
     @field_validator("workers")
     @classmethod

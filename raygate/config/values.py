@@ -61,6 +61,33 @@ TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
 }
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600}
+_RATE_UNITS["hour"] = 3600
+
+
+def parse_rate(value: object) -> float | None:
+    """`10/s`, `600/m`, `1000/h` -> calls per second; None or "" -> no limit."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    elif isinstance(value, str):
+        match = _RATE.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a rate (write e.g. '10/s', '600/m' or '1000/h')")
+        rate = float(match.group(1)) / _RATE_UNITS[match.group(2)]
+    else:
+        raise ValueError("a rate is written like '10/s', '600/m' or '1000/h'")
+    if rate <= 0:
+        raise ValueError("a rate limit must be above zero (leave it out for no limit)")
+    return rate
+
+
+# Calls per second; written "10/s", "600/m" or "1000/h".
+Rate = Annotated[float | None, BeforeValidator(parse_rate)]
+
+
 def is_loopback_host(host: str | None) -> bool:
     """localhost, 127.0.0.0/8 or ::1: a provider on this machine (development and tests)."""
     if not host:

@@ -106,12 +106,6 @@ class Cycle:
         "version",
         "waiting_body",
         "websocket",
-        "response_limit",
-        "response_hook",
-        "response_parts",
-        "response_size",
-        "response_reason",
-        "response_headers",
         "upload_framing",
         "deadline",
         "retry",
@@ -144,12 +138,6 @@ class Cycle:
         self.upstream: UpstreamConnection | None = None
         self.upstream_started = False
         self.websocket = False
-        self.response_limit = 0
-        self.response_hook: Any = None
-        self.response_parts: list[bytes] | None = None
-        self.response_size = 0
-        self.response_reason = b""
-        self.response_headers: HeaderList = []
         self.upload_framing = ""
         self.deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
         self.retry = False
@@ -629,14 +617,6 @@ class HttpConnection(asyncio.Protocol):
         if metrics is not None:
             metrics.upstream_answered(time.monotonic() - cycle.start_time)
         out = downstream_response_headers(headers)
-        if cycle.response_hook is not None:
-            cycle.response_status, cycle.response_reason, cycle.response_headers = (
-                status,
-                reason,
-                out,
-            )
-            cycle.response_parts = []
-            return
         with_body = framing.has_body(cycle.head.method, status)
         framing_header = b""
         if not with_body:
@@ -661,12 +641,6 @@ class HttpConnection(asyncio.Protocol):
         self._write_head(cycle, status, reason, out, framing_header)
 
     def response_body(self, cycle: Cycle, data: bytes) -> None:
-        parts = cycle.response_parts
-        if parts is not None:
-            cycle.response_size += len(data)
-            if cycle.response_size <= cycle.response_limit:
-                parts.append(data)
-            return
         if not data or cycle.head_only:
             return
         if cycle.response_chunked:
@@ -686,11 +660,6 @@ class HttpConnection(asyncio.Protocol):
             cycle.close_after = True
             if upstream is not None:
                 upstream.close()
-        if cycle.response_parts is not None:
-            waiting = cycle.waiting_body
-            if waiting is not None and not waiting.done():
-                waiting.set_result(b"")
-            return
         if cycle.response_chunked:
             self._write(framing.LAST_CHUNK)
         self._finish(cycle)
