@@ -7,7 +7,7 @@ UP_ARGS ?= --num-cpus 1
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: venv up test test-deps chromium bench-tools lint bench profile clean
+.PHONY: venv up test test-deps chromium oidc-provider bench-tools lint bench profile clean
 
 venv: $(VENV)/.installed
 
@@ -20,12 +20,24 @@ $(VENV)/.installed: pyproject.toml
 up: venv
 	$(BIN)/raygate up $(UP_ARGS)
 
-test-deps: $(VENV)/.test-installed
+OIDC_PROVIDER := tests/fixtures/oidc/node_modules/.installed
+
+test-deps: $(VENV)/.test-installed $(OIDC_PROVIDER)
 
 $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium
 	@command -v nginx >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || $(MAKE) --no-print-directory bench-tools
+	touch $@
+
+# The SSO tests run a real OpenID provider (npm's oidc-provider) with Node.js, pinned by its
+# package-lock.json.
+oidc-provider: $(OIDC_PROVIDER)
+
+$(OIDC_PROVIDER): tests/fixtures/oidc/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/fixtures/oidc && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).

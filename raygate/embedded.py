@@ -74,7 +74,12 @@ class EmbeddedAuthority:
         key = load_signing_key(state_dir)
         self.issuer = issuer
         self.authenticator = ServiceAccountTokenAuthenticator(
-            [key.public_key], issuer, list(audiences), self._lookup_uid, recheck=self.recheck
+            [key.public_key],
+            issuer,
+            list(audiences),
+            self._lookup_uid,
+            lookup_secret_uid=self._lookup_secret_uid,
+            recheck=self.recheck,
         )
         self._rbac = LocalRBACAuthorizer(PolicyIndex.build(self._snapshot.objects))
         self.authorizer = _RecheckDenials(self._rbac, self.recheck)
@@ -107,6 +112,9 @@ class EmbeddedAuthority:
 
     def _lookup_uid(self, namespace: str, name: str) -> str | None:
         return self._snapshot.service_account_uid(namespace, name)
+
+    def _lookup_secret_uid(self, namespace: str, name: str) -> str | None:
+        return self._snapshot.secret_uid(namespace, name)
 
     async def recheck(self) -> bool:
         """Read-your-writes for a caller about to be refused: `raygate create sa` then a token

@@ -56,6 +56,22 @@ class UpstreamError(RaygateError):
     """Ray (the upstream) could not be started or reached."""
 
 
+class SignInError(RaygateError):
+    """A sign-in with the OpenID provider failed: a refused, forged or replayed state or code,
+    or a provider answer that does not verify. Never contains a token or code."""
+
+
+class ProviderError(SignInError):
+    """The provider answered an OAuth error (`invalid_grant`, `authorization_pending`, ...)."""
+
+    def __init__(self, error: str, description: str = "") -> None:
+        self.error = error
+        self.description = description
+        super().__init__(
+            f"the identity provider refused: {error}" + (f" ({description})" if description else "")
+        )
+
+
 class BodyTooLarge(RaygateError):
     """A request body grew past limits.maxBodyBytes while streaming upstream (413)."""
 

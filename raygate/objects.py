@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -209,6 +210,51 @@ class ServiceAccount(_Object):
     )
 
 
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+class Secret(_Object):
+    """core/v1 Secret. In raygate its use is to bind long-lived tokens (`raygate create token
+    --bound-object-kind Secret`): deleting the Secret revokes them. `stringData` is folded into
+    `data` (base64) as the API server does on write."""
+
+    kind: Literal["Secret"]
+    api_version: Literal["v1"] = Field(alias="apiVersion")
+    type: str = "Opaque"
+    data: dict[str, str] = Field(default_factory=dict)
+    string_data: dict[str, str] | None = Field(default=None, alias="stringData")
+    immutable: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_string_data(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("stringData"), dict):
+            value = dict(value)
+            data = dict(value.get("data") or {})
+            for key, text in value.pop("stringData").items():
+                if isinstance(text, str):
+                    data[key] = base64.b64encode(text.encode()).decode()
+                else:
+                    data[key] = text
+            value["data"] = data
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _data_ok(cls, data: dict[str, str]) -> dict[str, str]:
+        for key, encoded in data.items():
+            if not _SECRET_KEY.match(key) or len(key) > 253:
+                raise ValueError(
+                    f"{key!r}: a valid config key must consist of alphanumeric characters, "
+                    "'-', '_' or '.'"
+                )
+            try:
+                base64.b64decode(encoded, validate=True)
+            except (ValueError, TypeError):
+                raise ValueError(f"{key}: illegal base64 data") from None
+        return data
+
+
 class Role(_Object):
     kind: Literal["Role"]
     api_version: Literal["rbac.authorization.k8s.io/v1"] = Field(alias="apiVersion")
@@ -246,23 +292,25 @@ class ClusterRoleBinding(_Object):
 
 
 KubeObject = Annotated[
-    ServiceAccount | Role | ClusterRole | RoleBinding | ClusterRoleBinding,
+    ServiceAccount | Secret | Role | ClusterRole | RoleBinding | ClusterRoleBinding,
     Field(discriminator="kind"),
 ]
 
 MODELS: dict[str, type[_Object]] = {
     "ServiceAccount": ServiceAccount,
+    "Secret": Secret,
     "Role": Role,
     "ClusterRole": ClusterRole,
     "RoleBinding": RoleBinding,
     "ClusterRoleBinding": ClusterRoleBinding,
 }
-NAMESPACED_KINDS = frozenset({"ServiceAccount", "Role", "RoleBinding"})
+NAMESPACED_KINDS = frozenset({"ServiceAccount", "Secret", "Role", "RoleBinding"})
 
 # kubectl-style names for `get KIND`: plural, singular, short names, kind itself, kind.group.
 KIND_ALIASES: dict[str, str] = {}
 for _kind, _aliases in {
     "ServiceAccount": ("serviceaccounts", "serviceaccount", "sa"),
+    "Secret": ("secrets", "secret"),
     "Role": ("roles", "role", f"roles.{RBAC_GROUP}", f"role.{RBAC_GROUP}"),
     "ClusterRole": ("clusterroles", "clusterrole", f"clusterroles.{RBAC_GROUP}"),
     "RoleBinding": ("rolebindings", "rolebinding", f"rolebindings.{RBAC_GROUP}"),

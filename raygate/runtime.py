@@ -155,6 +155,19 @@ async def assemble(
 
         authorizer = StaticThenAuthorizer(config.authorization.static, authorizer)
 
+    sign_in = None
+    oidc_config = config.authentication.oidc
+    if oidc_config is not None and oidc_config.browser_sign_in:
+        from raygate.sso.assemble import browser_sign_in
+        from raygate.store.state import resolve_state_dir
+
+        sign_in = browser_sign_in(
+            oidc_config,
+            resolve_state_dir(config.state_dir, create=True),
+            timeout=config.limits.backend_timeout,
+        )
+        cleanup.append(sign_in.close)
+
     ssl_context = _listener_tls(config, startup, cleanup)
 
     upstream_token = config.upstream.read_token()
@@ -197,6 +210,7 @@ async def assemble(
         client_certificates=bool(config.listen.tls and config.listen.tls.client_ca_file),
         forward_client_authorization=config.upstream.forward_client_authorization,
         browser_login=config.browser_login,
+        browser_sign_in=sign_in,
     )
     settings = GatewaySettings(
         upstream=config.upstream.url,
@@ -371,6 +385,9 @@ async def serve(
     for hook in assembly.startup:
         await hook()
     gateway = Gateway(assembly.settings)
+    from raygate.doors.assembly import Doors
+
+    doors = Doors(config, assembly.settings, audit=audit, metrics=metrics)
     admin_runner: web.AppRunner | None = None
     flusher: asyncio.Future[None] | None = None
     hurry = asyncio.Event()
@@ -387,6 +404,10 @@ async def serve(
             raise ConfigError(
                 f"cannot listen on {config.listen.address}: {err.strerror or err}"
             ) from None
+        # Ray's other doors live in one process (the one serving the admin endpoints): Ray
+        # Client sessions are bound to identities in its memory.
+        if admin:
+            await doors.open()
         admin_address = config.proxy_endpoints_address
         if admin and admin_address is not None:
             admin_runner = web.AppRunner(
@@ -423,6 +444,7 @@ async def serve(
     finally:
         # Stop taking connections, let the requests in flight end (their answers close their
         # connections), then end what is left: a job package still uploading gets the grace.
+        await doors.close(hurry)
         await gateway.drain(SHUTDOWN_GRACE, hurry)
         await gateway.close()
         if flusher is not None:

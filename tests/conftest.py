@@ -47,6 +47,9 @@ class RaygateUp:
     state: Path
     workdir: Path
     output: list[str] = field(default_factory=list)
+    # The Ray Client door (host:port for ray://) and the Serve door (http URL), when open.
+    client_address: str | None = None
+    serve_address: str | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -92,12 +95,25 @@ def start_raygate_up(
     port: int | None = None,
     timeout: float = 180,
     command_prefix: tuple[str, ...] = (),
+    doors: bool = False,
+    env_extra: dict[str, str] | None = None,
 ) -> RaygateUp:
+    """`raygate up` on free ports. The Ray Client and Serve doors (and Serve itself) only with
+    `doors`; never on their fixed default ports, which other runs on the machine may hold."""
     port = port or free_port()
     state = workdir / ".raygate"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     env.pop("RAYGATE_STATE", None)
+    env.update(env_extra or {})
+    client_port = serve_port = 0
+    if doors:
+        client_port, serve_port = free_port(), free_port()
+    door_args = []
+    if not any(a.startswith("--client-port") for a in extra):
+        door_args += ["--client-port", str(client_port)]
+    if not any(a.startswith("--serve-port") for a in extra):
+        door_args += ["--serve-port", str(serve_port)]
     process = subprocess.Popen(
         [
             *command_prefix,
@@ -109,6 +125,7 @@ def start_raygate_up(
             "1",
             "--object-store-memory",
             str(100 * 1024 * 1024),
+            *door_args,
             *extra,
         ],
         cwd=workdir,
@@ -118,7 +135,14 @@ def start_raygate_up(
         text=True,
         start_new_session=True,
     )
-    up = RaygateUp(process, f"http://localhost:{port}", state, workdir)
+    up = RaygateUp(
+        process,
+        f"http://localhost:{port}",
+        state,
+        workdir,
+        client_address=f"localhost:{client_port}" if client_port else None,
+        serve_address=f"http://localhost:{serve_port}" if serve_port else None,
+    )
     # A thread drains the output so `raygate up` never blocks on a full pipe.
     reader = threading.Thread(target=_collect, args=(process, up.output), daemon=True)
     reader.start()
@@ -174,7 +198,9 @@ def raygate_up() -> Iterator[RaygateUp]:
     """
     workdir = Path(tempfile.mkdtemp(prefix="raygate-e2e-"))
     shutil.copytree(REPO / "examples", workdir / "examples")
-    up = start_raygate_up(workdir)
+    # With the Ray Client and Serve doors; open Ray Client sessions are re-checked every 2 s
+    # (30 s by default) so a test sees an expired token cut its session quickly.
+    up = start_raygate_up(workdir, doors=True, env_extra={"RAYGATE_CLIENT_RECHECK_INTERVAL": "2s"})
     try:
         yield up
     finally:

@@ -60,6 +60,7 @@ class ServiceAccountTokenAuthenticator:
         leeway_seconds: int = 5,
         cache_size: int = 4096,
         recheck: Callable[[], Awaitable[bool]] | None = None,
+        lookup_secret_uid: LookupUid | None = None,
     ) -> None:
         keys = [_as_public_key(k) for k in public_keys]
         if not keys:
@@ -74,6 +75,9 @@ class ServiceAccountTokenAuthenticator:
         # Read-your-writes: before refusing a valid token whose account is unknown (or has
         # another uid), `recheck()` reloads the accounts (True when something changed).
         self._recheck = recheck
+        # Tokens bound to a Secret are valid while it exists with that uid; without a lookup
+        # they are refused (fail closed).
+        self._lookup_secret_uid = lookup_secret_uid
         self._leeway = leeway_seconds
         self._decoder = jwt.PyJWT(options={"require": _REQUIRED_CLAIMS})
         self._cache: TTLCache[_VerifiedToken] = TTLCache(cache_size)
@@ -141,6 +145,17 @@ class ServiceAccountTokenAuthenticator:
             uid = self._lookup_uid(verified.namespace, verified.name)
         if uid != verified.uid:
             return None
+        if verified.secret is not None:
+            lookup = self._lookup_secret_uid
+            if lookup is None:
+                return None
+            secret, secret_uid = verified.secret
+            found = lookup(verified.namespace, secret)
+            if found != secret_uid and self._recheck is not None:
+                await self._recheck()  # a Secret created just now (read-your-writes)
+                found = lookup(verified.namespace, secret)
+            if found != secret_uid:
+                return None
         return verified.identity
 
 
@@ -151,6 +166,7 @@ class _VerifiedToken:
     uid: str
     expires: float
     identity: Identity
+    secret: tuple[str, str] | None = None  # (name, uid) of the Secret it is bound to
 
 
 def verified_token(
@@ -176,11 +192,22 @@ def verified_token(
         return None
     if not isinstance(exp, int | float):
         return None
+    secret = None
+    if "secret" in private:
+        bound = private.get("secret")
+        if not isinstance(bound, Mapping):
+            return None
+        secret_name, secret_uid = bound.get("name"), bound.get("uid")
+        if not (isinstance(secret_name, str) and secret_name):
+            return None
+        if not (isinstance(secret_uid, str) and secret_uid):
+            return None
+        secret = (secret_name, secret_uid)
     identity = replace(
         service_account_identity(namespace, name, uid),
         extra=MappingProxyType({CREDENTIAL_ID_EXTRA: (f"JTI={jti}",)}),
     )
-    return _VerifiedToken(namespace, name, uid, float(exp), identity)
+    return _VerifiedToken(namespace, name, uid, float(exp), identity, secret)
 
 
 def _unverified_kid(token: str) -> str | None:

@@ -18,6 +18,7 @@ import aiohttp
 import jwt
 
 from raygate.cache import TTLCache
+from raygate.config.values import check_issuer_url
 from raygate.errors import BackendUnavailable, ConfigError
 from raygate.identity import AUTHENTICATED_GROUP, Identity
 
@@ -53,8 +54,9 @@ class OIDCOptions:
     leeway: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.issuer_url.startswith("https://"):
-            raise ConfigError(f"--oidc-issuer must be an https URL, got {self.issuer_url!r}")
+        problem = check_issuer_url(self.issuer_url)
+        if problem is not None:
+            raise ConfigError(f"--oidc-issuer: {problem}")
         if not self.client_id:
             raise ConfigError("--oidc-clientID is required with --oidc-issuer")
         unknown = set(self.signing_algorithms) - SUPPORTED_ALGORITHMS
@@ -76,8 +78,9 @@ class OIDCOptions:
 
 def identity_from_claims(options: OIDCOptions, claims: Mapping[str, Any]) -> Identity | None:
     """Map verified claims to an Identity; None when the username claim is missing or unusable,
-    or when the username (prefix included) would be a reserved `system:` name: an IdP user
-    must not become `system:admin` or a service account.
+    or when the username or a group (prefix included) would be a reserved `system:` name: an
+    IdP user must not become `system:admin`, a service account, or a member of
+    `system:masters`.
 
     The identity gets `system:authenticated`, as kube-apiserver gives every authenticated user,
     so bindings to that group mean the same behind raygate.
@@ -97,6 +100,9 @@ def identity_from_claims(options: OIDCOptions, claims: Mapping[str, Any]) -> Ide
     if not isinstance(raw_groups, list) or not all(isinstance(g, str) for g in raw_groups):
         return None
     groups = [options.groups_prefix + g for g in raw_groups]
+    if any(g.startswith(RESERVED_USERNAME_PREFIX) for g in groups):
+        # system:masters, system:serviceaccounts, ... are Kubernetes' to give, not the IdP's.
+        return None
     if AUTHENTICATED_GROUP not in groups:
         groups.append(AUTHENTICATED_GROUP)
     subject = claims.get("sub")
@@ -111,8 +117,12 @@ class OIDCAuthenticator:
     """A TokenAuthenticator for ID tokens of one issuer and client id."""
 
     def __init__(
-        self, options: OIDCOptions, *, session: aiohttp.ClientSession | None = None,
-        min_refresh_interval: float = 10.0, timeout: float = 5.0,
+        self,
+        options: OIDCOptions,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        min_refresh_interval: float = 10.0,
+        timeout: float = 5.0,
         clock: Any = time.monotonic,
     ) -> None:
         self.options = options
@@ -136,6 +146,11 @@ class OIDCAuthenticator:
             self._session = None
 
     async def authenticate_token(self, token: str) -> Identity | None:
+        claims = await self.verify(token)
+        return identity_from_claims(self.options, claims) if claims is not None else None
+
+    async def verify(self, token: str) -> dict[str, Any] | None:
+        """The claims of a valid ID token (signature, iss, aud, exp), else None."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -150,15 +165,19 @@ class OIDCAuthenticator:
         for key in keys:
             try:
                 claims = jwt.decode(
-                    token, key=key, algorithms=list(self.options.signing_algorithms),
-                    audience=self.options.client_id, issuer=self.options.issuer_url,
-                    leeway=self.options.leeway, options={"require": ["iss", "aud", "exp"]},
+                    token,
+                    key=key,
+                    algorithms=list(self.options.signing_algorithms),
+                    audience=self.options.client_id,
+                    issuer=self.options.issuer_url,
+                    leeway=self.options.leeway,
+                    options={"require": ["iss", "aud", "exp"]},
                 )
             except jwt.InvalidSignatureError:
                 continue
             except jwt.PyJWTError:
                 return None
-            return identity_from_claims(self.options, claims)
+            return claims
         return None
 
     async def _keys_for(self, kid: str | None) -> Sequence[jwt.PyJWK]:
@@ -231,7 +250,5 @@ class OIDCAuthenticator:
                     ssl_context = ssl.create_default_context(cafile=self.options.ca_file)
                 except (OSError, ssl.SSLError) as err:
                     raise ConfigError(f"--oidc-ca-file {self.options.ca_file}: {err}") from None
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl_context)
-            )
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context))
         return self._session

@@ -178,8 +178,12 @@ def _breakdown(rule: PolicyRule) -> list[PolicyRule]:
             for verb in rule.verbs:
                 for name in rule.resource_names or [None]:
                     parts.append(
-                        PolicyRule(verbs=[verb], api_groups=[group], resources=[resource],
-                                   resource_names=[name] if name is not None else [])
+                        PolicyRule(
+                            verbs=[verb],
+                            api_groups=[group],
+                            resources=[resource],
+                            resource_names=[name] if name is not None else [],
+                        )
                     )
     for url in rule.non_resource_urls:
         for verb in rule.verbs:
@@ -200,8 +204,12 @@ def _compact(rules: list[PolicyRule]) -> list[PolicyRule]:
         verbs = merged.setdefault(key, [])
         verbs.extend(v for v in rule.verbs if v not in verbs)
     compacted = [
-        PolicyRule(verbs=verbs, api_groups=[group], resources=[resource],
-                   resource_names=[name] if name else [])
+        PolicyRule(
+            verbs=verbs,
+            api_groups=[group],
+            resources=[resource],
+            resource_names=[name] if name else [],
+        )
         for (group, resource, name), verbs in merged.items()
     ]
     return compacted + others
@@ -211,8 +219,13 @@ def _sort_key(rule: PolicyRule) -> str:
     # kubectl sorts by the Go String() of each rule, which starts with the verbs.
     return "".join(
         _go_list(values)
-        for values in (rule.verbs, rule.api_groups, rule.resources, rule.resource_names,
-                       rule.non_resource_urls)
+        for values in (
+            rule.verbs,
+            rule.api_groups,
+            rule.resources,
+            rule.resource_names,
+            rule.non_resource_urls,
+        )
     )
 
 
@@ -230,8 +243,14 @@ def format_rules_table(rules: list[PolicyRule]) -> str:
     parts = [part for rule in rules for part in _breakdown(rule)]
     rows = [["Resources", "Non-Resource URLs", "Resource Names", "Verbs"]]
     for rule in sorted(_compact(parts), key=_sort_key):
-        rows.append([_resource_column(rule), _go_list(rule.non_resource_urls),
-                     _go_list(rule.resource_names), _go_list(rule.verbs)])
+        rows.append(
+            [
+                _resource_column(rule),
+                _go_list(rule.non_resource_urls),
+                _go_list(rule.resource_names),
+                _go_list(rule.verbs),
+            ]
+        )
     # kubectl's tab writer: columns at least 10 wide, 3 spaces of padding, last one unpadded.
     widths = [max(10, *(len(row[i]) + 3 for row in rows)) for i in range(3)]
     return "\n".join(
@@ -254,7 +273,10 @@ def auth() -> None:
 )
 @click.option("--as", "as_user", default=None, metavar="USER", help="Ask for this user.")
 @click.option(
-    "--as-group", "as_groups", multiple=True, metavar="GROUP",
+    "--as-group",
+    "as_groups",
+    multiple=True,
+    metavar="GROUP",
     help="A group of the --as user (repeatable).",
 )
 @click.option("--list", "list_rules", is_flag=True, help="List every allowed action instead.")

@@ -21,6 +21,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "auth": ("raygate.cli.auth", "auth"),
     "manifests": ("raygate.cli.manifests", "manifests"),
     "rotate-key": ("raygate.cli.keys", "rotate_key"),
+    "login": ("raygate.cli.login", "login"),
+    "env": ("raygate.cli.login", "env"),
+    "whoami": ("raygate.cli.login", "whoami"),
 }
 
 

@@ -117,6 +117,7 @@ def _delete_targets(
 )
 @namespace_option
 @click.option("--ignore-not-found", is_flag=True, help="Treat a missing object as deleted.")
+@click.option("--user", default=None, help="With `sessions`: every sign-in session of this user.")
 @state_option
 @report_errors
 def delete(
@@ -124,10 +125,22 @@ def delete(
     filenames: Sequence[str],
     namespace: str | None,
     ignore_not_found: bool,
+    user: str | None,
     state: Path | None,
 ) -> None:
     """Delete objects by manifest or by kind and name. Deleting a service account revokes
-    its tokens."""
+    its tokens; deleting a session (`raygate delete session NAME`, or `sessions --user U`)
+    signs its browser out."""
+    if args and args[0].partition("/")[0] in SESSION_KINDS:
+        from raygate.cli.sessions import delete_sessions
+
+        names = [a.partition("/")[2] for a in args if "/" in a] or list(args[1:])
+        if not names and user is None:
+            raise ConfigError("name a session (see `raygate get sessions`) or pass --user")
+        delete_sessions(names, user, state)
+        return
+    if user is not None:
+        raise ConfigError("--user applies to sessions only")
     if filenames and args:
         raise ConfigError(
             "when paths or stdin are provided as input, you may not specify resource arguments "
@@ -155,6 +168,9 @@ def delete(
 
 
 # -- get ----------------------------------------------------------------------------------------
+
+# Browser sign-in sessions: not RBAC objects, kept beside them (raygate.cli.sessions).
+SESSION_KINDS = frozenset({"session", "sessions"})
 
 
 def human_age(seconds: float) -> str:
@@ -219,6 +235,8 @@ def table(
     header.append("NAME")
     if kind == "ServiceAccount":
         header += ["SECRETS", "AGE"]
+    elif kind == "Secret":
+        header += ["TYPE", "DATA", "AGE"]
     elif kind in ("Role", "ClusterRole"):
         header += ["CREATED AT"]
     else:
@@ -231,6 +249,9 @@ def table(
         row.append(obj.name)
         if kind == "ServiceAccount":
             row += [str(len(obj.secrets)), _age(obj, now)]  # type: ignore[union-attr]
+        elif kind == "Secret":
+            secret: Any = obj
+            row += [secret.type, str(len(secret.data)), _age(obj, now)]
         elif kind in ("Role", "ClusterRole"):
             row.append(obj.metadata.creation_timestamp or "")
         else:
@@ -316,6 +337,11 @@ def get(
                 "arguments in resource/name form must have a single resource and name"
             )
         names = (name,)
+    if kind_text in SESSION_KINDS:
+        from raygate.cli.sessions import get_sessions
+
+        get_sessions(names, output, state)
+        return
     kind = resolve_kind(kind_text)
     if names and all_namespaces and is_namespaced(kind):
         raise ConfigError("a resource cannot be retrieved by name across all namespaces")
@@ -367,7 +393,7 @@ class _AliasedGroup(click.Group):
 
 @click.group(cls=_AliasedGroup)
 def create() -> None:
-    """Create a service account, or a token for one."""
+    """Create a service account, a token for one, or a Secret."""
 
 
 @create.command("serviceaccount")
@@ -391,6 +417,61 @@ def create_serviceaccount(name: str, namespace: str | None, state: Path | None) 
     click.echo(f"{object_ref('ServiceAccount', name)} created")
 
 
+@create.group("secret")
+def create_secret() -> None:
+    """Create a Secret (generic): e.g. one to bind long-lived tokens to."""
+
+
+@create_secret.command("generic")
+@click.argument("name")
+@click.option(
+    "--from-literal",
+    "literals",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A key and literal value to put in the Secret (repeatable).",
+)
+@click.option("--type", "secret_type", default="Opaque", show_default=True, help="Secret type.")
+@namespace_option
+@state_option
+@report_errors
+def create_secret_generic(
+    name: str,
+    literals: Sequence[str],
+    secret_type: str,
+    namespace: str | None,
+    state: Path | None,
+) -> None:
+    """Create a generic Secret, as `kubectl create secret generic` does.
+
+    \b
+      raygate create secret generic chat-key
+      raygate create token ray-user --bound-object-kind Secret --bound-object-name chat-key --duration 8760h
+      raygate delete secret chat-key      # revokes every token bound to it
+    """
+    string_data: dict[str, str] = {}
+    for literal in literals:
+        key, sep, value = literal.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--from-literal {literal!r}: expected KEY=VALUE")
+        string_data[key] = value
+    doc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace or DEFAULT_NAMESPACE},
+        "type": secret_type,
+    }
+    if string_data:
+        doc["stringData"] = string_data
+    try:
+        obj = parse_object(doc)
+        with _open_store(state, write=True) as store:
+            store.create(obj)  # type: ignore[arg-type]
+    except (ManifestError, AlreadyExistsError) as err:
+        raise ConfigError(f"failed to create secret: {err}") from None
+    click.echo(f"{object_ref('Secret', name)} created")
+
+
 @create.command("token")
 @click.argument("name")
 @namespace_option
@@ -398,7 +479,20 @@ def create_serviceaccount(name: str, namespace: str | None, state: Path | None) 
     "--duration",
     default="1h",
     show_default=True,
-    help="Lifetime, as a Go duration (10m to 48h): 30m, 1h, 1h30m, 24h.",
+    help="Lifetime, as a Go duration (10m to 48h; up to 8760h when bound to a Secret): 30m, "
+    "1h, 1h30m, 24h.",
+)
+@click.option(
+    "--bound-object-kind",
+    type=click.Choice(["Secret"]),
+    default=None,
+    help="Bind the token to an object: it stops being valid when that object is deleted "
+    "(like kubectl create token).",
+)
+@click.option(
+    "--bound-object-name",
+    default=None,
+    help="Name of the object (in the service account's namespace) the token is bound to.",
 )
 @click.option(
     "--audience",
@@ -422,29 +516,56 @@ def create_token(
     audiences: Sequence[str],
     kubeconfig: str | None,
     state: Path | None,
+    bound_object_kind: str | None = None,
+    bound_object_name: str | None = None,
 ) -> None:
     """Print a signed token for service account NAME, and nothing else, on stdout:
 
     \b
       export TOKEN=$(raygate create token ray-user --duration=1h)
       export TOKEN=$(raygate create token ray-user --kubeconfig ~/.kube/config)
+      # a long-lived key, revoked by deleting the Secret:
+      raygate create token ray-user --bound-object-kind Secret --bound-object-name KEY --duration 8760h
     """
     # Imported here: RSA and JWT code is not needed by the other object commands.
     from raygate.durations import parse_duration
     from raygate.store.tokens import (
         DEFAULT_AUDIENCE,
+        MAX_BOUND_TOKEN_DURATION,
+        MAX_TOKEN_DURATION,
         check_token_duration,
         issue_token,
         load_signing_key,
     )
 
-    lifetime = check_token_duration(parse_duration(duration))
+    if bool(bound_object_kind) != bool(bound_object_name):
+        raise ConfigError(
+            "--bound-object-kind and --bound-object-name go together, e.g. "
+            "--bound-object-kind Secret --bound-object-name KEY"
+        )
+    lifetime = check_token_duration(
+        parse_duration(duration),
+        maximum=MAX_BOUND_TOKEN_DURATION if bound_object_kind else MAX_TOKEN_DURATION,
+    )
     ns = namespace or DEFAULT_NAMESPACE
     if kubeconfig is not None:
+        if bound_object_kind:
+            raise ConfigError(
+                "with --kubeconfig use kubectl create token --bound-object-kind (the API "
+                "server binds tokens itself)"
+            )
         click.echo(_kube_token(kubeconfig, ns, name, lifetime, audiences))
         return
+    bound_secret = None
     with _open_store(state, write=False) as store:
         account = store.get("ServiceAccount", name, ns)
+        if account is not None and bound_object_name:
+            secret = store.get("Secret", bound_object_name, ns)
+            if secret is None:
+                raise NotFoundError(
+                    f"failed to create token: {not_found_message('Secret', bound_object_name)}"
+                )
+            bound_secret = (bound_object_name, secret.metadata.uid or "")
     if account is None:
         raise NotFoundError(f"failed to create token: {not_found_message('ServiceAccount', name)}")
     key = load_signing_key(resolve_state_dir(state, create=True))
@@ -456,6 +577,7 @@ def create_token(
             signing_key=key,
             duration=lifetime,
             audiences=list(audiences) or [DEFAULT_AUDIENCE],
+            bound_secret=bound_secret,
         )
     )
 

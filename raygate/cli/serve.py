@@ -42,6 +42,14 @@ kube-rbac-proxy flags understood: --insecure-listen-address, --secure-listen-add
 --oidc-groups-prefix, --oidc-sign-alg, --oidc-ca-file, --logtostderr, -v. Unknown flags are
 errors.
 
+Ray's other doors, with either form (or `client:` / `serve:` in the YAML):
+  --client-listen ADDR --client-upstream ADDR   Ray Client (gRPC), e.g. 0.0.0.0:10001 in front
+                                                of Ray's client server at 127.0.0.1:23001
+  --client-recheck-interval DURATION            re-authorize open sessions this often (30s)
+  --serve-listen ADDR --serve-upstream URL      Ray Serve's HTTP ingress, e.g. 0.0.0.0:8000 in
+                                                front of Serve's proxy at http://127.0.0.1:8001
+  --serve-rate-limit RATE                       per identity and application, e.g. 10/s
+
 --workers N (with either form): N gateway processes on the listen address (SO_REUSEPORT);
 `auto` is one per core this process may use. Default 1 (or `workers:` in the YAML config).
 

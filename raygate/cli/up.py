@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -27,6 +28,8 @@ from raygate.ray.launcher import (
     ray_executable,
     resolve_ray_user,
     start_ray_head,
+    start_serve,
+    write_ray_info,
 )
 from raygate.ray.supervisor import RaySupervisor
 from raygate.runtime import install_uvloop, serve
@@ -34,6 +37,9 @@ from raygate.store.state import resolve_state_dir, write_secret
 from raygate.store.tokens import load_signing_key
 
 RAY_TOKEN_FILE = "ray-auth-token"
+# How often a long-lived Ray Client stream is re-authorized (default 30s); tests shorten it.
+RECHECK_ENV = "RAYGATE_CLIENT_RECHECK_INTERVAL"
+DEFAULT_OIDC_SCOPES = ("openid", "email", "profile")
 AUDIT_FILE = "audit.log"
 
 log = logging.getLogger("raygate.up")
@@ -61,6 +67,29 @@ def _validate_upstream(
     show_default=True,
     type=click.IntRange(1, 65535),
     help="Port the gateway listens on (Ray's usual dashboard port).",
+)
+@click.option(
+    "--client-port",
+    default=10001,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help='Port of the Ray Client door (ray.init("ray://HOST:PORT")), on --host; 0 turns it '
+    "off. Ray's own client server stays on a private port.",
+)
+@click.option(
+    "--serve-port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the Serve door (Ray Serve's HTTP ingress), on --host; 0 turns it off. Serve's "
+    "own HTTP proxy stays on a private loopback port.",
+)
+@click.option(
+    "--serve-rate-limit",
+    default=None,
+    metavar="RATE",
+    help="Requests per identity and Serve application, e.g. 10/s or 600/m (default: no limit); "
+    "above it the Serve door answers 429 with Retry-After.",
 )
 @click.option(
     "--cluster-name",
@@ -126,6 +155,51 @@ def _validate_upstream(
     "raygate's state (signing key, store, Ray's token file). raygate up must run as root.",
 )
 @click.option(
+    "--oidc-issuer-url",
+    default=None,
+    help="Let people sign in with this OpenID Connect provider (https; http only on loopback): "
+    "browsers get the authorization-code flow, ID tokens are accepted as bearer tokens.",
+)
+@click.option("--oidc-client-id", default=None, help="raygate's client id at the provider.")
+@click.option(
+    "--oidc-client-secret-file",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    default=None,
+    help="File holding the client secret (a confidential client); none for a public client.",
+)
+@click.option(
+    "--oidc-username-claim",
+    default="email",
+    show_default=True,
+    help="ID token claim that is the user name.",
+)
+@click.option(
+    "--oidc-username-prefix",
+    default="",
+    help="Put before every user name (kube-apiserver's default: ISSUER# unless the claim is "
+    "email; '-' for none).",
+)
+@click.option(
+    "--oidc-groups-claim",
+    default="groups",
+    show_default=True,
+    help="ID token claim with the groups.",
+)
+@click.option("--oidc-groups-prefix", default="", help="Put before every group name.")
+@click.option(
+    "--oidc-scope",
+    "oidc_scopes",
+    multiple=True,
+    help="A scope the browser sign-in asks for besides openid, email and profile (repeatable), "
+    "e.g. groups (Dex) or offline_access (refresh tokens).",
+)
+@click.option(
+    "--oidc-ca-file",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    default=None,
+    help="CA bundle of a provider with a private CA.",
+)
+@click.option(
     "--workers",
     default="1",
     show_default=True,
@@ -137,6 +211,9 @@ def up(
     state: Path | None,
     host: str,
     port: int,
+    client_port: int,
+    serve_port: int,
+    serve_rate_limit: str | None,
     cluster_name: str,
     namespace: str,
     num_cpus: int | None,
@@ -151,6 +228,15 @@ def up(
     admin_port: int,
     profile: str,
     ray_user: str | None,
+    oidc_issuer_url: str | None,
+    oidc_client_id: str | None,
+    oidc_client_secret_file: Path | None,
+    oidc_username_claim: str,
+    oidc_username_prefix: str,
+    oidc_groups_claim: str,
+    oidc_groups_prefix: str,
+    oidc_scopes: tuple[str, ...],
+    oidc_ca_file: Path | None,
     workers: str,
     verbose: bool,
 ) -> None:
@@ -172,6 +258,26 @@ def up(
     worker_processes = worker_count(workers)
     if port_in_use(host, port):
         raise fail(f"error: {host}:{port} is already in use; stop what holds it or pass --port")
+    for door_port, flag in ((client_port, "--client-port"), (serve_port, "--serve-port")):
+        if door_port and (door_port == port or port_in_use(host, door_port)):
+            raise fail(
+                f"error: {host}:{door_port} is already in use; stop what holds it or pass "
+                f"{flag} (0 turns that door off)"
+            )
+    if client_port and client_port == serve_port:
+        raise fail("error: --client-port and --serve-port must differ")
+    rate_limit = _check_rate(serve_rate_limit)
+    oidc = _oidc_settings(
+        oidc_issuer_url,
+        oidc_client_id,
+        oidc_client_secret_file,
+        oidc_username_claim,
+        oidc_username_prefix,
+        oidc_groups_claim,
+        oidc_groups_prefix,
+        oidc_scopes,
+        oidc_ca_file,
+    )
     state_dir = resolve_state_dir(state, create=True).resolve()
     _run(
         UpOptions(
@@ -194,9 +300,69 @@ def up(
             admin_port=admin_port,
             profile=Profile(profile),
             ray_user=run_as,
+            client_port=client_port,
+            serve_port=serve_port,
+            serve_rate_limit=rate_limit,
+            oidc=oidc,
             workers=worker_processes,
         )
     )
+
+
+def _check_rate(text: str | None) -> str | None:
+    from raygate.config import parse_rate
+
+    if text is None:
+        return None
+    try:
+        parse_rate(text)
+    except ValueError as err:
+        raise ConfigError(f"--serve-rate-limit: {err}") from None
+    return text
+
+
+def _oidc_settings(
+    issuer_url: str | None,
+    client_id: str | None,
+    client_secret_file: Path | None,
+    username_claim: str,
+    username_prefix: str,
+    groups_claim: str,
+    groups_prefix: str,
+    scopes: tuple[str, ...],
+    ca_file: Path | None,
+) -> dict[str, object] | None:
+    """`authentication.oidc` of raygate's config for the --oidc-* flags; None without them."""
+    if issuer_url is None:
+        if client_id is not None or client_secret_file is not None:
+            raise ConfigError(
+                "--oidc-client-id and --oidc-client-secret-file need --oidc-issuer-url"
+            )
+        return None
+    if not client_id:
+        raise ConfigError("--oidc-issuer-url needs --oidc-client-id")
+    from raygate.config.values import check_issuer_url
+
+    problem = check_issuer_url(issuer_url)
+    if problem is not None:
+        raise ConfigError(f"--oidc-issuer-url: {problem}")
+    oidc: dict[str, object] = {
+        "issuerURL": issuer_url,
+        "clientID": client_id,
+        "usernameClaim": username_claim,
+        "usernamePrefix": username_prefix,
+        "groupsClaim": groups_claim,
+        "groupsPrefix": groups_prefix,
+        "browserSignIn": True,
+    }
+    if client_secret_file is not None:
+        oidc["clientSecretFile"] = str(client_secret_file.resolve())
+    if scopes:
+        # Extra scopes (groups, offline_access, ...) on top of the ones every sign-in needs.
+        oidc["scopes"] = list(dict.fromkeys((*DEFAULT_OIDC_SCOPES, *scopes)))
+    if ca_file is not None:
+        oidc["caFile"] = str(ca_file.resolve())
+    return oidc
 
 
 @dataclass
@@ -214,6 +380,11 @@ class UpOptions:
     admin_port: int = 0
     profile: Profile = Profile.KUBE_RBAC_PROXY
     ray_user: RayUser | None = None
+    client_port: int = 0
+    serve_port: int = 0
+    serve_rate_limit: str | None = None
+    # `authentication.oidc` (browser sign-in and ID tokens) from the --oidc-* flags.
+    oidc: dict[str, object] | None = None
     workers: int = 1
 
 
@@ -272,7 +443,21 @@ def _run(options: UpOptions) -> None:
         head = start()
         supervisor = RaySupervisor(head, lambda dead: start(dead.ports))
         upstream = URL(head.dashboard_url)
-    config = gateway_config(options, upstream, token_file)
+        if options.serve_port:
+            _say("Starting Ray Serve behind the Serve door...")
+            try:
+                start_serve(head)
+            except BaseException:
+                head.stop()
+                raise
+            write_ray_info(state_dir, head)
+    elif options.client_port or options.serve_port:
+        _say(
+            "Note: with --upstream the Ray Client and Serve doors stay closed (raygate serve "
+            "opens them with --client-upstream/--serve-upstream)."
+        )
+        options.client_port = options.serve_port = 0
+    config = gateway_config(options, upstream, token_file, head)
     if options.workers > 1:
         _run_workers(options, config, upstream, head)
         return
@@ -333,7 +518,9 @@ def _run_workers(
         raise SystemExit(status)
 
 
-def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -> GatewayConfig:
+def gateway_config(
+    options: UpOptions, upstream: URL, token_file: Path | None, head: RayHead | None = None
+) -> GatewayConfig:
     """What `raygate up` runs: the embedded authority, the guide's resource attributes."""
     listen_host = f"[{options.host}]" if ":" in options.host else options.host
     authorization = {
@@ -353,8 +540,25 @@ def gateway_config(options: UpOptions, upstream: URL, token_file: Path | None) -
         "browserLogin": True,
         "stateDir": str(options.state_dir),
     }
+    if options.oidc is not None:
+        data["authentication"] = {"mode": ["embedded", "oidc"], "oidc": options.oidc}
     if options.admin_port:
         data["proxyEndpoints"] = {"port": options.admin_port, "host": options.host}
+    if head is not None and options.client_port:
+        data["client"] = {
+            "listen": f"{listen_host}:{options.client_port}",
+            "upstream": f"127.0.0.1:{head.ports['client']}",
+        }
+        interval = os.environ.get(RECHECK_ENV)
+        if interval:
+            data["client"]["recheckInterval"] = interval
+    if head is not None and options.serve_port and "serve" in head.ports:
+        data["serve"] = {
+            "listen": f"{listen_host}:{options.serve_port}",
+            "upstream": f"http://127.0.0.1:{head.ports['serve']}",
+        }
+        if options.serve_rate_limit:
+            data["serve"]["rateLimit"] = options.serve_rate_limit
     return config_from_mapping(data, source="raygate up")
 
 
@@ -379,6 +583,17 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
         if options.ray_user
         else ""
     )
+    doors = ""
+    if options.client_port:
+        doors += (
+            f"\n  Ray Client door: ray://{_address(options.host, options.client_port)[7:]}"
+            " (RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<token>)"
+        )
+    if options.serve_port:
+        doors += (
+            f"\n  Serve door (Ray Serve's HTTP ingress): {_address(options.host, options.serve_port)}"
+            " (Authorization: Bearer <token>)"
+        )
     sa_user = f"system:serviceaccount:{namespace}:ray-user"
     ns_flag = "" if namespace == "default" else f" -n {namespace}"
     profile = "" if options.profile is Profile.KUBE_RBAC_PROXY else f" (profile {options.profile})"
@@ -388,10 +603,22 @@ def _print_banner(options: UpOptions, upstream: URL) -> None:
     elif options.profile is Profile.RAY_K8S:
         check = "ray:write {}"
     check = check.format(f"rayclusters.ray.io/{cluster_name}")
+    browser = (
+        f"In a browser: open {address} and paste the output of "
+        f"`raygate create token ray-user{ns_flag}`\ninto the dashboard's token dialog."
+    )
+    if options.oidc is not None:
+        browser = (
+            f"In a browser: open {address} and sign in with {options.oidc['issuerURL']}\n"
+            f"(sign out at {address}/raygate/logout; service-account tokens: {address}/?login=token).\n"
+            f"People need RBAC too: bind roles to kind User (alice@example.com) or Group.\n"
+            f"CLI: raygate login --issuer {options.oidc['issuerURL']} --client-id "
+            f'{options.oidc["clientID"]}; eval "$(raygate env)"'
+        )
     click.echo(
         f"""
 raygate is up.
-  Gateway (Ray dashboard and Jobs API): {address}
+  Gateway (Ray dashboard and Jobs API): {address}{doors}
   Ray dashboard behind it (token-protected, not for direct use): {upstream}
   Authorizing as: rayclusters.ray.io/{cluster_name} in namespace {namespace}{profile}{ray_user}
   State: {state_dir}    Audit log: {audit_path}{admin}
@@ -403,8 +630,7 @@ Next, in another terminal (with this environment's bin/ on PATH):
   export RAY_JOB_HEADERS="{{\\"Authorization\\": \\"Bearer $(raygate create token ray-user{ns_flag} --duration=1h)\\"}}"
   ray job submit --address {address} -- python -c "import ray; ray.init(); print(ray.cluster_resources())"
 
-In a browser: open {address} and paste the output of `raygate create token ray-user{ns_flag}`
-into the dashboard's token dialog.
+{browser}
 
 Press Ctrl-C to stop the gateway and Ray.
 """,

@@ -28,17 +28,26 @@ from raygate.config.model import (
     AuthorizationConfig,
     AuthzMode,
     CacheConfig,
+    ClientDoorConfig,
     GatewayConfig,
     LimitsConfig,
     ListenConfig,
     OIDCConfig,
     ProxyEndpointsConfig,
+    ServeDoorConfig,
     StaticAuthorization,
     StaticUser,
     TLSConfig,
     UpstreamConfig,
 )
-from raygate.config.values import TLS_VERSIONS, Duration, HeaderName, split_host_port
+from raygate.config.values import (
+    TLS_VERSIONS,
+    Duration,
+    HeaderName,
+    Rate,
+    parse_rate,
+    split_host_port,
+)
 
 __all__ = [
     "DEFAULT_LISTEN_ADDRESS",
@@ -51,6 +60,7 @@ __all__ = [
     "AuthorizationConfig",
     "AuthzMode",
     "CacheConfig",
+    "ClientDoorConfig",
     "Duration",
     "GatewayConfig",
     "HeaderName",
@@ -58,6 +68,8 @@ __all__ = [
     "ListenConfig",
     "OIDCConfig",
     "ProxyEndpointsConfig",
+    "Rate",
+    "ServeDoorConfig",
     "StaticAuthorization",
     "StaticUser",
     "TLSConfig",
@@ -69,5 +81,6 @@ __all__ = [
     "load_config",
     "load_kube_rbac_proxy_file",
     "parse_kube_rbac_proxy_args",
+    "parse_rate",
     "split_host_port",
 ]

@@ -13,7 +13,12 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from raygate.authz.attributes import AttributesConfig, ConfigModel
-from raygate.config.loading import describe_validation_error, load_config, read_yaml
+from raygate.config.loading import (
+    describe_validation_error,
+    dump_config,
+    load_config,
+    read_yaml,
+)
 from raygate.config.model import GatewayConfig, StaticAuthorization
 from raygate.durations import duration_seconds
 from raygate.errors import ConfigError
@@ -338,9 +343,68 @@ def parse_kube_rbac_proxy_args(argv: Sequence[str]) -> GatewayConfig:
         raise ConfigError(describe_validation_error(err, _flag_for_field)) from None
 
 
+# raygate's own flags for the other doors, accepted next to `--config FILE` and next to
+# kube-rbac-proxy's flags: (flag, section, key).
+_DOOR_FLAGS: Mapping[str, tuple[str, str]] = {
+    "client-listen": ("client", "listen"),
+    "client-upstream": ("client", "upstream"),
+    "client-recheck-interval": ("client", "recheckInterval"),
+    "serve-listen": ("serve", "listen"),
+    "serve-upstream": ("serve", "upstream"),
+    "serve-rate-limit": ("serve", "rateLimit"),
+}
+
+
+def _door_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Split the door flags off `argv`: (the other arguments, {section: {key: value}})."""
+    rest: list[str] = []
+    doors: dict[str, dict[str, str]] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        name, has_value, value = arg.lstrip("-").partition("=")
+        if not arg.startswith("--") or name not in _DOOR_FLAGS:
+            rest.append(arg)
+            continue
+        if not has_value:
+            if i >= len(args):
+                raise ConfigError(f"flag needs an argument: --{name}")
+            value = args[i]
+            i += 1
+        section, key = _DOOR_FLAGS[name]
+        doors.setdefault(section, {})[key] = value
+    for section, values in doors.items():
+        for required in ("listen", "upstream"):
+            if required not in values:
+                raise ConfigError(
+                    f"--{section}-{required} is needed with --{section}-listen/--{section}-upstream"
+                )
+    return rest, doors
+
+
 def config_from_serve_args(argv: Sequence[str]) -> GatewayConfig:
     """`raygate serve` arguments: `--config FILE` (raygate's YAML, alone) or kube-rbac-proxy's
-    flags."""
+    flags; either with raygate's door flags (--client-listen/--client-upstream,
+    --serve-listen/--serve-upstream, ...)."""
+    args, doors = _door_flags(argv)
+    config = _config_from_serve_args(args)
+    if not doors:
+        return config
+    data = dump_config(config)
+    for section, values in doors.items():
+        data[section] = {**(data.get(section) or {}), **values}
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as err:
+        flags = {f"{section}.{key}": f"--{flag}" for flag, (section, key) in _DOOR_FLAGS.items()}
+        raise ConfigError(
+            describe_validation_error(err, lambda field: flags.get(field, field))
+        ) from None
+
+
+def _config_from_serve_args(argv: Sequence[str]) -> GatewayConfig:
     args = list(argv)
     if args and (args[0] == "--config" or args[0].startswith("--config=")):
         if args[0] == "--config":

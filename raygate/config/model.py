@@ -24,6 +24,8 @@ from raygate.config.values import (
     ByteSize,
     Duration,
     HeaderName,
+    Rate,
+    check_issuer_url,
     one_or_many,
     split_host_port,
 )
@@ -146,6 +148,9 @@ class AuthzMode(StrEnum):
 
 
 class OIDCConfig(ConfigModel):
+    """An OpenID Connect issuer: its ID tokens as bearer tokens (authentication mode `oidc`)
+    and, with `browserSignIn`, people signing in to the dashboard with it (raygate.sso)."""
+
     issuer_url: str = Field(alias="issuerURL")
     client_id: str = Field(alias="clientID", min_length=1)
     ca_file: str | None = Field(default=None, alias="caFile")
@@ -154,14 +159,40 @@ class OIDCConfig(ConfigModel):
     groups_claim: str = "groups"
     groups_prefix: str = ""
     signing_algorithms: tuple[str, ...] = ("RS256",)
+    # Browser sign-in (authorization code + PKCE); sessions are kept in stateDir.
+    browser_sign_in: bool = False
+    # A confidential client's secret (one line); none for a public client.
+    client_secret_file: str | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
 
     @field_validator("issuer_url")
     @classmethod
     def _https(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError(f"{value!r}: the OIDC issuer must be an https:// URL")
+        problem = check_issuer_url(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value:
+            raise ValueError("the scopes must include openid (no ID token without it)")
+        return value
+
+    def read_client_secret(self) -> str | None:
+        if not self.client_secret_file:
+            return None
+        try:
+            secret = Path(self.client_secret_file).read_text().strip()
+        except OSError as err:
+            raise ConfigError(
+                f"cannot read the OIDC client secret file {self.client_secret_file}: "
+                f"{err.strerror or err}"
+            ) from None
+        if not secret:
+            raise ConfigError(f"the OIDC client secret file {self.client_secret_file} is empty")
+        return secret
 
     @field_validator("signing_algorithms")
     @classmethod
@@ -328,6 +359,52 @@ class AuditConfig(ConfigModel):
     max_backups: int = Field(default=DEFAULT_AUDIT_MAX_BACKUPS, ge=0)
     format: AuditFormat = AuditFormat.JSON
     failure_policy: AuditFailurePolicy = AuditFailurePolicy.FAIL_CLOSED
+class ClientDoorConfig(ConfigModel):
+    """The Ray Client door (gRPC): where it listens and where Ray's client server is."""
+
+    listen: str
+    upstream: str
+    # Long-lived streams are re-authorized this often, and when their token expires.
+    recheck_interval: Duration = 30.0
+
+    @field_validator("listen", "upstream")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("recheck_interval")
+    @classmethod
+    def _recheck(cls, value: float) -> float:
+        if not 0 < value <= 30:
+            raise ValueError("recheckInterval must be above 0 and at most 30s")
+        return value
+
+
+class ServeDoorConfig(ConfigModel):
+    """The Serve door (HTTP): where it listens and where Serve's HTTP proxy is."""
+
+    listen: str
+    upstream: str
+    # Per identity and Serve application; None: no limit.
+    rate_limit: Rate = None
+    rate_burst: int | None = Field(default=None, ge=1)
+    # How long Serve's application list (routes) is reused.
+    applications_ttl: Duration = Field(default=2.0, alias="applicationsTTL")
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http:// URL with a host")
+        return value
 
 
 class GatewayConfig(ConfigModel):
@@ -343,10 +420,13 @@ class GatewayConfig(ConfigModel):
     kubeconfig: str | None = None
     state_dir: str | None = None
     log_verbosity: int = Field(default=0, ge=0)
-    # Ray's dashboard UI may log in with a token and keep it in a cookie (proxy/browser.py).
+    # Ray's dashboard UI may log in with a token and keep it in a cookie (pipeline/browser.py).
     browser_login: bool = False
     # Gateway processes sharing the listen address (SO_REUSEPORT); "auto": one per usable core.
     workers: int | Literal["auto"] = 1
+    # Ray's other doors; absent: closed.
+    client: ClientDoorConfig | None = None
+    serve: ServeDoorConfig | None = None
 
     @field_validator("workers")
     @classmethod

@@ -4,10 +4,12 @@ reports it against the field that held it."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
 from collections.abc import Mapping
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator
 
@@ -89,3 +91,52 @@ def byte_size(value: object) -> object:
 
 
 ByteSize = Annotated[int, BeforeValidator(byte_size)]
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600}
+_RATE_UNITS["hour"] = 3600
+
+
+def parse_rate(value: object) -> float | None:
+    """`10/s`, `600/m`, `1000/h` -> calls per second; None or "" -> no limit."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    elif isinstance(value, str):
+        match = _RATE.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a rate (write e.g. '10/s', '600/m' or '1000/h')")
+        rate = float(match.group(1)) / _RATE_UNITS[match.group(2)]
+    else:
+        raise ValueError("a rate is written like '10/s', '600/m' or '1000/h'")
+    if rate <= 0:
+        raise ValueError("a rate limit must be above zero (leave it out for no limit)")
+    return rate
+
+
+# Calls per second; written "10/s", "600/m" or "1000/h".
+Rate = Annotated[float | None, BeforeValidator(parse_rate)]
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: a provider on this machine (development and tests)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_issuer_url(url: str) -> str | None:
+    """Why `url` cannot be an issuer, or None: https, or http on a loopback address only."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"{url!r} is not a URL"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return None
+    return f"{url!r}: the OIDC issuer must be an https:// URL (http only on a loopback address)"

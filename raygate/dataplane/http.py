@@ -106,12 +106,6 @@ class Cycle:
         "version",
         "waiting_body",
         "websocket",
-        "response_limit",
-        "response_hook",
-        "response_parts",
-        "response_size",
-        "response_reason",
-        "response_headers",
         "upload_framing",
         "deadline",
         "retry",
@@ -144,12 +138,6 @@ class Cycle:
         self.upstream: UpstreamConnection | None = None
         self.upstream_started = False
         self.websocket = False
-        self.response_limit = 0
-        self.response_hook: Any = None
-        self.response_parts: list[bytes] | None = None
-        self.response_size = 0
-        self.response_reason = b""
-        self.response_headers: HeaderList = []
         self.upload_framing = ""
         self.deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
         self.retry = False
@@ -216,6 +204,7 @@ class HttpConnection(asyncio.Protocol):
         self.upgrade_rest = b""
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        self._index: dict[str, list[str]] = {}
         self._header_bytes = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._headers_timer: asyncio.TimerHandle | None = None
@@ -348,6 +337,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._index = {}
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -377,13 +367,25 @@ class HttpConnection(asyncio.Protocol):
             raise RequestRefused(
                 responses.headers_too_large(f"more than {settings.max_headers} header lines")
             )
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        text = name.decode("latin-1")
+        decoded = value.decode("latin-1")
+        self._headers.append((text, decoded))
+        # The name index is built here, in the same pass (Headers would build it on first use).
+        key = text.lower()
+        index = self._index
+        values = index.get(key)
+        if values is None:
+            index[key] = [decoded]
+        else:
+            values.append(decoded)
 
     def on_headers_complete(self) -> None:
         self._waiting_for_request = False
         parser = self.parser
-        headers = Headers(self._headers)
+        index = self._index
+        headers = Headers(self._headers, index)
         method = parser.get_method().decode("latin-1")
+        hosts = index.get("host")
         head = RequestHead(
             method,
             self._url.decode("latin-1"),
@@ -391,12 +393,11 @@ class HttpConnection(asyncio.Protocol):
             self.peer,
             self.peer_certificate,
             self.scheme,
-            headers.get("Host") or "",
+            hosts[0] if hosts else "",
             Door.DASHBOARD,
         )
         version = parser.get_http_version()
-        hosts = headers.getall("Host")
-        if len(hosts) > 1 or (not hosts and version != "1.0"):
+        if (hosts is not None and len(hosts) > 1) or (not hosts and version != "1.0"):
             # RFC 9112 §3.2: exactly one Host; two could name two different hosts to two parsers.
             raise RequestRefused(responses.bad_request("a request needs exactly one Host header"))
         target = head.target
@@ -408,11 +409,12 @@ class HttpConnection(asyncio.Protocol):
             )
         cycle = Cycle(self, head, version)
         cycle.keep_alive = parser.should_keep_alive()
-        length = headers.get("Content-Length")
+        length = index.get("content-length")
         if length is not None:
-            cycle.declared_length = int(length)  # llhttp checked it: digits, one value
-        transfer = headers.get("Transfer-Encoding")
-        if transfer is not None:
+            cycle.declared_length = int(length[0])  # llhttp checked it: digits, one value
+        transfer_values = index.get("transfer-encoding")
+        if transfer_values is not None:
+            transfer = transfer_values[0]
             # Only plain chunked is relayed (re-chunked): another coding would be dropped
             # silently, and HTTP/1.0 has no chunked framing to trust.
             if transfer.strip().lower() != "chunked" or cycle.version != "1.1":
@@ -615,14 +617,6 @@ class HttpConnection(asyncio.Protocol):
         if metrics is not None:
             metrics.upstream_answered(time.monotonic() - cycle.start_time)
         out = downstream_response_headers(headers)
-        if cycle.response_hook is not None:
-            cycle.response_status, cycle.response_reason, cycle.response_headers = (
-                status,
-                reason,
-                out,
-            )
-            cycle.response_parts = []
-            return
         with_body = framing.has_body(cycle.head.method, status)
         framing_header = b""
         if not with_body:
@@ -632,14 +626,11 @@ class HttpConnection(asyncio.Protocol):
                     break
             cycle.response_chunked = False
         else:
-            length = None
-            chunked = False
-            for name, value in headers:
-                lname = name.lower()
-                if lname == "content-length":
-                    length = value
-                elif lname == "transfer-encoding":
-                    chunked = True
+            upstream = cycle.upstream
+            if upstream is not None:
+                length, chunked = upstream.response_length, upstream.response_chunked
+            else:
+                length, chunked = None, True
             if length is not None and not chunked:
                 framing_header = b"Content-Length: %s\r\n" % length.encode("latin-1")
             elif cycle.version == "1.1":
@@ -650,12 +641,6 @@ class HttpConnection(asyncio.Protocol):
         self._write_head(cycle, status, reason, out, framing_header)
 
     def response_body(self, cycle: Cycle, data: bytes) -> None:
-        parts = cycle.response_parts
-        if parts is not None:
-            cycle.response_size += len(data)
-            if cycle.response_size <= cycle.response_limit:
-                parts.append(data)
-            return
         if not data or cycle.head_only:
             return
         if cycle.response_chunked:
@@ -675,11 +660,6 @@ class HttpConnection(asyncio.Protocol):
             cycle.close_after = True
             if upstream is not None:
                 upstream.close()
-        if cycle.response_parts is not None:
-            waiting = cycle.waiting_body
-            if waiting is not None and not waiting.done():
-                waiting.set_result(b"")
-            return
         if cycle.response_chunked:
             self._write(framing.LAST_CHUNK)
         self._finish(cycle)
@@ -849,7 +829,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.record = None  # the refusal is this request's answer and audit line
             self.cycle = None
         self._to_start = None
-        self.uncork()  # what was answered before goes out first
+        self.uncork()  # the answers of whole requests before this one go out first
         self.closing = True
         transport = self.transport
         if transport is not None:

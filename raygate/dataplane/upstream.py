@@ -65,6 +65,8 @@ class UpstreamConnection(asyncio.Protocol):
         # told so, so such a connection ends with the head and is not reused.
         self.expect_head_only = False
         self._until_close = False
+        self.response_length: str | None = None  # Content-Length of the response being read
+        self.response_chunked = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,21 +129,32 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self.response_length: str | None = None
+        self.response_chunked = False
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        text = value.decode("latin-1")
+        self._headers.append((name.decode("latin-1"), text))
+        if len(name) in (14, 17):  # the framing headers, noted on the way
+            lname = name.lower()
+            if lname == b"content-length":
+                self.response_length = text
+            elif lname == b"transfer-encoding":
+                self.response_chunked = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200 and status != 101:
+            self.response_length = None
+            self.response_chunked = False
             return  # an interim answer (100 Continue, 103): the real one follows
         self._status = status
         self.response_started = True
         self._until_close = False
-        if not any(n.lower() in ("content-length", "transfer-encoding") for n, _ in self._headers):
+        if self.response_length is None and not self.response_chunked:
             self._until_close = framing.has_body("GET", status)
         listener = self.listener
         if listener is not None:

@@ -28,7 +28,8 @@ def _tokens(value: str | None) -> set[str]:
 
 
 def is_websocket(head: RequestHead) -> bool:
-    return "websocket" in _tokens(head.headers.get("Upgrade"))
+    upgrade = head.headers.get("Upgrade")
+    return upgrade is not None and "websocket" in _tokens(upgrade)
 
 
 def valid_handshake(head: RequestHead, version: str) -> bool:

@@ -8,8 +8,11 @@ How the pieces keep Ray closed:
   the cluster holding `auth_token`). Every Ray container and the raygate sidecar read it
   explicitly, so GCS (6379), the client port (10001) and the agents refuse anyone without the
   token, and raygate sends it upstream in place of the caller's token.
-- A NetworkPolicy admits the gateway port from anywhere and everything else only from the
-  cluster's own pods.
+- Ray's other doors go through raygate too: the Ray Client port 10001 is raygate's (Ray's own
+  client server moves to 23001), and Serve's HTTP port 8000 on the pod's IP is raygate's while
+  Serve's proxy binds 127.0.0.1:8000 (RAY_SERVE_DEFAULT_HTTP_HOST on the head container).
+- A NetworkPolicy admits the gateway's ports (8265, 10001, 8000) from anywhere and everything
+  else only from the cluster's own pods.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from raygate.errors import ConfigError
 GATEWAY_PORT = 8265
 ADMIN_PORT = 8266  # /healthz, /readyz, /metrics
 RAY_DASHBOARD_PORT = 8443  # Ray's own dashboard, on loopback only
+CLIENT_PORT = 10001  # the Ray Client door (Ray's usual client port)
+# Ray's own client server: outside Ray's worker port range (10002-19999) and the ephemeral ports.
+RAY_CLIENT_SERVER_PORT = 23001
+SERVE_PORT = 8000  # the Serve door on the pod IP; Serve's own proxy on 127.0.0.1:8000
+GATEWAY_PORTS = (GATEWAY_PORT, CLIENT_PORT, SERVE_PORT)
 CONFIG_DIR = "/etc/raygate"
 CONFIG_KEY = "config.yaml"
 # KubeRay refuses longer RayCluster names (MaxRayClusterNameLength).
@@ -173,8 +181,19 @@ def _sidecar(options: ManifestOptions) -> dict[str, Any]:
     return {
         "name": "raygate",
         "image": options.image,
-        "args": ["serve", f"--config={CONFIG_DIR}/{CONFIG_KEY}"],
-        "env": _token_env(options),
+        "args": [
+            "serve",
+            f"--config={CONFIG_DIR}/{CONFIG_KEY}",
+            f"--client-listen=0.0.0.0:{CLIENT_PORT}",
+            f"--client-upstream=127.0.0.1:{RAY_CLIENT_SERVER_PORT}",
+            # The pod's own address: Serve's proxy holds 127.0.0.1 on the same port.
+            f"--serve-listen=$(POD_IP):{SERVE_PORT}",
+            f"--serve-upstream=http://127.0.0.1:{SERVE_PORT}",
+        ],
+        "env": [
+            *_token_env(options),
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        ],
         "ports": [
             {"containerPort": ADMIN_PORT, "name": "raygate-admin", "protocol": "TCP"},
         ],
@@ -202,13 +221,18 @@ def ray_cluster(options: ManifestOptions) -> dict[str, Any]:
     head_container = {
         "name": "ray-head",
         "image": options.ray_image,
-        "env": _token_env(options),
-        # KubeRay builds the head Service from the first container's ports: 8265 there reaches
-        # raygate in the same pod, as in KubeRay's kube-rbac-proxy sample.
+        "env": [
+            *_token_env(options),
+            # Serve's HTTP proxy on loopback only: the pod IP's port 8000 is the Serve door's.
+            {"name": "RAY_SERVE_DEFAULT_HTTP_HOST", "value": "127.0.0.1"},
+        ],
+        # KubeRay builds the head Service from the first container's ports: 8265, 10001 and
+        # 8000 there reach raygate in the same pod, as in KubeRay's kube-rbac-proxy sample.
         "ports": [
             {"containerPort": 6379, "name": "gcs-server"},
             {"containerPort": GATEWAY_PORT, "name": "dashboard"},
-            {"containerPort": 10001, "name": "client"},
+            {"containerPort": CLIENT_PORT, "name": "client"},
+            {"containerPort": SERVE_PORT, "name": "serve"},
         ],
         "resources": {
             "limits": {"cpu": "2", "memory": "4Gi"},
@@ -230,6 +254,7 @@ def ray_cluster(options: ManifestOptions) -> dict[str, Any]:
             "rayStartParams": {
                 "dashboard-host": "127.0.0.1",
                 "dashboard-port": str(RAY_DASHBOARD_PORT),
+                "ray-client-server-port": str(RAY_CLIENT_SERVER_PORT),
             },
             "template": {
                 "metadata": {"labels": _labels(options)},
@@ -329,7 +354,7 @@ def authenticator_binding(options: ManifestOptions) -> dict[str, Any]:
 
 def network_policies(options: ManifestOptions) -> list[dict[str, Any]]:
     """Two policies (they add up): the cluster's pods reach each other on any port; the head pod
-    is reachable from anywhere else on the gateway port only."""
+    is reachable from anywhere else on the gateway's ports only (dashboard, Ray Client, Serve)."""
     cluster_pods = {"matchLabels": {"ray.io/cluster": options.cluster_name}}
     head_pod = {"matchLabels": {"ray.io/cluster": options.cluster_name, "ray.io/node-type": "head"}}
     intra_cluster = {
@@ -349,7 +374,9 @@ def network_policies(options: ManifestOptions) -> list[dict[str, Any]]:
         "spec": {
             "podSelector": head_pod,
             "policyTypes": ["Ingress"],
-            "ingress": [{"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}],
+            "ingress": [
+                {"ports": [{"protocol": "TCP", "port": port} for port in GATEWAY_PORTS]}
+            ],
         },
     }
     return [intra_cluster, gateway]
@@ -400,7 +427,8 @@ def ray_profile_cluster_roles() -> list[dict[str, Any]]:
         "rayclusters/jobs": ["get", "list"],
         "rayclusters/dashboard": ["get"],
     }
-    submitter = {**viewer, "rayclusters/jobs": job_verbs}
+    # Ray Client runs a driver on the cluster: code, like a job.
+    submitter = {**viewer, "rayclusters/jobs": job_verbs, "rayclusters/client": ["create"]}
     admin = {
         **submitter,
         "rayclusters/alljobs": job_verbs,

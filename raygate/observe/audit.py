@@ -39,6 +39,8 @@ class AuditDecision(StrEnum):
     UI_SHELL = "ui-shell"  # forwarded anonymously: the dashboard's static shell (browserLogin)
     PUBLIC = "public"  # answered by the gateway without credentials (OIDC discovery, JWKS)
     NONE = "none"  # answered before any decision (refused method, bad framing, login mode)
+    SIGN_IN = "sign-in"  # browser sent to the identity provider, or back from it signed in
+    SIGN_OUT = "sign-out"  # browser session ended at the logout path
 
 
 # Request ids: unique per process (pid and start time), a counter within it. No uuid4 per request.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class GatewayMetrics:
@@ -37,6 +37,22 @@ class GatewayMetrics:
         self._requests_by_code: dict[int, Any] = {}
         self._decisions_by_name: dict[str, Any] = {}
         self._backend_by_call: dict[str, Any] = {}
+        self.door_calls = Counter(
+            "raygate_door_calls",
+            "Calls at the Ray Client and Serve doors, by door, method (gRPC method or Serve "
+            "application) and outcome (allow, deny, unauthenticated, unavailable, cut, or "
+            "the gRPC status / HTTP code Ray answered).",
+            ["door", "method", "outcome"],
+            registry=self.registry,
+        )
+        self.door_streams = Gauge(
+            "raygate_door_open_streams",
+            "Ray Client streams (data, log, object) open through the gateway.",
+            ["method"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self._door_children: dict[tuple[str, str, str], Any] = {}
         self._cached_hits: tuple[Any, Any] | None = None
         self._pending: dict[tuple[int, str], int] = {}
         self._cached = 0
@@ -101,3 +117,12 @@ class GatewayMetrics:
                 backend="authority", call=call
             )
         child.observe(seconds)
+
+    def door_call(self, door: str, method: str, outcome: str) -> None:
+        key = (door, method, outcome)
+        child = self._door_children.get(key)
+        if child is None:
+            child = self._door_children[key] = self.door_calls.labels(
+                door=door, method=method, outcome=outcome
+            )
+        child.inc()

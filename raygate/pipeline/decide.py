@@ -28,6 +28,7 @@ from raygate.pipeline.head import RequestHead
 from raygate.pipeline.headers import upstream_request_headers
 from raygate.pipeline.outcome import Answer, BufferedResponse, Forward, HeaderList
 from raygate.pipeline.profiles import Profile
+from raygate.sso.flow import BrowserAnswer, BrowserSignIn, SignedIn
 
 log = logging.getLogger("raygate.gateway")
 
@@ -43,6 +44,8 @@ REFUSED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
 # of verifying a token and walking RBAC for every request of a busy client. The embedded
 # store's changes drop it at once (the authority's revision).
 DECISION_TTL = 1.0
+# Who the gateway takes the caller for (`raygate whoami`): a SelfSubjectReview.
+WHOAMI_PATH = "/raygate/whoami"
 CACHE_ENTRIES = 10_000
 
 
@@ -76,6 +79,8 @@ class PipelineSettings:
     realm: str = "raygate"
     backend_timeout: float | None = DEFAULT_BACKEND_TIMEOUT
     decision_ttl: float = DECISION_TTL
+    # People signing in with an OpenID provider (raygate.sso.flow): sessions, callback, logout.
+    browser_sign_in: BrowserSignIn | None = None
 
 
 class UpstreamCalls:
@@ -191,7 +196,19 @@ class Pipeline:
         if public is not None and head.method in ("GET", "HEAD"):
             record.decision = AuditDecision.PUBLIC
             return self._answer(Answer(200, [("Content-Type", public[0])], public[1]), record)
-        # 3. browser session: the UI shell goes anonymous; the login page is the gateway's
+        # 3. browser session: a person's sign-in session (or the way to one); the UI shell goes
+        # anonymous; Ray's token dialog is the gateway's
+        signed_in = None
+        if settings.browser_sign_in is not None:
+            step = await self._browser_session(settings.browser_sign_in, head, record)
+            if isinstance(step, Answer):
+                return self._answer(step, record)
+            signed_in = step
+        if path == WHOAMI_PATH and head.method == "GET":
+            return self._answer(await self._whoami(head, signed_in, record), record)
+        if signed_in is not None:
+            identity = record.identity = signed_in.identity
+            return await self._authorized_forward(head, identity, record)
         if settings.browser_login:
             if head.method == "GET" and path == browser.AUTHENTICATION_MODE_PATH:
                 return self._answer(browser.authentication_mode(), record)
@@ -226,14 +243,71 @@ class Pipeline:
             if denied is not None:
                 return self._answer(denied, record)
             self._remember_allowed(credential, head, path, record)
+        return await self._after_authorization(head, identity, record)
+
+    async def _authorized_forward(
+        self, head: RequestHead, identity: Identity, record: AuditRecord
+    ) -> Forward | Answer:
+        """Steps 5 to 7 for an identity known without a credential (a browser session)."""
+        denied = await self._authorize(head, identity, record)
+        if denied is not None:
+            return self._answer(denied, record)
+        return await self._after_authorization(head, identity, record)
+
+    async def _after_authorization(
+        self, head: RequestHead, identity: Identity, record: AuditRecord
+    ) -> Forward | Answer:
         if head.method == "OPTIONS":
             return self._answer(responses.options(), record)
         # 7. profile hooks
         forward = Forward(identity, self.upstream_headers(head, identity), record)
-        answer = await settings.profile.after_authorization(forward, head, self)
+        answer = await self.settings.profile.after_authorization(forward, head, self)
         if answer is not None:
             return self._answer(answer, record)
         return forward
+
+    async def _browser_session(
+        self, sign_in: BrowserSignIn, head: RequestHead, record: AuditRecord
+    ) -> SignedIn | Answer | None:
+        """The sign-in step's own routes (callback, logout), the session a cookie names, or a
+        browser sent to the provider. 503 when the provider or the session store cannot
+        answer: nothing is forwarded."""
+        try:
+            if sign_in.is_route(head):
+                step: SignedIn | BrowserAnswer | None = await sign_in.route(head)
+            else:
+                step = await sign_in.session(head)
+        except BackendUnavailable as err:
+            record.decision = AuditDecision.UNAVAILABLE
+            record.reason = str(err)
+            self._backend_failed("sign-in", err)
+            return responses.unavailable(str(err))
+        if isinstance(step, BrowserAnswer):
+            record.decision = AuditDecision(step.decision)
+            record.reason = step.reason
+            record.identity = step.identity
+            return Answer(step.status, list(step.headers), step.body)
+        return step
+
+    async def _whoami(
+        self, head: RequestHead, signed_in: SignedIn | None, record: AuditRecord
+    ) -> Answer:
+        """`raygate whoami`: who the gateway takes the caller for (kubectl auth whoami's
+        SelfSubjectReview). Any authenticated caller may ask, as in Kubernetes."""
+        if signed_in is not None:
+            identity: Identity = signed_in.identity
+            record.identity = identity
+        else:
+            credential = self._credential(head, record)
+            if isinstance(credential, Answer):
+                return credential
+            found = await self._authenticate(credential, head, record)
+            if isinstance(found, Answer):
+                return found
+            identity = found
+        record.decision = AuditDecision.ALLOW
+        record.reason = "whoami"
+        return responses.self_subject_review(identity)
 
     # -- steps -------------------------------------------------------------------------------
     def _credential(self, head: RequestHead, record: AuditRecord) -> str | bytes | Answer:

@@ -23,9 +23,15 @@ class Headers:
 
     __slots__ = ("_index", "_pairs")
 
-    def __init__(self, pairs: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str, str]] = (),
+        index: dict[str, list[str]] | None = None,
+    ) -> None:
+        """`index`, when given, maps each lowercased name to its values in order (a parser
+        that saw every line builds it on the way)."""
         self._pairs = pairs
-        self._index: dict[str, list[str]] | None = None
+        self._index = index
 
     def _lookup(self) -> dict[str, list[str]]:
         index = self._index
@@ -42,7 +48,8 @@ class Headers:
         return index
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        values = self._lookup().get(name.lower())
+        index = self._index
+        values = (index if index is not None else self._lookup()).get(name.lower())
         return values[0] if values else default
 
     def getall(self, name: str, default: Sequence[str] = ()) -> list[str]:

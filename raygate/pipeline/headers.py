@@ -6,6 +6,8 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
+from raygate.sso.flow import HOST_PREFIX, SESSION_COOKIE, SIGN_IN_COOKIE
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy proxy ones.
 HOP_BY_HOP = frozenset(
     {
@@ -26,6 +28,12 @@ HOP_BY_HOP = frozenset(
 CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "x-ray-authorization"})
 
 RAY_TOKEN_COOKIE = "ray-authentication-token"
+# Cookies that are the gateway's own credentials, never the upstream's business: Ray's token
+# dialog cookie and the sign-in cookies of raygate.sso.flow (with and without `__Host-`).
+GATEWAY_COOKIES = (
+    RAY_TOKEN_COOKIE,
+    *(prefix + name for name in (SESSION_COOKIE, SIGN_IN_COOKIE) for prefix in (HOST_PREFIX, "")),
+)
 
 
 def connection_tokens(headers: Any) -> set[str]:
@@ -124,7 +132,8 @@ def upstream_request_headers(
         if lname in dropped or lname.startswith("x-remote-"):
             continue
         if lname == "cookie":
-            value = strip_cookie(value, RAY_TOKEN_COOKIE)
+            for cookie in GATEWAY_COOKIES:
+                value = strip_cookie(value, cookie)
             if not value:
                 continue
         out.append((name, value))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from raygate.identity import Identity
 from raygate.pipeline.outcome import Answer, HeaderList
 
 TOKEN_HINT = (
@@ -129,3 +130,22 @@ def internal_error() -> Answer:
 
 def unavailable_shutting_down() -> Answer:
     return text(503, "Service Unavailable: raygate is shutting down.\n", [("Retry-After", "1")])
+
+
+def self_subject_review(identity: Identity) -> Answer:
+    """kubectl auth whoami's answer (authentication.k8s.io/v1 SelfSubjectReview)."""
+    user_info: dict[str, object] = {"username": identity.user, "groups": list(identity.groups)}
+    if identity.uid:
+        user_info["uid"] = identity.uid
+    if identity.extra:
+        user_info["extra"] = {k: list(v) for k, v in identity.extra.items()}
+    return json_answer(
+        200,
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "SelfSubjectReview",
+            "metadata": {"creationTimestamp": None},
+            "status": {"userInfo": user_info},
+        },
+        [("Cache-Control", "no-store")],
+    )

@@ -20,6 +20,7 @@ from raygate.objects import (
     PolicyRule,
     Role,
     RoleBinding,
+    Secret,
     ServiceAccount,
     Subject,
 )
@@ -112,7 +113,7 @@ class PolicyIndex:
                 cluster_bindings.append(obj)
             elif isinstance(obj, RoleBinding):
                 role_bindings.append(obj)
-            elif not isinstance(obj, ServiceAccount):
+            elif not isinstance(obj, ServiceAccount | Secret):
                 raise TypeError(f"PolicyIndex cannot index {type(obj).__name__} objects")
         cluster_rules = {
             name: _described(rules)
@@ -128,8 +129,17 @@ class PolicyIndex:
             elif rules is None:
                 rules, problem = (), f'ClusterRole "{ref.name}" not found'
             grants.append(
-                _Grant(len(grants), crb.kind, crb.name, "", ref.kind, ref.name,
-                       tuple(crb.subjects), rules, problem)
+                _Grant(
+                    len(grants),
+                    crb.kind,
+                    crb.name,
+                    "",
+                    ref.kind,
+                    ref.name,
+                    tuple(crb.subjects),
+                    rules,
+                    problem,
+                )
             )
         for rb in sorted(role_bindings, key=lambda b: (b.namespace or "", b.name)):
             ref, namespace = rb.role_ref, rb.namespace or ""
@@ -141,8 +151,17 @@ class PolicyIndex:
             rules = found if found is not None else ()
             problem = "" if found is not None else f'{ref.kind} "{ref.name}" not found{where}'
             grants.append(
-                _Grant(len(grants), rb.kind, rb.name, namespace, ref.kind, ref.name,
-                       tuple(rb.subjects), rules, problem)
+                _Grant(
+                    len(grants),
+                    rb.kind,
+                    rb.name,
+                    namespace,
+                    ref.kind,
+                    ref.name,
+                    tuple(rb.subjects),
+                    rules,
+                    problem,
+                )
             )
 
         cluster: dict[_SubjectKey, list[tuple[_Grant, int]]] = defaultdict(list)

@@ -6,13 +6,14 @@ from raygate.objects import MODELS, NAMESPACED_KINDS, RBAC_GROUP
 
 _RESOURCES: dict[str, str] = {
     "ServiceAccount": "serviceaccounts",
+    "Secret": "secrets",
     "Role": "roles",
     "ClusterRole": "clusterroles",
     "RoleBinding": "rolebindings",
     "ClusterRoleBinding": "clusterrolebindings",
 }
 _GROUPS: dict[str, str] = {
-    kind: ("" if kind == "ServiceAccount" else RBAC_GROUP) for kind in MODELS
+    kind: ("" if kind in ("ServiceAccount", "Secret") else RBAC_GROUP) for kind in MODELS
 }
 
 

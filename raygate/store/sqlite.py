@@ -28,13 +28,14 @@ from raygate.objects import (
     ClusterRoleBinding,
     Role,
     RoleBinding,
+    Secret,
     ServiceAccount,
     to_manifest,
 )
 from raygate.store.kinds import is_namespaced, resource_plural
 from raygate.store.state import ensure_state_dir
 
-StoredObject = ServiceAccount | Role | ClusterRole | RoleBinding | ClusterRoleBinding
+StoredObject = ServiceAccount | Secret | Role | ClusterRole | RoleBinding | ClusterRoleBinding
 ApplyAction = Literal["created", "configured", "unchanged"]
 
 DB_FILE = "objects.db"
@@ -80,19 +81,35 @@ class Snapshot:
     version: int
     objects: tuple[StoredObject, ...]
     _service_account_uids: Mapping[tuple[str, str], str] = field(repr=False)
+    _secret_uids: Mapping[tuple[str, str], str] = field(repr=False, default_factory=dict)
 
     @classmethod
     def of(cls, version: int, objects: Iterable[StoredObject]) -> Snapshot:
         objects = tuple(objects)
-        uids = {
-            (obj.metadata.namespace or DEFAULT_NAMESPACE, obj.metadata.name): obj.metadata.uid or ""
-            for obj in objects
-            if isinstance(obj, ServiceAccount)
-        }
-        return cls(version, objects, MappingProxyType(uids))
+
+        def uids(kind: type) -> Mapping[tuple[str, str], str]:
+            return MappingProxyType(
+                {
+                    (obj.metadata.namespace or DEFAULT_NAMESPACE, obj.metadata.name): (
+                        obj.metadata.uid or ""
+                    )
+                    for obj in objects
+                    if isinstance(obj, kind)
+                }
+            )
+
+        return cls(version, objects, uids(ServiceAccount), uids(Secret))
+
+    @property
+    def policy_objects(self) -> tuple[StoredObject, ...]:
+        """What RBAC is made of (no Secrets)."""
+        return tuple(obj for obj in self.objects if not isinstance(obj, Secret))
 
     def service_account_uid(self, namespace: str, name: str) -> str | None:
         return self._service_account_uids.get((namespace, name))
+
+    def secret_uid(self, namespace: str, name: str) -> str | None:
+        return self._secret_uids.get((namespace, name))
 
 
 def _now_rfc3339() -> str:

@@ -33,6 +33,8 @@ KEY_BITS = 2048
 DEFAULT_TOKEN_DURATION = timedelta(hours=1)
 MIN_TOKEN_DURATION = timedelta(minutes=10)  # kube-apiserver refuses shorter TokenRequests
 MAX_TOKEN_DURATION = timedelta(hours=48)
+# A token bound to a Secret is revoked by deleting the Secret, so it may live long (an API key).
+MAX_BOUND_TOKEN_DURATION = timedelta(hours=8760)
 
 
 def key_id(public_key: rsa.RSAPublicKey) -> str:
@@ -197,8 +199,13 @@ def issue_token(
     audiences: Sequence[str] = (DEFAULT_AUDIENCE,),
     issuer: str = DEFAULT_ISSUER,
     now: datetime | None = None,
+    bound_secret: tuple[str, str] | None = None,
 ) -> str:
-    """A signed token for service account NAMESPACE/NAME, shaped like a Kubernetes bound token."""
+    """A signed token for service account NAMESPACE/NAME, shaped like a Kubernetes bound token.
+
+    `bound_secret` (name, uid): the token is bound to that Secret of the namespace and stops
+    being valid when it is deleted (`kubernetes.io.secret`, as kube-apiserver writes it).
+    """
     if not audiences:
         raise TokenError("a token needs at least one audience")
     issued = int((now or datetime.now(UTC)).timestamp())
@@ -211,6 +218,11 @@ def issue_token(
         "kubernetes.io": {
             "namespace": namespace,
             "serviceaccount": {"name": name, "uid": uid},
+            **(
+                {"secret": {"name": bound_secret[0], "uid": bound_secret[1]}}
+                if bound_secret is not None
+                else {}
+            ),
         },
         "nbf": issued,
         "sub": service_account_username(namespace, name),

@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,25 +210,6 @@ class RawRecorder:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def total_bytes(self) -> int:
-        return sum(len(c.data) for c in self.connections)
-
-    def snapshot(self) -> tuple[int, int]:
-        return len(self.connections), self.total_bytes()
-
-    def bytes_since(self, mark: tuple[int, int]) -> bytes:
-        """What arrived after `snapshot()` returned `mark`, in connection order."""
-        # Offsets per connection are not kept; bytes since the mark are those beyond the mark's
-        # total, which is exact when one request is in flight at a time (how the corpus runs).
-        joined = b"".join(bytes(c.data) for c in self.connections)
-        return joined[mark[1] :]
-
-    def requests(self) -> list[Request]:
-        out: list[Request] = []
-        for conn in self.connections:
-            out += parse_requests(bytes(conn.data))
-        return out
-
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection()
         self.connections.append(conn)
@@ -376,22 +357,6 @@ def stop_gateway(gateway: Gateway) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(gateway.process.pid, signal.SIGKILL)
             gateway.process.wait(5)
-
-
-@contextlib.asynccontextmanager
-async def recorded_gateway(
-    workdir: Path,
-    accounts: dict[str, Sequence[str] | None],
-    extra_args: Iterable[str] = (),
-) -> AsyncIterator[tuple[Gateway, RawRecorder]]:
-    recorder = RawRecorder()
-    await recorder.start()
-    gateway = await asyncio.to_thread(start_gateway, workdir, recorder.url, accounts, extra_args)
-    try:
-        yield gateway, recorder
-    finally:
-        await asyncio.to_thread(stop_gateway, gateway)
-        await recorder.stop()
 
 
 # -- a raw client -------------------------------------------------------------------------------

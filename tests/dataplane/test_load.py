@@ -9,7 +9,9 @@ WebSockets, 100 MiB uploads and clients that vanish mid-request. Afterwards:
 - the gateway's RSS and open descriptors (from /proc) are back near their baseline;
 - the audit log holds exactly one whole JSON line per decision.
 
-RAYGATE_LOAD_CLIENTS / RAYGATE_LOAD_SECONDS shrink it for a quick look while developing.
+RAYGATE_LOAD_CLIENTS / RAYGATE_LOAD_SECONDS shrink it for a quick look while developing;
+RAYGATE_LOAD_ARGS adds `raygate up` options (e.g. `--workers 2`: RSS and descriptors are then
+summed over the worker processes, and the one audit log must still hold whole lines).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .loadmix import LoadUpstream, Outcome, Tokens, footprint, run_crowd, upload
 
 CLIENTS = int(os.environ.get("RAYGATE_LOAD_CLIENTS", "300"))
 SECONDS = float(os.environ.get("RAYGATE_LOAD_SECONDS", "60"))
+EXTRA_ARGS = os.environ.get("RAYGATE_LOAD_ARGS", "").split()
 UPLOADS = 3
 # Near baseline: the allocator keeps some freed memory, the upstream pool some connections.
 RSS_SLACK = 48 * 1024 * 1024
@@ -46,7 +49,7 @@ async def _scenario(tmp_path: Path) -> None:
     upstream = LoadUpstream()
     async with serve(upstream.app()) as url:
         gateway = await asyncio.to_thread(
-            start_gateway, tmp_path, str(url), {"ray-user": ["*"], "no-rights": None}
+            start_gateway, tmp_path, str(url), {"ray-user": ["*"], "no-rights": None}, EXTRA_ARGS
         )
         try:
             pid = gateway.process.pid

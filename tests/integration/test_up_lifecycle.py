@@ -244,3 +244,25 @@ def test_audit_events_to_stdout_in_kubernetes_format(raygate_up: RaygateUp, tmp_
     assert allowed["annotations"]["authorization.k8s.io/decision"] == "allow"
     assert allowed["userAgent"].startswith("Python-urllib")
     assert not (tmp_path / ".raygate" / "audit.log").exists()
+
+
+def test_ctrl_c_stops_everything_within_30s_once_serve_has_started(tmp_path: Path) -> None:
+    # Ray alone takes about 37 s to stop with Serve running; raygate shuts Serve down first.
+    up = start_raygate_up(tmp_path, doors=True)
+    info = up.ray_info()
+    temp_dir = str(info["tempDir"])
+    ports = info["ports"]
+    assert isinstance(ports, dict) and "serve" in ports, "raygate up did not start Serve"
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(ports["serve"]))) == 0
+    started = time.monotonic()
+    assert stop_raygate_up(up, signal.SIGINT) == 0
+    assert time.monotonic() - started < 30
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _pids_mentioning(temp_dir):
+        time.sleep(0.2)
+    assert _pids_mentioning(temp_dir) == []
+    for address in (up.address, up.serve_address):
+        assert address is not None
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", int(address.rsplit(":", 1)[1]))) != 0

@@ -358,6 +358,15 @@ def test_id_tokens_never_name_a_system_user(opts: OIDCOptions, claims: dict[str,
     assert identity_from_claims(opts, claims) is None
 
 
+def test_a_system_group_from_the_provider_refuses_the_token() -> None:
+    """An IdP group named `system:masters` must not put its members in Kubernetes' group."""
+    claims = {"email": "mallory@example.com", "groups": ["ml-team", "system:masters"]}
+    assert identity_from_claims(oidc_options(), claims) is None
+    # Behind a groups prefix it is an ordinary name.
+    prefixed = identity_from_claims(oidc_options(groups_prefix="oidc:"), claims)
+    assert prefixed is not None and "oidc:system:masters" in prefixed.groups
+
+
 
 def test_signed_id_token_claiming_a_service_account_gets_no_identity(tmp_path: Path) -> None:
     async def body(provider: Provider, ca_file: Path) -> None:
@@ -392,7 +401,7 @@ def test_sub_claim_without_prefix_is_namespaced_by_the_issuer(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"issuer_url": "http://sso.example.com"}, "must be an https URL"),
+        ({"issuer_url": "http://sso.example.com"}, "must be an https:// URL"),
         ({"client_id": ""}, "--oidc-clientID is required"),
         ({"signing_algorithms": ("HS256",)}, "--oidc-sign-alg: unsupported"),
     ],

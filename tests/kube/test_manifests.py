@@ -4,6 +4,7 @@ RayCluster against KubeRay's CRD schema, and the objects do what the deployment 
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,15 @@ from click.testing import CliRunner
 
 from raygate.authz.attributes import Profile, request_attributes
 from raygate.cli.manifests import manifests
-from raygate.config import config_from_mapping
+from raygate.config import config_from_mapping, config_from_serve_args
 from raygate.deploy.kuberay import (
     ADMIN_PORT,
+    CLIENT_PORT,
+    CONFIG_DIR,
+    CONFIG_KEY,
     GATEWAY_PORT,
+    RAY_CLIENT_SERVER_PORT,
+    SERVE_PORT,
     ManifestOptions,
     build_manifests,
     kuberay_auth_secret_name,
@@ -287,7 +293,7 @@ SAME_NAMESPACE_POD = ("ml", {"app": "notebook"})
 OTHER_NAMESPACE_POD = ("team-b", {"app": "notebook"})
 OTHER_CLUSTER_POD = ("ml", {"ray.io/cluster": "c2", "ray.io/node-type": "worker"})
 OTHER_NAMESPACE_SAME_LABELS = ("team-b", {"ray.io/cluster": CLUSTER, "ray.io/node-type": "head"})
-CLOSED_PORTS = [6379, 10001, 8443, 52365, ADMIN_PORT, 8080]
+CLOSED_PORTS = [6379, RAY_CLIENT_SERVER_PORT, 8443, 52365, ADMIN_PORT, 8080]
 
 
 @pytest.fixture(scope="module")
@@ -300,12 +306,49 @@ def policies() -> list[dict[str, Any]]:
     [SAME_NAMESPACE_POD, OTHER_NAMESPACE_POD, OTHER_CLUSTER_POD, OTHER_NAMESPACE_SAME_LABELS],
     ids=["same-namespace", "other-namespace", "other-ray-cluster", "look-alike-elsewhere"],
 )
-def test_other_pods_reach_only_the_gateway_port(policies, source) -> None:
-    assert admits(policies, HEAD, source, GATEWAY_PORT)
+def test_other_pods_reach_only_the_gateway_ports(policies, source) -> None:
+    # The dashboard, Ray Client and Serve doors: all raygate's.
+    for port in (GATEWAY_PORT, CLIENT_PORT, SERVE_PORT):
+        assert admits(policies, HEAD, source, port), port
+        assert not admits(policies, WORKER, source, port), port
     for port in CLOSED_PORTS:
         assert not admits(policies, HEAD, source, port), port
         assert not admits(policies, WORKER, source, port), port
-    assert not admits(policies, WORKER, source, GATEWAY_PORT)
+
+
+def test_the_ray_client_and_serve_ports_lead_to_raygate() -> None:
+    docs = run_cli("--cluster-name", "c1", "--namespace", "ml")
+    pod = head_pod_spec(docs)
+    sidecar = container(pod, "raygate")
+    head = container(pod, "ray-head")
+    ray_start = one(docs, "RayCluster")["spec"]["headGroupSpec"]["rayStartParams"]
+    # Ray's own client server moves off 10001, outside Ray's worker port range.
+    assert ray_start["ray-client-server-port"] == str(RAY_CLIENT_SERVER_PORT)
+    assert not 10002 <= RAY_CLIENT_SERVER_PORT <= 19999
+    # Serve's proxy keeps to loopback; the pod IP's 8000 is the Serve door's.
+    assert {"name": "RAY_SERVE_DEFAULT_HTTP_HOST", "value": "127.0.0.1"} in head["env"]
+    assert {p["name"]: p["containerPort"] for p in head["ports"]}["serve"] == SERVE_PORT
+    pod_ip = next(e for e in sidecar["env"] if e["name"] == "POD_IP")
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    config_map = one(docs, "ConfigMap")
+    args = [
+        a.replace("$(POD_IP)", "10.1.2.3").replace(f"{CONFIG_DIR}/{CONFIG_KEY}", "/dev/null")
+        for a in sidecar["args"][1:]
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config_file:
+        config_file.write(next(iter(config_map["data"].values())))
+        config_file.flush()
+        args = [a.replace("/dev/null", config_file.name) for a in args]
+        config = config_from_serve_args(args)
+    assert config.client is not None and config.serve is not None
+    assert (config.client.listen, config.client.upstream) == (
+        f"0.0.0.0:{CLIENT_PORT}",
+        f"127.0.0.1:{RAY_CLIENT_SERVER_PORT}",
+    )
+    assert (config.serve.listen, config.serve.upstream) == (
+        f"10.1.2.3:{SERVE_PORT}",
+        f"http://127.0.0.1:{SERVE_PORT}",
+    )
 
 
 @pytest.mark.parametrize("port", [6379, 10001, 52365, 8080, 12345])

@@ -1,0 +1,1 @@
+GREETING = "hello from working_dir"
