@@ -10,6 +10,7 @@ from yarl import URL
 from raygate.authz.attributes import Profile
 from raygate.cli.up import UpOptions, _oidc_settings, gateway_config
 from raygate.config import AuthnMode, config_from_mapping
+from raygate.config.model import AuditConfig
 from raygate.errors import ConfigError
 
 
@@ -75,7 +76,7 @@ def test_up_flags_become_the_same_config(tmp_path: Path) -> None:
         object_store_memory=None,
         upstream=None,
         upstream_token_file=None,
-        audit_path=tmp_path / "audit.log",
+        audit=AuditConfig(log=str(tmp_path / "audit.log")),
         profile=Profile.KUBE_RBAC_PROXY,
         oidc=oidc,
     )
