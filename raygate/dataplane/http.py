@@ -422,6 +422,8 @@ class HttpConnection(asyncio.Protocol):
                     responses.bad_request(f"unsupported Transfer-Encoding {transfer.strip()!r}")
                 )
             cycle.chunked = True
+        if "upgrade" in index or "connection" in index:
+            _check_upgrade(index, cycle)
         if cycle.version == "1.1":
             expect = headers.get("Expect")
             if expect is not None and expect.lower() == "100-continue":
@@ -975,6 +977,25 @@ class _Relay:
 
     def upstream_resume_writing(self) -> None:
         self.conn.resume("upload")
+
+
+def _check_upgrade(index: dict[str, list[str]], cycle: Cycle) -> None:
+    """Refuse what two parsers could read as different protocols or framings."""
+    upgrades = index.get("upgrade")
+    if upgrades is not None:
+        if len(upgrades) > 1:
+            raise RequestRefused(responses.bad_request("more than one Upgrade header"))
+        if cycle.chunked or cycle.declared_length:
+            # The body would reach the upstream before it answers the upgrade; refused, the
+            # bytes could be read there as a request nobody authorized.
+            raise RequestRefused(responses.bad_request("an upgrade request cannot carry a body"))
+    connection = index.get("connection")
+    if connection is not None and (len(connection) > 1 or "," in connection[0]):
+        tokens = {t.strip().lower() for v in connection for t in v.split(",")}
+        if "close" in tokens and ("keep-alive" in tokens or "upgrade" in tokens):
+            raise RequestRefused(
+                responses.bad_request("the Connection header both closes and keeps or upgrades")
+            )
 
 
 def _parser_reason(err: Exception) -> str:
