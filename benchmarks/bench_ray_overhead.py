@@ -85,6 +85,11 @@ class RaygateUp:
             "1",
             "--object-store-memory",
             str(100 * 1024 * 1024),
+            # The dashboard is what is measured; the doors would take 10001 and 8000.
+            "--client-port",
+            "0",
+            "--serve-port",
+            "0",
         ]
         self.process = subprocess.Popen(
             cores.server(command),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -400,7 +401,14 @@ class HttpConnection(asyncio.Protocol):
         if (hosts is not None and len(hosts) > 1) or (not hosts and version != "1.0"):
             # RFC 9112 §3.2: exactly one Host; two could name two different hosts to two parsers.
             raise RequestRefused(responses.bad_request("a request needs exactly one Host header"))
+        if hosts and not _HOST.fullmatch(hosts[0]):
+            # Userinfo, a path or spaces in Host: the upstream (or a log) could read another
+            # authority than the one the gateway checked.
+            raise RequestRefused(responses.bad_request("the Host header is not a host[:port]"))
         target = head.target
+        if "#" in target:
+            # RFC 9112 §3.2: no fragment in a request target; parsers disagree where it ends.
+            raise RequestRefused(responses.bad_request("the request target holds a '#'"))
         if not target.startswith("/") and not (target == "*" and method == "OPTIONS"):
             # Only origin-form is forwarded: an absolute or authority form would be read as
             # another path (or host) by the upstream than the one authorized here.
@@ -422,6 +430,8 @@ class HttpConnection(asyncio.Protocol):
                     responses.bad_request(f"unsupported Transfer-Encoding {transfer.strip()!r}")
                 )
             cycle.chunked = True
+        if "upgrade" in index or "connection" in index:
+            _check_upgrade(index, cycle)
         if cycle.version == "1.1":
             expect = headers.get("Expect")
             if expect is not None and expect.lower() == "100-continue":
@@ -975,6 +985,29 @@ class _Relay:
 
     def upstream_resume_writing(self) -> None:
         self.conn.resume("upload")
+
+
+# RFC 3986 host (reg-name, IPv4 or IP-literal) and optional port; no userinfo, path or spaces.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+;=-]+)(?::[0-9]{1,5})?")
+
+
+def _check_upgrade(index: dict[str, list[str]], cycle: Cycle) -> None:
+    """Refuse what two parsers could read as different protocols or framings."""
+    upgrades = index.get("upgrade")
+    if upgrades is not None:
+        if len(upgrades) > 1:
+            raise RequestRefused(responses.bad_request("more than one Upgrade header"))
+        if cycle.chunked or cycle.declared_length:
+            # The body would reach the upstream before it answers the upgrade; refused, the
+            # bytes could be read there as a request nobody authorized.
+            raise RequestRefused(responses.bad_request("an upgrade request cannot carry a body"))
+    connection = index.get("connection")
+    if connection is not None and (len(connection) > 1 or "," in connection[0]):
+        tokens = {t.strip().lower() for v in connection for t in v.split(",")}
+        if "close" in tokens and ("keep-alive" in tokens or "upgrade" in tokens):
+            raise RequestRefused(
+                responses.bad_request("the Connection header both closes and keeps or upgrades")
+            )
 
 
 def _parser_reason(err: Exception) -> str:

@@ -25,7 +25,7 @@ from raygate.observe.metrics import GatewayMetrics
 from raygate.pipeline import browser, responses
 from raygate.pipeline.authority import Authority
 from raygate.pipeline.head import RequestHead
-from raygate.pipeline.headers import upstream_request_headers
+from raygate.pipeline.headers import GATEWAY_COOKIES, upstream_request_headers
 from raygate.pipeline.outcome import Answer, BufferedResponse, Forward, HeaderList
 from raygate.pipeline.profiles import Profile
 from raygate.sso.flow import BrowserAnswer, BrowserSignIn, SignedIn
@@ -112,6 +112,33 @@ def _bearer_token(head: RequestHead) -> str | None:
     return token or None
 
 
+def _ambiguous_credential(head: RequestHead) -> str | None:
+    """Why the request names two credentials of one kind, else None. Each could be read by a
+    different party (the gateway the first, a proxy or Ray the last): refused, never guessed."""
+    headers = head.headers
+    authorization = headers.getall("Authorization")
+    if len(authorization) > 1:
+        return "more than one Authorization header"
+    if authorization and "," in authorization[0]:
+        # No bearer token holds a comma (RFC 6750 b64token): this is a list of credentials.
+        return "more than one credential in the Authorization header"
+    cookies = headers.getall("Cookie")
+    if not cookies:
+        return None
+    joined = "; ".join(cookies)
+    if not any(joined.count(name) > 1 for name in GATEWAY_COOKIES):
+        return None
+    # Rare: only a request naming one of the gateway's cookies twice gets here.
+    seen: set[str] = set()
+    for pair in joined.split(";"):
+        name = pair.partition("=")[0].strip()
+        if name in GATEWAY_COOKIES:
+            if name in seen:
+                return f"more than one {name} cookie"
+            seen.add(name)
+    return None
+
+
 def _key(credential: str) -> bytes:
     """Caches key credentials by hash: they never hold a usable token."""
     return hashlib.sha256(credential.encode("utf-8", "surrogateescape")).digest()
@@ -181,6 +208,12 @@ class Pipeline:
             self._allowed.clear()
             self._cached_for = settings.authority
         path = head.path
+        # 0. two credentials of one kind: ambiguous, whichever one would be taken
+        ambiguous = _ambiguous_credential(head)
+        if ambiguous is not None:
+            record.decision = AuditDecision.DENY
+            record.reason = ambiguous
+            return self._answer(responses.bad_request(ambiguous), record)
         # 1. path rules
         if head.method in REFUSED_METHODS:
             return self._answer(responses.method_not_allowed(), record)

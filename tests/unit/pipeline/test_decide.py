@@ -111,3 +111,29 @@ def test_a_store_change_drops_cached_decisions(tmp_path: Path) -> None:
     outcome = asyncio.run(pipeline.decide(head))
     assert isinstance(outcome, Answer) and outcome.status == 403
     authority.store.close()
+
+
+def test_two_credentials_of_one_kind_are_refused_whichever_is_valid(tmp_path: Path) -> None:
+    """Any door (not only the HTTP data plane) refuses a request naming two credentials."""
+    pipeline, authority = _pipeline(tmp_path)
+    reader = token_for(tmp_path, "reader")
+    valid = ("Authorization", f"Bearer {reader}")
+    stolen = ("Authorization", "Bearer stolen")
+    cases = [
+        (valid, stolen),
+        (stolen, valid),
+        (valid, valid),
+        (("Authorization", f"Bearer {reader}, Bearer stolen"),),
+        (valid, ("Cookie", f"ray-authentication-token={reader}; ray-authentication-token=x")),
+        (valid, ("Cookie", "raygate-session=a"), ("Cookie", "b=1; raygate-session=c")),
+    ]
+    for headers in cases:
+        outcome = asyncio.run(pipeline.decide(_head("GET", "/api/version", *headers)))
+        assert isinstance(outcome, Answer), headers
+        assert outcome.status == 400 and outcome.record is not None
+        assert outcome.record.decision is AuditDecision.DENY
+        assert reader not in outcome.record.reason
+    # One of each kind is no ambiguity: the bearer token decides, the cookie is stripped.
+    single = _head("GET", "/api/version", valid, ("Cookie", "ray-authentication-token=x; a=1"))
+    assert isinstance(asyncio.run(pipeline.decide(single)), Forward)
+    authority.store.close()
