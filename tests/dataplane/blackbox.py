@@ -114,8 +114,12 @@ def _parse_field(line: bytes) -> tuple[bytes, bytes]:
     return name, value
 
 
-def parse_one(data: bytes, pos: int = 0) -> tuple[Request, int]:
-    """One request starting at `pos`; returns it and where the next one starts."""
+def parse_one(
+    data: bytes, pos: int = 0, *, body_may_end_early: bool = False
+) -> tuple[Request, int]:
+    """One request starting at `pos`; returns it and where the next one starts.
+
+    `body_may_end_early`: the data stops inside the body (its sender has not finished it yet)."""
     head_end = data.find(b"\r\n\r\n", pos)
     if head_end < 0:
         raise Malformed("head not terminated by CRLF CRLF")
@@ -157,16 +161,19 @@ def parse_one(data: bytes, pos: int = 0) -> tuple[Request, int]:
             raise Malformed(f"Content-Length {lengths[0]!r}")
         size = int(lengths[0])
     if len(data) < pos + size:
-        raise Malformed("body truncated")
+        if not body_may_end_early:
+            raise Malformed("body truncated")
+        size = len(data) - pos
     return Request(method, target, version, headers, data[pos : pos + size], False), pos + size
 
 
-def parse_requests(data: bytes) -> list[Request]:
-    """Every request in `data`, which must hold whole well-formed requests and nothing else."""
+def parse_requests(data: bytes, *, last_body_may_end_early: bool = False) -> list[Request]:
+    """Every request in `data`, which must hold whole well-formed requests and nothing else
+    (with `last_body_may_end_early`, the last one's body may stop short: still being sent)."""
     requests = []
     pos = 0
     while pos < len(data):
-        request, pos = parse_one(data, pos)
+        request, pos = parse_one(data, pos, body_may_end_early=last_body_may_end_early)
         requests.append(request)
         if any(n.lower() == b"upgrade" for n, _ in request.headers):
             break  # after an upgrade the bytes are the new protocol's
