@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,11 @@ class Up:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each measure's median over the alternating rounds, to the millisecond."""
+    return {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
 
 
 def start_up(*, client: bool, serve: bool, num_cpus: int = 2) -> Up:
