@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import stop
+
 BIN = Path(sys.executable).parent
 
 RBAC = """
@@ -88,12 +90,7 @@ class Up:
         return info["ports"]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        stop(self.process, signal.SIGINT, timeout=60)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
