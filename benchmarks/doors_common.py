@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import stop
+from harness import free_port, stop
 
 BIN = Path(sys.executable).parent
 
@@ -42,12 +41,6 @@ metadata: {name: bench, namespace: default}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: bench}
 subjects: [{kind: ServiceAccount, name: bench, namespace: default}]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
