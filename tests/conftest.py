@@ -160,6 +160,27 @@ def start_raygate_up(
     raise RuntimeError(f"raygate up did not come up in {timeout}s:\n{''.join(up.output)}")
 
 
+def start_front_gateway(
+    raygate_up: RaygateUp,
+    workdir: Path,
+    *extra: str,
+    port: int | None = None,
+    timeout: float = 180,
+) -> RaygateUp:
+    """`raygate up --upstream` (with `extra` flags) in front of `raygate_up`'s Ray dashboard,
+    with its own authority and state under `workdir`."""
+    return start_raygate_up(
+        workdir,
+        "--upstream",
+        str(raygate_up.ray_info()["dashboard"]),
+        "--upstream-token-file",
+        str(raygate_up.state / "ray-auth-token"),
+        *extra,
+        port=port,
+        timeout=timeout,
+    )
+
+
 def _collect(process: subprocess.Popen[str], sink: list[str]) -> None:
     assert process.stdout is not None
     for line in process.stdout:

@@ -25,7 +25,14 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.browser.test_dashboard_in_browser import CHROMIUM_ARGS
-from tests.conftest import REPO, RaygateUp, executable, free_port, start_raygate_up, stop_raygate_up
+from tests.conftest import (
+    REPO,
+    RaygateUp,
+    executable,
+    free_port,
+    start_front_gateway,
+    stop_raygate_up,
+)
 from tests.integration.test_ray_gateway import grant_submitter, http, submit_no_wait
 from tests.oidc_provider import (
     CLIENT_ID,
@@ -86,13 +93,9 @@ def start_sso_gateway(
     port: int | None = None,
     extra: tuple[str, ...] = (),
 ) -> RaygateUp:
-    dashboard = str(raygate_up.ray_info()["dashboard"])
-    up = start_raygate_up(
+    up = start_front_gateway(
+        raygate_up,
         workdir,
-        "--upstream",
-        dashboard,
-        "--upstream-token-file",
-        str(raygate_up.state / "ray-auth-token"),
         "--oidc-issuer-url",
         provider.issuer,
         "--oidc-client-id",
