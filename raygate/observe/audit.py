@@ -9,7 +9,6 @@ import itertools
 import json
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -66,9 +65,14 @@ class AuditRecord:
     status: int = 0
     user_agent: str | None = None  # as the client sent it: for the audit line, never trusted
 
-    def to_json(self) -> str:
+    def to_json(self, completed: float | None = None, finished: float | None = None) -> str:
+        """The line; `completed` (wall clock) and `finished` (monotonic) default to now."""
+        if completed is None:
+            completed = time.time()
+        if finished is None:
+            finished = time.monotonic()
         data: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "time": _utc_second(int(completed)),
             "requestId": self.request_id,
             "remote": self.remote,
             "method": self.method,
@@ -78,7 +82,7 @@ class AuditRecord:
             "decision": self.decision,
             "reason": self.reason,
             "status": self.status,
-            "latencyMs": round((time.monotonic() - self.started) * 1000, 3),
+            "latencyMs": round((finished - self.started) * 1000, 3),
         }
         if self.attributes:
             first = self.attributes[0]
@@ -96,25 +100,40 @@ class AuditRecord:
         return json.dumps(data, separators=(",", ":"))
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _utc_second(second: int) -> str:
+    # One strftime per second, not per line (the writer thread formats thousands a second).
+    global _last_second
+    cached = _last_second  # one tuple, swapped whole: safe from two threads
+    if cached[0] != second:
+        cached = _last_second = (
+            second,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)),
+        )
+    return cached[1]
+
+
 FLUSH_INTERVAL = 1.0  # seconds: lines are on disk within this (fdatasync), and retries
 MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written, then dropped
 _CLOSE = object()
 
 
-@dataclass(frozen=True, slots=True)
-class _Event:
-    """A Kubernetes audit event to build off the hot path: the record and its two times."""
+BATCH_DELAY = 0.005  # seconds the writer lets lines gather after a wake: one write per batch
 
-    record: AuditRecord
-    received: float
-    completed: float
+# What the hot path queues: the finished record, the wall clock and the monotonic clock when it
+# was finished. The line is formatted by the writer thread (`_encoded`), never on the event loop.
+_Item = tuple[AuditRecord, float, float]
 
 
-def _encoded(item: bytes | _Event) -> bytes:
-    if isinstance(item, bytes):
-        return item
-    event = kubernetes_event(item.record, item.received, item.completed)
-    return (json.dumps(event, separators=(",", ":")) + "\n").encode()
+def _encoded(item: _Item, format: AuditFormat) -> bytes:
+    record, completed, finished = item
+    if format is AuditFormat.KUBERNETES:
+        received = completed - (finished - record.started)
+        event = kubernetes_event(record, received, completed)
+        return (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    return (record.to_json(completed, finished) + "\n").encode()
 
 
 class AuditLog:
@@ -147,7 +166,11 @@ class AuditLog:
         else:
             sink = StreamSink(stream if stream is not None else sys.stderr)
         self._sink = sink
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # Records (and flush waiters, and the close mark) for the writer thread: deque appends
+        # are atomic, and the writer is woken (`_wake`) only once per batch (`_signalled`).
+        self._items: deque[object] = deque()
+        self._wake = threading.Event()
+        self._signalled = False
         self._pending: deque[bytes] = deque()
         self._failure: str | None = None
         self._failed_since = 0.0
@@ -175,25 +198,29 @@ class AuditLog:
         return None
 
     def write(self, record: AuditRecord) -> None:
-        if self.format is AuditFormat.KUBERNETES:
-            # The times are taken now; the event is built and encoded by the writer thread.
-            now = time.time()
-            item: bytes | _Event = _Event(record, now - (time.monotonic() - record.started), now)
-        else:
-            item = (record.to_json() + "\n").encode()
+        """Queue the record's line: one tuple appended here; the writer thread formats it."""
+        item = (record, time.time(), time.monotonic())
         if self._closed:
             with self._lock:
-                self._pending.append(_encoded(item))
+                self._pending.append(_encoded(item, self.format))
                 self._write_pending()
             return
-        self._queue.put(item)
+        self._items.append(item)
+        if not self._signalled:
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        # Only when the writer has drained since the last wake: under load, one wake per batch.
+        self._signalled = True
+        self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every line queued so far was handed to the file (or failed)."""
         if self._closed:
             return True
         done = threading.Event()
-        self._queue.put(done)
+        self._items.append(done)
+        self._wake_writer()
         return done.wait(timeout)
 
     def close(self) -> None:
@@ -201,11 +228,12 @@ class AuditLog:
         if self._closed:
             return
         self._closed = True  # later writes are written by their caller, under the lock
-        self._queue.put(_CLOSE)
+        self._items.append(_CLOSE)
+        self._wake_writer()
         self._thread.join(timeout=10)
         with self._lock:
             waiters: list[threading.Event] = []
-            self._pending.extend(self._drain(waiters))
+            self._pending.extend(self._drain(waiters)[0])
             for waiter in waiters:
                 waiter.set()
             self._write_pending()
@@ -234,29 +262,36 @@ class AuditLog:
         except OSError as err:
             self._failed(err)
 
-    def _drain(self, waiters: list[threading.Event], first: object = None) -> list[bytes]:
+    def _drain(self, waiters: list[threading.Event]) -> tuple[list[bytes], bool]:
+        """Format everything queued; the lines, and whether the close mark was among them."""
         lines = []
-        item = first
+        closing = False
+        items = self._items
         while True:
-            if isinstance(item, bytes | _Event):
-                lines.append(_encoded(item))
+            try:
+                item = items.popleft()
+            except IndexError:
+                return lines, closing
+            if isinstance(item, tuple):
+                try:
+                    lines.append(_encoded(item, self.format))
+                except Exception:  # a record that cannot be formatted must not stop the writer
+                    log.exception("audit: a record could not be formatted")
             elif isinstance(item, threading.Event):
                 waiters.append(item)
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return lines
+            elif item is _CLOSE:
+                closing = True
 
     def _run(self) -> None:
         last_sync = time.monotonic()
         while True:
-            try:
-                item = self._queue.get(timeout=self._flush_interval)
-            except queue.Empty:
-                item = None
+            if self._wake.wait(self._flush_interval) and not self._closed:
+                time.sleep(BATCH_DELAY)  # let the lines of a busy moment gather: one write
+            self._wake.clear()
+            self._signalled = False  # before draining: a record queued from now on wakes again
             # Everything queued so far goes in one write.
             waiters: list[threading.Event] = []
-            lines = self._drain(waiters, item)
+            lines, closing = self._drain(waiters)
             with self._lock:
                 self._pending.extend(lines)
                 self._write_pending()
@@ -266,7 +301,7 @@ class AuditLog:
                     self._sync()
             for waiter in waiters:
                 waiter.set()
-            if item is _CLOSE or self._closed:
+            if closing or self._closed:
                 return
 
     def _write_pending(self) -> None:
