@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import RaygateUp, executable, free_port
 from tests.helpers import http, listening, wait_until
+from tests.integration.test_ray_gateway import ray_job_env
 
 pytestmark = pytest.mark.ray
 
@@ -27,7 +28,7 @@ def deployed(raygate_up: RaygateUp) -> RaygateUp:
     token = raygate_up.grant_cluster("serve-deployer", "*", cluster=None)
     result = raygate_up.raygate("apply", "-f", "examples/serve-rbac.yaml")
     assert result.returncode == 0, result.stderr
-    env = raygate_up.env(RAY_JOB_HEADERS=json.dumps({"Authorization": f"Bearer {token}"}))
+    env = ray_job_env(raygate_up, token)
     submit = raygate_up.run(
         "ray",
         "job",

@@ -3,12 +3,12 @@ driven with the real `ray job` CLI by users bound to the profile's roles."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path
 
 from tests.conftest import REPO, RaygateUp, start_front_gateway, stop_raygate_up
+from tests.integration.test_ray_gateway import ray_job_env
 
 BINDINGS = """
 apiVersion: rbac.authorization.k8s.io/v1
@@ -27,7 +27,7 @@ def _start_ray_profile_gateway(raygate_up: RaygateUp, workdir: Path) -> RaygateU
 def _ray_job(
     gateway: RaygateUp, token: str, command: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = gateway.env(RAY_JOB_HEADERS=json.dumps({"Authorization": f"Bearer {token}"}))
+    env = ray_job_env(gateway, token)
     return gateway.run("ray", "job", command, "--address", gateway.address, *args, env=env)
 
 
