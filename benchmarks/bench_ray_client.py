@@ -13,14 +13,13 @@ Writes benchmarks/results/ray_client.json.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from doors_common import Up, start_up  # noqa: E402
+from doors_common import Up, median_of, start_up  # noqa: E402
 from report import Result, common_arguments  # noqa: E402
 
 FULL = {"rounds": 3, "tasks": 500, "puts": 10}
@@ -81,10 +80,6 @@ def run_driver(up: Up, address: str, token: str, tasks: int, puts: int) -> dict[
     if result.returncode != 0:
         raise RuntimeError(f"driver for {address} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
 
 
 def main() -> None:

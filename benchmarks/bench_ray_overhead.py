@@ -29,6 +29,7 @@ from harness import (
     ensure_tools,
     free_port,
     probe,
+    stop,
     tempdir,
 )
 from report import Result, common_arguments
@@ -121,14 +122,8 @@ class RaygateUp:
         return done.stdout.strip()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-                self._kill_ray_head()
+        if stop(self.process, signal.SIGINT, timeout=60):
+            self._kill_ray_head()  # its own session: a killed `raygate up` leaves it running
 
     def _kill_ray_head(self) -> None:
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from doors_common import BIN, Up, start_up  # noqa: E402
+from doors_common import BIN, Up, median_of, start_up  # noqa: E402
 from report import Result, common_arguments  # noqa: E402
 
 FULL = {"rounds": 3, "seconds": 10.0}
@@ -97,10 +96,6 @@ def deploy(up: Up, token: str) -> None:
         )
     if "deployed" not in result.stdout:
         raise RuntimeError(f"deploying the app failed:\n{result.stdout[-2000:]}{result.stderr}")
-
-
-def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
 
 
 def main() -> None:

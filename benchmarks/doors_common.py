@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import signal
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness import free_port, stop
 
 BIN = Path(sys.executable).parent
 
@@ -39,12 +41,6 @@ metadata: {name: bench, namespace: default}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: bench}
 subjects: [{kind: ServiceAccount, name: bench, namespace: default}]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -87,13 +83,13 @@ class Up:
         return info["ports"]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        stop(self.process, signal.SIGINT, timeout=60)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each measure's median over the alternating rounds, to the millisecond."""
+    return {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
 
 
 def start_up(*, client: bool, serve: bool, num_cpus: int = 2) -> Up:

@@ -126,8 +126,9 @@ def wait_for_port(port: int, process: subprocess.Popen[Any], what: str) -> None:
     raise RuntimeError(f"{what} did not listen on port {port} within {STARTUP_TIMEOUT:g}s")
 
 
-def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-    """Ask the server to stop; if it does not, kill its whole session (workers included)."""
+def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> bool:
+    """Ask the server to stop; if it does not, kill its whole session (workers included).
+    True when it had to be killed (what it would have cleaned up on its way out is left)."""
     if process.poll() is None:
         process.send_signal(sig)
         try:
@@ -136,6 +137,8 @@ def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: flo
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            return True
+    return False
 
 
 @contextlib.contextmanager

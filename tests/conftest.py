@@ -21,6 +21,29 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# A service account, a Role with `verbs` on RayClusters (those named in `resource_names`, or
+# every one), and the binding between them.
+CLUSTER_RBAC = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}, namespace: default}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {name}, namespace: default}}
+rules:
+- apiGroups: ["ray.io"]
+  resources: ["rayclusters"]
+{resource_names}  verbs: [{verbs}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {name}, namespace: default}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}
+subjects:
+- {{kind: ServiceAccount, name: {name}, namespace: default}}
+"""
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -84,6 +107,16 @@ class RaygateUp:
         result = self.raygate("create", "token", account, "-n", namespace, f"--duration={duration}")
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
+
+    def grant_cluster(
+        self, account: str, verb: str, cluster: str | None = "ray-cluster-with-auth"
+    ) -> str:
+        """Apply CLUSTER_RBAC: `account` may `verb` RayCluster `cluster` (None: any); its token."""
+        names = f"  resourceNames: [{json.dumps(cluster)}]\n" if cluster else ""
+        rbac = CLUSTER_RBAC.format(name=account, verbs=json.dumps(verb), resource_names=names)
+        result = self.raygate("apply", "-f", "-", input=rbac)
+        assert result.returncode == 0, result.stderr
+        return self.token(account)
 
     def ray_info(self) -> dict[str, object]:
         return json.loads((self.state / "ray.json").read_text())
@@ -158,6 +191,27 @@ def start_raygate_up(
         time.sleep(0.2)
     stop_raygate_up(up)
     raise RuntimeError(f"raygate up did not come up in {timeout}s:\n{''.join(up.output)}")
+
+
+def start_front_gateway(
+    raygate_up: RaygateUp,
+    workdir: Path,
+    *extra: str,
+    port: int | None = None,
+    timeout: float = 180,
+) -> RaygateUp:
+    """`raygate up --upstream` (with `extra` flags) in front of `raygate_up`'s Ray dashboard,
+    with its own authority and state under `workdir`."""
+    return start_raygate_up(
+        workdir,
+        "--upstream",
+        str(raygate_up.ray_info()["dashboard"]),
+        "--upstream-token-file",
+        str(raygate_up.state / "ray-auth-token"),
+        *extra,
+        port=port,
+        timeout=timeout,
+    )
 
 
 def _collect(process: subprocess.Popen[str], sink: list[str]) -> None:

@@ -45,6 +45,7 @@ RAY_WRITE_VERB = "ray:write"
 _VALUE_TEMPLATE = re.compile(r"\{\{\s*\.Value\s*\}\}")
 _ANY_TEMPLATE = re.compile(r"\{\{.*?\}\}")
 
+
 class Profile(StrEnum):
     KUBE_RBAC_PROXY = "kube-rbac-proxy"
     RAY_K8S = "ray-k8s"
@@ -219,19 +220,22 @@ def _ray_k8s(
     headers: Mapping[str, Any],
     config: AttributesConfig,
 ) -> list[Attributes]:
+    return [ray_k8s_cluster_attributes(identity, config)]
+
+
+def ray_k8s_cluster_attributes(identity: Identity, config: AttributesConfig) -> Attributes:
+    """Write on the RayCluster itself: all the ray-k8s profile asks of any call."""
     cluster = config.ray_cluster
     assert cluster is not None  # AttributesConfig guarantees it for this profile
-    return [
-        Attributes(
-            identity=identity,
-            verb=RAY_WRITE_VERB,
-            resource_request=True,
-            namespace=cluster.namespace,
-            api_group=RAY_API_GROUP,
-            resource=RAY_CLUSTERS_RESOURCE,
-            name=cluster.name,
-        )
-    ]
+    return Attributes(
+        identity=identity,
+        verb=RAY_WRITE_VERB,
+        resource_request=True,
+        namespace=cluster.namespace,
+        api_group=RAY_API_GROUP,
+        resource=RAY_CLUSTERS_RESOURCE,
+        name=cluster.name,
+    )
 
 
 def ray_cluster_attributes(

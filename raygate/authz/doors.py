@@ -18,12 +18,11 @@ the method's verb on the raw request path, as for the dashboard.
 from __future__ import annotations
 
 from raygate.authz.attributes import (
-    RAY_API_GROUP,
-    RAY_CLUSTERS_RESOURCE,
     RAY_WRITE_VERB,
     AttributesConfig,
     Profile,
     ray_cluster_attributes,
+    ray_k8s_cluster_attributes,
     verb_for_method,
 )
 from raygate.identity import Attributes, Identity
@@ -50,18 +49,7 @@ def client_attributes(
 ) -> list[Attributes]:
     """What one Ray Client call (`/ray.rpc.RayletDriver/ClusterInfo`, ...) needs."""
     if config.profile is Profile.RAY_K8S:
-        cluster = config.ray_cluster
-        assert cluster is not None
-        return [
-            Attributes(
-                identity=identity,
-                verb=RAY_WRITE_VERB,
-                namespace=cluster.namespace,
-                api_group=RAY_API_GROUP,
-                resource=RAY_CLUSTERS_RESOURCE,
-                name=cluster.name,
-            )
-        ]
+        return [ray_k8s_cluster_attributes(identity, config)]
     if config.profile is Profile.RAY:
         return [ray_cluster_attributes(identity, CLIENT_VERB, CLIENT_SUBRESOURCE, config)]
     resource = config.resource_attributes

@@ -41,6 +41,18 @@ def _not_found_line(kind: str, name: str) -> str:
     return f"Error from server (NotFound): {not_found_message(kind, name)}"
 
 
+def _create(state: Path | None, doc: dict[str, Any]) -> None:
+    """`raygate create KIND`: store the one object `doc` describes, kubectl's line on success."""
+    kind, name = doc["kind"], doc["metadata"]["name"]
+    try:
+        obj = parse_object(doc)
+        with _open_store(state, write=True) as store:
+            store.create(obj)  # type: ignore[arg-type]
+    except (ManifestError, AlreadyExistsError) as err:
+        raise ConfigError(f"failed to create {kind.lower()}: {err}") from None
+    click.echo(f"{object_ref(kind, name)} created")
+
+
 # -- apply --------------------------------------------------------------------------------------
 
 
@@ -408,13 +420,7 @@ def create_serviceaccount(name: str, namespace: str | None, state: Path | None) 
         "kind": "ServiceAccount",
         "metadata": {"name": name, "namespace": namespace or DEFAULT_NAMESPACE},
     }
-    try:
-        obj = parse_object(doc)
-        with _open_store(state, write=True) as store:
-            store.create(obj)  # type: ignore[arg-type]
-    except (ManifestError, AlreadyExistsError) as err:
-        raise ConfigError(f"failed to create serviceaccount: {err}") from None
-    click.echo(f"{object_ref('ServiceAccount', name)} created")
+    _create(state, doc)
 
 
 @create.group("secret")
@@ -463,13 +469,7 @@ def create_secret_generic(
     }
     if string_data:
         doc["stringData"] = string_data
-    try:
-        obj = parse_object(doc)
-        with _open_store(state, write=True) as store:
-            store.create(obj)  # type: ignore[arg-type]
-    except (ManifestError, AlreadyExistsError) as err:
-        raise ConfigError(f"failed to create secret: {err}") from None
-    click.echo(f"{object_ref('Secret', name)} created")
+    _create(state, doc)
 
 
 @create.command("token")

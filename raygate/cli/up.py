@@ -8,8 +8,10 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from yarl import URL
@@ -56,6 +58,20 @@ def _validate_upstream(
     return url
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _door_port_option(flag: str, default: int, door: str, behind: str) -> Callable[[F], F]:
+    """A door's port option: it opens on --host, and 0 keeps it shut."""
+    return click.option(
+        flag,
+        default=default,
+        show_default=True,
+        type=click.IntRange(0, 65535),
+        help=f"Port of {door}, on --host; 0 turns it off. {behind}",
+    )
+
+
 @click.command()
 @state_option
 @click.option(
@@ -68,21 +84,17 @@ def _validate_upstream(
     type=click.IntRange(1, 65535),
     help="Port the gateway listens on (Ray's usual dashboard port).",
 )
-@click.option(
+@_door_port_option(
     "--client-port",
-    default=10001,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help='Port of the Ray Client door (ray.init("ray://HOST:PORT")), on --host; 0 turns it '
-    "off. Ray's own client server stays on a private port.",
+    10001,
+    'the Ray Client door (ray.init("ray://HOST:PORT"))',
+    "Ray's own client server stays on a private port.",
 )
-@click.option(
+@_door_port_option(
     "--serve-port",
-    default=8000,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port of the Serve door (Ray Serve's HTTP ingress), on --host; 0 turns it off. Serve's "
-    "own HTTP proxy stays on a private loopback port.",
+    8000,
+    "the Serve door (Ray Serve's HTTP ingress)",
+    "Serve's own HTTP proxy stays on a private loopback port.",
 )
 @click.option(
     "--serve-rate-limit",

@@ -15,24 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
+from raygate.fileid import fd_id, file_id
+
 # Below this much free space the disk counts as full: the lines of requests in flight must
 # still fit, so the gateway stops forwarding before a line is lost (fail-closed).
 MIN_FREE_BYTES = 64 * 1024
 LOG_FILE_MODE = 0o600
 _TAIL_SCAN = 1 << 20  # how far back a torn last line is looked for
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
-def _fd_id(fd: int) -> tuple[int, int]:
-    info = os.fstat(fd)
-    return info.st_dev, info.st_ino
 
 
 class LineSink(Protocol):
@@ -138,7 +127,7 @@ class RotatingFile:
         # names now, with the size the file has (not what this process wrote).
         with self._locked():
             assert self._fd is not None
-            if _file_id(self.path) != _fd_id(self._fd):
+            if file_id(self.path) != fd_id(self._fd):
                 self._reopen()
             assert self._fd is not None
             self._size = os.fstat(self._fd).st_size
@@ -205,7 +194,7 @@ class RotatingFile:
         free = info.f_bavail * info.f_frsize
         if free < MIN_FREE_BYTES:
             raise OSError(28, f"No space left on device (only {free} bytes free)")
-        if _file_id(self.path) != _fd_id(self._fd):
+        if file_id(self.path) != fd_id(self._fd):
             # Rotated by another worker, moved away (logrotate) or deleted: follow the path.
             self._reopen()
 

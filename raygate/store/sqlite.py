@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from raygate.errors import AlreadyExistsError, NotFoundError, StoreError
+from raygate.fileid import file_id
 from raygate.objects import (
     MODELS,
     ClusterRole,
@@ -146,14 +147,6 @@ def _from_row(row: tuple[str, str, str, str, int, str, str]) -> StoredObject:
 _COLUMNS = "kind, namespace, name, uid, resource_version, creation_timestamp, manifest"
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
 class ObjectStore:
     """The stored objects. Safe to share between threads; one connection per store."""
 
@@ -161,7 +154,7 @@ class ObjectStore:
         self._conn = conn
         self._path = path  # None: nothing stored yet and opened read-only (reads see no objects)
         self._lock = threading.RLock()
-        self._file_id = _file_id(path) if path is not None else None
+        self._file_id = file_id(path) if path is not None else None
 
     @classmethod
     def open(
@@ -263,7 +256,7 @@ class ObjectStore:
     def replaced(self) -> bool:
         """Whether the file at the store's path is no longer the one this connection reads
         (moved away, deleted, or put back from a copy): then only a new connection sees it."""
-        return self._path is not None and _file_id(self._path) != self._file_id
+        return self._path is not None and file_id(self._path) != self._file_id
 
     # -- transactions -------------------------------------------------------------------------
 

@@ -25,7 +25,14 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.browser.test_dashboard_in_browser import CHROMIUM_ARGS
-from tests.conftest import REPO, RaygateUp, executable, free_port, start_raygate_up, stop_raygate_up
+from tests.conftest import (
+    REPO,
+    RaygateUp,
+    executable,
+    free_port,
+    start_front_gateway,
+    stop_raygate_up,
+)
 from tests.integration.test_ray_gateway import grant_submitter, http, submit_no_wait
 from tests.oidc_provider import (
     CLIENT_ID,
@@ -86,13 +93,9 @@ def start_sso_gateway(
     port: int | None = None,
     extra: tuple[str, ...] = (),
 ) -> RaygateUp:
-    dashboard = str(raygate_up.ray_info()["dashboard"])
-    up = start_raygate_up(
+    up = start_front_gateway(
+        raygate_up,
         workdir,
-        "--upstream",
-        dashboard,
-        "--upstream-token-file",
-        str(raygate_up.state / "ray-auth-token"),
         "--oidc-issuer-url",
         provider.issuer,
         "--oidc-client-id",
@@ -394,11 +397,10 @@ def test_sessions_survive_a_gateway_restart_and_expire_with_the_id_token(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def device_login(
-    env: dict[str, str], provider: Provider, context: BrowserContext, person: str
-) -> None:
-    """`raygate login` with the device flow; the person approves the code in the browser."""
-    login = subprocess.Popen(
+def start_login(env: dict[str, str], provider: Provider, *flags: str) -> subprocess.Popen[str]:
+    """`raygate login` at `provider` as the test client (groups scope), `flags` added; its
+    output piped for the test to read the link it prints."""
+    return subprocess.Popen(
         [
             executable("raygate"),
             "login",
@@ -406,6 +408,7 @@ def device_login(
             provider.issuer,
             "--client-id",
             CLIENT_ID,
+            *flags,
             "--scope",
             "groups",
         ],
@@ -414,6 +417,13 @@ def device_login(
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def device_login(
+    env: dict[str, str], provider: Provider, context: BrowserContext, person: str
+) -> None:
+    """`raygate login` with the device flow; the person approves the code in the browser."""
+    login = start_login(env, provider)
     try:
         assert login.stderr is not None
         verification = None
@@ -564,23 +574,7 @@ def test_the_cli_signs_in_with_a_loopback_redirect(
     """`raygate login --browser`: PKCE and a redirect to 127.0.0.1 (BROWSER=true opens
     nothing, the test's Chromium follows the printed link)."""
     env = sso.env(XDG_CONFIG_HOME=str(tmp_path / "config"), BROWSER="true")
-    login = subprocess.Popen(
-        [
-            executable("raygate"),
-            "login",
-            "--issuer",
-            provider.issuer,
-            "--client-id",
-            CLIENT_ID,
-            "--browser",
-            "--scope",
-            "groups",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    login = start_login(env, provider, "--browser")
     try:
         assert login.stderr is not None
         url = None

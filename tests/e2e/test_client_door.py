@@ -21,34 +21,10 @@ SCRIPTS = Path(__file__).parent / "client_scripts"
 # ("Starting Ray client server failed", an error of Ray's proxier): one retry.
 RAY_STARTUP_FAILURE = "Starting Ray client server failed"
 
-CLIENT_RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {name}, namespace: default}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: {name}, namespace: default}}
-rules:
-- apiGroups: ["ray.io"]
-  resources: ["rayclusters"]
-  resourceNames: ["ray-cluster-with-auth"]
-  verbs: ["create"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: {name}, namespace: default}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}
-subjects:
-- {{kind: ServiceAccount, name: {name}, namespace: default}}
-"""
-
 
 def client_user(up: RaygateUp, name: str) -> str:
     """A service account allowed to use Ray Client (create on the RayCluster); its token."""
-    result = up.raygate("apply", "-f", "-", input=CLIENT_RBAC.format(name=name))
-    assert result.returncode == 0, result.stderr
-    return up.token(name)
+    return up.grant_cluster(name, "create")
 
 
 def driver(

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import RaygateUp, executable, free_port
 from tests.helpers import http, listening, wait_until
+from tests.integration.test_ray_gateway import ray_job_env
 
 pytestmark = pytest.mark.ray
 
@@ -24,34 +25,10 @@ ALICE = "system:serviceaccount:default:alice"
 @pytest.fixture(scope="module")
 def deployed(raygate_up: RaygateUp) -> RaygateUp:
     """Applications `chat` and `admin` deployed through the gateway; alice may call `chat`."""
-    deployer = raygate_up.raygate("create", "serviceaccount", "serve-deployer")
-    assert deployer.returncode in (0, 1), deployer.stderr
-    result = raygate_up.raygate(
-        "apply",
-        "-f",
-        "-",
-        input="""
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: serve-deployer, namespace: default}
-rules:
-- apiGroups: ["ray.io"]
-  resources: ["rayclusters"]
-  verbs: ["*"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: serve-deployer, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: serve-deployer}
-subjects:
-- {kind: ServiceAccount, name: serve-deployer, namespace: default}
-""",
-    )
-    assert result.returncode == 0, result.stderr
+    token = raygate_up.grant_cluster("serve-deployer", "*", cluster=None)
     result = raygate_up.raygate("apply", "-f", "examples/serve-rbac.yaml")
     assert result.returncode == 0, result.stderr
-    token = raygate_up.token("serve-deployer")
-    env = raygate_up.env(RAY_JOB_HEADERS=json.dumps({"Authorization": f"Bearer {token}"}))
+    env = ray_job_env(raygate_up, token)
     submit = raygate_up.run(
         "ray",
         "job",

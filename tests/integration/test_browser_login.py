@@ -10,27 +10,6 @@ from urllib.parse import urlsplit
 from tests.conftest import RaygateUp
 from tests.integration.test_ray_gateway import grant_submitter, http
 
-VIEWER_RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: dashboard-viewer, namespace: default}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: dashboard-viewer, namespace: default}
-rules:
-- apiGroups: ["ray.io"]
-  resources: ["rayclusters"]
-  verbs: ["get"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: dashboard-viewer, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: dashboard-viewer}
-subjects:
-- {kind: ServiceAccount, name: dashboard-viewer, namespace: default}
-"""
-
 
 def raw_request(
     address: str, method: str, raw_path: str, headers: dict[str, str] | None = None
@@ -54,9 +33,7 @@ def raw_request(
 
 
 def viewer_token(up: RaygateUp) -> str:
-    applied = up.raygate("apply", "-f", "-", input=VIEWER_RBAC)
-    assert applied.returncode == 0, applied.stderr
-    return up.token("dashboard-viewer")
+    return up.grant_cluster("dashboard-viewer", "get", cluster=None)
 
 
 def test_dashboard_shell_loads_without_credentials_but_api_does_not(raygate_up: RaygateUp) -> None:

@@ -22,28 +22,6 @@ from tests import helpers
 from tests.conftest import RaygateUp, executable
 from tests.helpers import listening, wait_until
 
-SUBMITTER_RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {name}, namespace: default}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: {name}, namespace: default}}
-rules:
-- apiGroups: ["ray.io"]
-  resources: ["rayclusters"]
-  resourceNames: ["ray-cluster-with-auth"]
-  verbs: ["*"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: {name}, namespace: default}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}
-subjects:
-- {{kind: ServiceAccount, name: {name}, namespace: default}}
-"""
-
 
 def http(url: str, **kwargs: Any) -> tuple[int, str]:
     """(status, body) of one request; see tests.helpers.http for the keywords."""
@@ -52,9 +30,7 @@ def http(url: str, **kwargs: Any) -> tuple[int, str]:
 
 
 def grant_submitter(up: RaygateUp, name: str) -> str:
-    result = up.raygate("apply", "-f", "-", input=SUBMITTER_RBAC.format(name=name))
-    assert result.returncode == 0, result.stderr
-    return up.token(name)
+    return up.grant_cluster(name, "*")
 
 
 def job_ids(up: RaygateUp, token: str) -> list[str]:

@@ -3,14 +3,12 @@ driven with the real `ray job` CLI by users bound to the profile's roles."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import REPO, RaygateUp, executable, free_port, stop_raygate_up
-from tests.helpers import listening, wait_until
+from tests.conftest import REPO, RaygateUp, start_front_gateway, stop_raygate_up
+from tests.integration.test_ray_gateway import ray_job_env
 
 BINDINGS = """
 apiVersion: rbac.authorization.k8s.io/v1
@@ -23,42 +21,21 @@ USERS = {"alice": "raygate-submitter", "bob": "raygate-submitter", "boss": "rayg
 
 
 def _start_ray_profile_gateway(raygate_up: RaygateUp, workdir: Path) -> RaygateUp:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYGATE_"))}
-    process = subprocess.Popen(
-        [
-            executable("raygate"),
-            "up",
-            "--profile",
-            "ray",
-            "--port",
-            str(port),
-            "--upstream",
-            str(raygate_up.ray_info()["dashboard"]),
-            "--upstream-token-file",
-            str(raygate_up.state / "ray-auth-token"),
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    gateway = RaygateUp(process, f"http://localhost:{port}", workdir / ".raygate", workdir)
-    assert wait_until(lambda: listening(port) or process.poll() is not None, timeout=30)
-    assert process.poll() is None, "raygate up --profile ray exited"
-    return gateway
+    return start_front_gateway(raygate_up, workdir, "--profile", "ray", timeout=30)
 
 
 def _ray_job(
     gateway: RaygateUp, token: str, command: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = gateway.env(RAY_JOB_HEADERS=json.dumps({"Authorization": f"Bearer {token}"}))
+    env = ray_job_env(gateway, token)
     return gateway.run("ray", "job", command, "--address", gateway.address, *args, env=env)
 
 
 def _submitted_id(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stdout + result.stderr
-    match = re.search(r"Job '(raysubmit_\w+)' submitted successfully", result.stdout + result.stderr)
+    match = re.search(
+        r"Job '(raysubmit_\w+)' submitted successfully", result.stdout + result.stderr
+    )
     assert match, result.stdout + result.stderr
     return match.group(1)
 
@@ -72,9 +49,7 @@ def test_ray_profile_job_ownership_with_the_ray_cli(raygate_up: RaygateUp, tmp_p
         for name, role in USERS.items():
             created = gateway.raygate("create", "serviceaccount", name)
             assert created.returncode == 0, created.stderr
-            bound = gateway.raygate(
-                "apply", "-f", "-", input=BINDINGS.format(name=name, role=role)
-            )
+            bound = gateway.raygate("apply", "-f", "-", input=BINDINGS.format(name=name, role=role))
             assert bound.returncode == 0, bound.stderr
             tokens[name] = gateway.token(name)
 

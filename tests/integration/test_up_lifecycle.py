@@ -15,6 +15,7 @@ from tests.conftest import (
     RaygateUp,
     executable,
     free_port,
+    start_front_gateway,
     start_raygate_up,
     stop_raygate_up,
 )
@@ -99,35 +100,8 @@ def test_up_with_upstream_fronts_an_existing_dashboard(
     raygate_up: RaygateUp, tmp_path: Path
 ) -> None:
     """`raygate up --upstream URL` puts a second gateway, with its own authority, in front."""
-    dashboard = str(raygate_up.ray_info()["dashboard"])
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYGATE_"))}
-    process = subprocess.Popen(
-        [
-            executable("raygate"),
-            "up",
-            "--port",
-            str(port),
-            "--upstream",
-            dashboard,
-            "--upstream-token-file",
-            str(raygate_up.state / "ray-auth-token"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    second = RaygateUp(process, f"http://localhost:{port}", tmp_path / ".raygate", tmp_path)
+    second = start_front_gateway(raygate_up, tmp_path, timeout=30)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            time.sleep(0.2)
         token = grant_submitter(second, "front-user")
         status, body = http(f"{second.address}/api/version", token=token)
         assert status == 200 and "ray_version" in body
@@ -141,33 +115,7 @@ def test_up_with_upstream_fronts_an_existing_dashboard(
 
 def _front_gateway(raygate_up: RaygateUp, workdir: Path, port: int) -> RaygateUp:
     """`raygate up --upstream` in front of the session's Ray head, ready to serve."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RAYGATE_"))}
-    process = subprocess.Popen(
-        [
-            executable("raygate"),
-            "up",
-            "--port",
-            str(port),
-            "--upstream",
-            str(raygate_up.ray_info()["dashboard"]),
-            "--upstream-token-file",
-            str(raygate_up.state / "ray-auth-token"),
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    front = RaygateUp(process, f"http://localhost:{port}", workdir / ".raygate", workdir)  # type: ignore[arg-type]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return front
-        assert process.poll() is None, "raygate up exited"
-        time.sleep(0.1)
-    raise AssertionError("raygate up did not listen in 30 s")
+    return start_front_gateway(raygate_up, workdir, port=port, timeout=30)
 
 
 def test_gateway_killed_with_sigkill_restarts_with_its_state_tokens_and_sessions(
@@ -217,12 +165,9 @@ def test_audit_events_to_stdout_in_kubernetes_format(raygate_up: RaygateUp, tmp_
     from tests.observe.test_kube_event import EVENT
 
     shutil.copytree(REPO / "examples", tmp_path / "examples")
-    front = start_raygate_up(
+    front = start_front_gateway(
+        raygate_up,
         tmp_path,
-        "--upstream",
-        str(raygate_up.ray_info()["dashboard"]),
-        "--upstream-token-file",
-        str(raygate_up.state / "ray-auth-token"),
         "--audit-log",
         "-",
         "--audit-format",

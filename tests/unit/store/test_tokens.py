@@ -389,22 +389,6 @@ def test_openid_configuration_points_at_the_jwks() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("3600", r'invalid duration "3600": missing unit; write e\.g\. 3600s'),
-        ("", r"expected a number with a unit"),
-        ("1d", r'invalid duration "1d"'),
-        ("h", r'invalid duration "h"'),
-        ("1h 30m", r'invalid duration "1h 30m"'),
-        ("one hour", r'invalid duration "one hour"'),
-    ],
-)
-def test_bad_durations_are_refused_with_a_hint(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        parse_duration(text)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
         ("5m", r"--duration 5m is too short: a token must be valid for at least 10m"),
         ("0", r"--duration 0s is too short"),
         ("-1h", r"too short"),
