@@ -312,7 +312,9 @@ def render(documents: list[dict[str, Any]], header: str = "", footer: str = "") 
 
 def render_directory(results_dir: Path = RESULTS_DIR, header: str = "", footer: str = "") -> str:
     """RESULTS.md for every results file in a directory (sorted by name)."""
-    documents = [load(path) for path in sorted(results_dir.glob("*.json"))]
+    # soak.json (benchmarks/soak.py) is a time series of its own, not a side-by-side result.
+    paths = [p for p in sorted(results_dir.glob("*.json")) if p.name != "soak.json"]
+    documents = [load(path) for path in paths]
     return render(documents, header, footer)
 
 
