@@ -1,7 +1,7 @@
 """raygate's layers: every import points down or sideways, never up, and no two packages import
 each other, directly or round a loop.
 
-    0 shared types   identity, errors, durations, cache, objects (and raygate/__init__)
+    0 shared types   identity, errors, durations, fileid, cache, objects (and raygate/__init__)
     1 pure logic     rbac, authz (request -> attributes, paths, cached decisions), ray.routes,
                      config (the validated model)
     2 backends       store, kube (API client, TokenReview, SubjectAccessReview), authn (embedded
@@ -38,6 +38,7 @@ LAYERS: Mapping[str, int] = {
     "identity": SHARED,
     "errors": SHARED,
     "durations": SHARED,
+    "fileid": SHARED,  # a file's identity (device, inode): used by the store and the audit log
     "cache": SHARED,
     "objects": SHARED,
     "rbac": LOGIC,
