@@ -72,10 +72,6 @@ class ProviderError(SignInError):
         )
 
 
-class BodyTooLarge(RaygateError):
-    """A request body grew past limits.maxBodyBytes while streaming upstream (413)."""
-
-
 class RequestRefused(RaygateError):
     """A request the data plane refuses while parsing it (oversized or malformed head): the
     answer to give (a raygate.pipeline.Answer), after which the connection closes."""
