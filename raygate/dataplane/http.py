@@ -529,15 +529,22 @@ class HttpConnection(asyncio.Protocol):
             asyncio.ensure_future(self._connect_and_send(cycle))
 
     async def _connect_and_send(self, cycle: Cycle) -> None:
+        conn = await self.connect_upstream(cycle)
+        if conn is not None:
+            self._send(cycle, conn)
+
+    async def connect_upstream(self, cycle: Cycle) -> UpstreamConnection | None:
+        """A new upstream connection for `cycle`; None when connecting failed (the client was
+        answered) or the client has moved on meanwhile (the connection is closed again)."""
         try:
             conn = await self.gateway.pool.connect()
         except OSError as err:
             self._upstream_failed(cycle, err)
-            return
+            return None
         if self.closing or cycle is not self.cycle:
             conn.close()
-            return
-        self._send(cycle, conn)
+            return None
+        return conn
 
     def _send(self, cycle: Cycle, conn: UpstreamConnection) -> None:
         cycle.upstream = conn

@@ -61,13 +61,8 @@ def start(conn: HttpConnection, cycle: Cycle, forward: Forward) -> None:
 
 
 async def _open(conn: HttpConnection, cycle: Cycle, request: bytes) -> None:
-    try:
-        upstream = await conn.gateway.pool.connect()
-    except OSError as err:
-        conn._upstream_failed(cycle, err)
-        return
-    if conn.closing or cycle is not conn.cycle:
-        upstream.close()
+    upstream = await conn.connect_upstream(cycle)
+    if upstream is None:
         return
     cycle.upstream = upstream
     upstream.start(_Upgrade(conn, cycle, upstream), request, head_only=False)
