@@ -19,7 +19,7 @@ request (utime+stime from /proc over the run, divided by the requests) and rayga
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from harness import (
     Wrk,
     bearer,
     ensure_tools,
+    minimal_proxy,
     naive_proxy,
     nginx_reverse_proxy,
     nginx_tiny_upstream,
@@ -100,8 +101,21 @@ def measure(wrk: Wrk, path: Path_, connections: int, settings: Settings) -> dict
 
 
 def main() -> None:
-    args = common_arguments(__doc__).parse_args()
+    parser = common_arguments(__doc__)
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="measure only the paths whose label holds TEXT (repeatable; for profiling runs)",
+    )
+    parser.add_argument(
+        "--connections", type=int, action="append", help="instead of 1, 16 and 64 (repeatable)"
+    )
+    args = parser.parse_args()
     settings = SMOKE if args.smoke else FULL
+    if args.connections:
+        settings = replace(settings, connections=tuple(args.connections))
     result = Result(
         "gateway",
         "Tiny upstream: direct, nginx, a naive pass-through and raygate",
@@ -136,11 +150,21 @@ def main() -> None:
             tiny, tiny_pid = stack.enter_context(nginx_tiny_upstream(cores, work))
             ngx, ngx_pid = stack.enter_context(nginx_reverse_proxy(cores, work, tiny))
             naive, naive_pid = stack.enter_context(naive_proxy(cores, work, tiny))
+            minimal, minimal_pid = stack.enter_context(
+                minimal_proxy(cores, work, tiny, state.allowed_token)
+            )
             gate, gate_procs = stack.enter_context(raygate_up_upstream(cores, work, state, tiny))
             paths = [
                 Path_("direct (tiny upstream)", tiny, Processes(tiny_pid), {}, 200),
                 Path_("nginx reverse proxy", ngx, Processes(ngx_pid), {}, 200),
                 Path_("naive aiohttp+uvloop pass-through", naive, Processes(naive_pid), {}, 200),
+                Path_(
+                    "minimal uvloop+httptools proxy (issue 7's yardstick)",
+                    minimal,
+                    Processes(minimal_pid),
+                    bearer(state.allowed_token),
+                    200,
+                ),
                 Path_(
                     "raygate, valid token, cached decision",
                     gate,
@@ -165,6 +189,8 @@ def main() -> None:
                 ),
                 Path_("raygate, no role (403)", gate, gate_procs, bearer(state.denied_token), 403),
             ]
+            if args.only:
+                paths = [p for p in paths if any(o in p.label for o in args.only)]
             idle = gate_procs.idle_cpu_ms_per_second()
             result.notes.append(
                 f"raygate idle (no requests): {idle} ms of CPU per second; CPU per request "

@@ -495,6 +495,29 @@ def naive_proxy(cores: Cores, workdir: Path, upstream: int) -> Iterator[tuple[in
         yield port, process.pid
 
 
+@contextlib.contextmanager
+def minimal_proxy(
+    cores: Cores, workdir: Path, upstream: int, token: str
+) -> Iterator[tuple[int, int]]:
+    """Issue 7's yardstick (minimal_proxy.py): uvloop + httptools, a decision lookup, nothing
+    else. Yields (port, pid)."""
+    port = free_port()
+    command = cores.server(
+        [
+            PYTHON,
+            str(HERE / "minimal_proxy.py"),
+            "--port",
+            str(port),
+            "--upstream",
+            f"127.0.0.1:{upstream}",
+            "--token",
+            token,
+        ]
+    )
+    with running(command, port, "minimal proxy", log=workdir / "minimal-proxy.log") as process:
+        yield port, process.pid
+
+
 # -- raygate --------------------------------------------------------------------------------------
 
 UPSTREAM_TOKEN = "bench-ray-token"
