@@ -8,10 +8,12 @@ the service account still exists with the uid the token names (deleting the acco
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -159,14 +161,34 @@ class ServiceAccountTokenAuthenticator:
         return verified.identity
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _VerifiedToken:
+    """What a verified token says, kept small: up to `cache_size` of these are cached for the
+    tokens' whole lifetime. The account's strings are interned (shared by all of its tokens);
+    the Identity is built when asked for, not kept with each entry."""
+
     namespace: str
     name: str
     uid: str
     expires: float
-    identity: Identity
+    jti: str
     secret: tuple[str, str] | None = None  # (name, uid) of the Secret it is bound to
+
+    @property
+    def identity(self) -> Identity:
+        account = _account_identity(self.namespace, self.name, self.uid)
+        return Identity(
+            account.user,
+            account.uid,
+            account.groups,
+            MappingProxyType({CREDENTIAL_ID_EXTRA: (f"JTI={self.jti}",)}),
+        )
+
+
+@functools.lru_cache(maxsize=1024)
+def _account_identity(namespace: str, name: str, uid: str) -> Identity:
+    # Shared by every token of the account: its user name and groups are made once.
+    return service_account_identity(namespace, name, uid)
 
 
 def verified_token(
@@ -203,11 +225,10 @@ def verified_token(
         if not (isinstance(secret_uid, str) and secret_uid):
             return None
         secret = (secret_name, secret_uid)
-    identity = replace(
-        service_account_identity(namespace, name, uid),
-        extra=MappingProxyType({CREDENTIAL_ID_EXTRA: (f"JTI={jti}",)}),
+    # Signed claims only (an attacker cannot make up names to fill the interned table).
+    return _VerifiedToken(
+        sys.intern(namespace), sys.intern(name), sys.intern(uid), float(exp), jti, secret
     )
-    return _VerifiedToken(namespace, name, uid, float(exp), identity, secret)
 
 
 def _unverified_kid(token: str) -> str | None:
