@@ -52,7 +52,7 @@ WHOAMI_PATH = "/raygate/whoami"
 # expired (or learnt under an older revision) are swept out every SWEEP_INTERVAL, so the caches
 # hold about a second's worth of distinct callers, and a flood of new tokens cannot grow them.
 CACHE_ENTRIES = 4096
-SWEEP_INTERVAL = 0.5
+SWEEP_INTERVAL = 0.1
 # A bearer token that failed verification (bad signature, unknown key, malformed, expired) is
 # remembered by its digest for this long, under the authority's revision: the same token again
 # costs a lookup, not an RSA verification (kube-apiserver keeps failed authentications a few
