@@ -55,9 +55,10 @@ CACHE_ENTRIES = 4096
 SWEEP_INTERVAL = 0.1
 # A bearer token that failed verification (bad signature, unknown key, malformed, expired) is
 # remembered by its digest for this long, under the authority's revision: the same token again
-# costs a lookup, not an RSA verification (kube-apiserver keeps failed authentications a few
-# seconds too). A store change asks again at once; a backend that failed (503) is not an answer
-# and is never remembered. Bounded apart from the identities, so garbage pushes no caller out.
+# costs a lookup, not an RSA verification (kube-rbac-proxy's delegating authenticator keeps failed
+# TokenReviews for its cache TTL, 10 s by default). A store change asks again at once; a backend
+# that failed (503) is not an answer and is never remembered. Bounded apart from the identities,
+# so garbage pushes no caller out.
 FAILED_TOKEN_TTL = 5.0
 FAILED_TOKEN_ENTRIES = 4096
 
