@@ -49,7 +49,8 @@ class ServiceAccountTokenAuthenticator:
     The RSA check is the whole cost of a verification (PyJWT: ~70 us), so up to `cache_size`
     tokens that passed it are remembered (by hash) until they expire; the account lookup still
     runs on every call. Only tokens that verified are cached, so garbage cannot push good tokens
-    out.
+    out; and only from their second verification on (the pipeline remembers an identity for a
+    second, so this is a token coming back): a flood of tokens each used once fills nothing.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class ServiceAccountTokenAuthenticator:
         self._leeway = leeway_seconds
         self._decoder = jwt.PyJWT(options={"require": _REQUIRED_CLAIMS})
         self._cache: TTLCache[_VerifiedToken] = TTLCache(cache_size)
+        self._verified_once = _Doorkeeper()
 
     @property
     def issuer(self) -> str:
@@ -129,7 +131,7 @@ class ServiceAccountTokenAuthenticator:
         except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
             return None
         verified = None if claims is None else verified_token(claims, now, self._leeway)
-        if verified is not None:
+        if verified is not None and self._verified_once.seen_before(key):
             self._cache.put(key, verified, verified.expires + self._leeway - now)
         return verified
 
@@ -158,6 +160,33 @@ class ServiceAccountTokenAuthenticator:
             if found != secret_uid:
                 return None
         return verified.identity
+
+
+class _Doorkeeper:
+    """Which token digests were verified before, in a fixed 128 KiB whatever their number: one
+    bit per digest (a one-hash Bloom filter, TinyLFU's doorkeeper), all cleared after every
+    65,536 new ones. A wrong "seen" (at most 1 in 16) only caches a token at its first
+    verification, as if there were no doorkeeper."""
+
+    BITS = 1 << 20
+    MARKS_BEFORE_CLEARING = 1 << 16
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS // 8)
+        self._marks = 0
+
+    def seen_before(self, digest: bytes) -> bool:
+        """Whether `digest` was (probably) seen before; it is from now on."""
+        index = int.from_bytes(digest[:4], "little") & (self.BITS - 1)
+        byte, bit = index >> 3, 1 << (index & 7)
+        if self._bits[byte] & bit:
+            return True
+        if self._marks >= self.MARKS_BEFORE_CLEARING:
+            self._bits = bytearray(self.BITS // 8)
+            self._marks = 0
+        self._bits[byte] |= bit
+        self._marks += 1
+        return False
 
 
 @dataclass(frozen=True, slots=True)
