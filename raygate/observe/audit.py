@@ -89,9 +89,9 @@ def _string(value: str | None) -> str:
 
 # The user, groups, decision, reason and first attributes of a line, encoded: the same for every
 # request a cached decision allows, so encoded once per (identity, attributes, decision, reason).
-# Keyed by the identity's id; the entry holds the objects it was made for (so an id is never
-# reused while its entry lives) and is used only when they are the very same.
-_fragments: dict[int, tuple[Any, Any, str, str, str, str]] = {}
+# Keyed by the ids of the identity and first attributes; the entry holds the objects it was made
+# for (so an id is never reused while its entry lives) and is used only when they are the same.
+_fragments: dict[tuple[int, int], tuple[Any, Any, str, str, str, str]] = {}
 _FRAGMENTS_MAX = 4096
 
 
@@ -100,7 +100,8 @@ def _constant_fields(record: AuditRecord) -> tuple[str, str]:
     first = record.attributes[0] if record.attributes else None
     decision = record.decision
     reason = record.reason
-    entry = _fragments.get(id(identity))
+    key = (id(identity), id(first))
+    entry = _fragments.get(key)
     if (
         entry is not None
         and entry[0] is identity
@@ -135,7 +136,7 @@ def _constant_fields(record: AuditRecord) -> tuple[str, str]:
     if identity is not None:
         if len(_fragments) >= _FRAGMENTS_MAX:
             _fragments.clear()
-        _fragments[id(identity)] = (identity, first, decision, reason, middle, tail)
+        _fragments[key] = (identity, first, decision, reason, middle, tail)
     return middle, tail
 
 
@@ -159,7 +160,10 @@ MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written,
 _CLOSE = object()
 
 
-BATCH_DELAY = 0.005  # seconds the writer lets lines gather after a wake: one write per batch
+# The writer takes what was queued this often: one write per batch. The event loop never wakes
+# it: a wake per batch, and every GIL hand-off around the writer's system calls while the loop
+# is busy, cost more than the lines themselves (futex calls on both threads per request).
+BATCH_INTERVAL = 0.05
 
 
 def _encoded(record: AuditRecord, completed: float, finished: float, format: AuditFormat) -> bytes:
@@ -201,11 +205,11 @@ class AuditLog:
         else:
             sink = StreamSink(stream if stream is not None else sys.stderr)
         self._sink = sink
-        # Records (and flush waiters, and the close mark) for the writer thread: deque appends
-        # are atomic, and the writer is woken (`_wake`) only once per batch (`_signalled`).
+        # Lines (and flush waiters, and the close mark) for the writer thread: deque appends
+        # are atomic; the writer takes them every BATCH_INTERVAL, or when `_wake` is set
+        # (flush, close).
         self._items: deque[object] = deque()
         self._wake = threading.Event()
-        self._signalled = False
         self._pending: deque[bytes] = deque()
         self._failure: str | None = None
         self._failed_since = 0.0
@@ -250,12 +254,8 @@ class AuditLog:
                 self._write_pending()
             return
         self._items.append(line)
-        if not self._signalled:
-            self._wake_writer()
 
     def _wake_writer(self) -> None:
-        # Only when the writer has drained since the last wake: under load, one wake per batch.
-        self._signalled = True
         self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -324,19 +324,20 @@ class AuditLog:
                 closing = True
 
     def _run(self) -> None:
-        last_sync = time.monotonic()
+        last_sync = last_probe = time.monotonic()
         while True:
-            if self._wake.wait(self._flush_interval) and not self._closed:
-                time.sleep(BATCH_DELAY)  # let the lines of a busy moment gather: one write
+            self._wake.wait(BATCH_INTERVAL)
             self._wake.clear()
-            self._signalled = False  # before draining: a record queued from now on wakes again
             # Everything queued so far goes in one write.
             waiters: list[threading.Event] = []
             lines, closing = self._drain(waiters)
             with self._lock:
                 self._pending.extend(lines)
-                self._write_pending()
                 now = time.monotonic()
+                # With nothing to write, the log is probed once a flush interval, not per batch.
+                if self._pending or waiters or closing or now - last_probe >= self._flush_interval:
+                    last_probe = now
+                    self._write_pending()
                 if now - last_sync >= self._flush_interval:
                     last_sync = now
                     self._sync()
