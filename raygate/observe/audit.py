@@ -160,10 +160,12 @@ MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written,
 _CLOSE = object()
 
 
-# The writer takes what was queued this often: one write per batch. The event loop never wakes
-# it: a wake per batch, and every GIL hand-off around the writer's system calls while the loop
-# is busy, cost more than the lines themselves (futex calls on both threads per request).
-BATCH_INTERVAL = 0.05
+# The first line after a quiet moment wakes the writer, which lets a burst gather BATCH_DELAY
+# before writing. While lines keep coming, the writer takes them at most every BATCH_INTERVAL
+# and the event loop never wakes it: a wake per batch, and the GIL hand-offs around the
+# writer's system calls, cost more than the lines themselves (futex calls on both threads).
+BATCH_DELAY = 0.005
+BATCH_INTERVAL = 0.01
 
 
 def _encoded(record: AuditRecord, completed: float, finished: float, format: AuditFormat) -> bytes:
@@ -206,10 +208,11 @@ class AuditLog:
             sink = StreamSink(stream if stream is not None else sys.stderr)
         self._sink = sink
         # Lines (and flush waiters, and the close mark) for the writer thread: deque appends
-        # are atomic; the writer takes them every BATCH_INTERVAL, or when `_wake` is set
-        # (flush, close).
+        # are atomic. `_wake` is set by the first line after the writer went quiet
+        # (`_signalled` tells it is awake), and by flush and close.
         self._items: deque[object] = deque()
         self._wake = threading.Event()
+        self._signalled = True  # until the writer first waits
         self._pending: deque[bytes] = deque()
         self._failure: str | None = None
         self._failed_since = 0.0
@@ -254,8 +257,11 @@ class AuditLog:
                 self._write_pending()
             return
         self._items.append(line)
+        if not self._signalled:
+            self._wake_writer()
 
     def _wake_writer(self) -> None:
+        self._signalled = True
         self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -326,7 +332,12 @@ class AuditLog:
     def _run(self) -> None:
         last_sync = last_probe = time.monotonic()
         while True:
-            self._wake.wait(BATCH_INTERVAL)
+            if not self._items:
+                # Quiet: the next line wakes the writer (or a flush or close, or a second).
+                self._signalled = False
+                if not self._items:  # a line queued just before saw it awake: no wait
+                    if self._wake.wait(self._flush_interval) and not self._closed:
+                        time.sleep(BATCH_DELAY)  # let the lines of a busy moment gather
             self._wake.clear()
             # Everything queued so far goes in one write.
             waiters: list[threading.Event] = []
@@ -345,6 +356,10 @@ class AuditLog:
                 waiter.set()
             if closing or self._closed:
                 return
+            if lines:
+                # Busy: the next batch no sooner than BATCH_INTERVAL (a flush or close cuts
+                # this short); the loop does not wake the writer meanwhile.
+                self._wake.wait(BATCH_INTERVAL)
 
     def _write_pending(self) -> None:
         if not self._pending:
