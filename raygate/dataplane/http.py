@@ -25,6 +25,7 @@ from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
 from raygate.pipeline import (
     Answer,
     BufferedResponse,
+    DecisionMemo,
     Door,
     Forward,
     HeaderList,
@@ -80,70 +81,42 @@ async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
 
 
 class Cycle:
-    """One request: its head, its body's state, and the response under way."""
+    """One request: its head, its body's state, and the response under way.
 
-    __slots__ = (
-        "body_done",
-        "body_hold",
-        "held",
-        "hold_limit",
-        "body_received",
-        "chunked",
-        "close_after",
-        "conn",
-        "continue_expected",
-        "declared_length",
-        "discarding",
-        "head",
-        "head_only",
-        "keep_alive",
-        "record",
-        "response_chunked",
-        "response_status",
-        "sink",
-        "started",
-        "upstream",
-        "upstream_started",
-        "version",
-        "waiting_body",
-        "websocket",
-        "upload_framing",
-        "deadline",
-        "retry",
-        "request_bytes",
-        "start_time",
-    )
+    Most fields start at the class's defaults (no per-request stores for them); a request
+    sets only what it changes."""
+
+    keep_alive = True
+    close_after = False
+    chunked = False
+    declared_length: int | None = None
+    continue_expected = False
+    held = 0
+    hold_limit = 0
+    body_received = 0
+    body_done = False
+    discarding = False
+    sink: Any = None  # where body bytes go once forwarding (None: held)
+    waiting_body: asyncio.Future[bytes] | None = None
+    record: AuditRecord | None = None
+    started = False  # response head sent to the client
+    response_status = 0
+    response_chunked = False
+    upstream: UpstreamConnection | None = None
+    upstream_started = False
+    websocket = False
+    upload_framing = ""
+    deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
+    retry = False
+    request_bytes = b""
+    start_time = 0.0
 
     def __init__(self, conn: HttpConnection, head: RequestHead, version: str) -> None:
         self.conn = conn
         self.head = head
         self.version = version
-        self.keep_alive = True
-        self.close_after = False
-        self.chunked = False
-        self.declared_length: int | None = None
-        self.continue_expected = False
         self.body_hold: list[bytes] = []
-        self.held = 0
-        self.hold_limit = 0
-        self.body_received = 0
-        self.body_done = False
-        self.discarding = False
-        self.sink: Any = None  # where body bytes go once forwarding (None: held)
-        self.waiting_body: asyncio.Future[bytes] | None = None
-        self.record: AuditRecord | None = None
-        self.started = False  # response head sent to the client
-        self.response_status = 0
-        self.response_chunked = False
         self.head_only = head.method == "HEAD"
-        self.upstream: UpstreamConnection | None = None
-        self.upstream_started = False
-        self.websocket = False
-        self.upload_framing = ""
-        self.deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
-        self.retry = False
-        self.request_bytes = b""
-        self.start_time = 0.0
 
     # -- the request body --------------------------------------------------------------------
     def body_data(self, data: bytes) -> None:
@@ -204,9 +177,12 @@ class HttpConnection(asyncio.Protocol):
         self.upgraded_to: UpstreamConnection | None = None
         self.upgrade_rest = b""
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
-        self._index: dict[str, list[str]] = {}
+        self._raw: list[tuple[bytes, bytes]] = []  # the header lines being parsed
         self._header_bytes = 0
+        settings = self.settings
+        self._max_line = settings.max_header_bytes
+        self._max_total = 4 * settings.max_header_bytes
+        self._max_count = settings.max_headers
         self._idle_timer: asyncio.TimerHandle | None = None
         self._headers_timer: asyncio.TimerHandle | None = None
         self._to_start: Cycle | None = None
@@ -215,6 +191,12 @@ class HttpConnection(asyncio.Protocol):
         # Bytes for the client collected while the upstream's bytes are parsed, sent in one write.
         self._out: list[bytes] | None = None
         self._refusal: Answer | None = None  # a malformed request after one still in flight
+        # A keep-alive client mostly repeats itself: its last decision (the pipeline's
+        # DecisionMemo), the upstream head that went with it, and the last response head
+        # relayed, each reused while the same comes again.
+        self.memo = DecisionMemo()
+        self._sent: tuple[Any, ...] = ()  # (headers list, method, target, framing, bytes)
+        self._relayed: tuple[Any, ...] = ()  # (status, reason, upstream headers, bytes)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -337,8 +319,7 @@ class HttpConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
-        self._index = {}
+        self._raw = []
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -353,39 +334,45 @@ class HttpConnection(asyncio.Protocol):
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Called once per header line: kept as the parser gave it, decoded when the head is
+        # whole (on_headers_complete). Only the limits are checked here, so nothing unbounded
+        # is ever held.
+        raw = self._raw
+        raw.append((name, value))
         size = len(name) + len(value)
-        settings = self.settings
         self._header_bytes += size
-        if size > settings.max_header_bytes or self._header_bytes > 4 * settings.max_header_bytes:
+        if (
+            size > self._max_line
+            or self._header_bytes > self._max_total
+            or len(raw) > self._max_count
+        ):
+            settings = self.settings
             raise RequestRefused(
                 responses.headers_too_large(
                     f"a header line is over {settings.max_header_bytes} bytes"
-                    if size > settings.max_header_bytes
-                    else f"the headers are over {4 * settings.max_header_bytes} bytes"
+                    if size > self._max_line
+                    else f"more than {settings.max_headers} header lines"
+                    if len(raw) > self._max_count
+                    else f"the headers are over {self._max_total} bytes"
                 )
             )
-        if len(self._headers) >= settings.max_headers:
-            raise RequestRefused(
-                responses.headers_too_large(f"more than {settings.max_headers} header lines")
-            )
-        text = name.decode("latin-1")
-        decoded = value.decode("latin-1")
-        self._headers.append((text, decoded))
-        # The name index is built here, in the same pass (Headers would build it on first use).
-        key = text.lower()
-        index = self._index
-        values = index.get(key)
-        if values is None:
-            index[key] = [decoded]
-        else:
-            values.append(decoded)
 
     def on_headers_complete(self) -> None:
         self._waiting_for_request = False
         parser = self.parser
-        index = self._index
-        headers = Headers(self._headers, index)
-        method = parser.get_method().decode("latin-1")
+        # Header lines as latin-1 strings (what HTTP/1.1 carries), with their name index.
+        pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw]
+        index: dict[str, list[str]] = {}
+        for name, value in pairs:
+            key = name.lower()
+            values = index.get(key)
+            if values is None:
+                index[key] = [value]
+            else:
+                values.append(value)
+        headers = Headers(pairs, index)
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
         hosts = index.get("host")
         head = RequestHead(
             method,
@@ -460,7 +447,7 @@ class HttpConnection(asyncio.Protocol):
     # -- a request -----------------------------------------------------------------------------
     def _start(self, cycle: Cycle) -> None:
         cycle.start_time = time.monotonic()
-        done, result = _drive(self.pipeline.decide(cycle.head))
+        done, result = _drive(self.pipeline.decide(cycle.head, self.memo))
         if done:
             self._decided(cycle, result)
         else:
@@ -517,10 +504,22 @@ class HttpConnection(asyncio.Protocol):
         else:
             cycle.upload_framing = ""
             length = b""
+        headers = forward.upstream_headers
+        sent = self._sent
+        if (
+            sent
+            and sent[0] is headers
+            and sent[1] == head.method
+            and sent[2] == head.target
+            and sent[3] == length
+        ):
+            cycle.request_bytes = sent[4]  # the same request as the last (a DecisionMemo hit)
+        else:
+            cycle.request_bytes = self.gateway.pool.request_bytes(
+                head.method, head.target, headers, length
+            )
+            self._sent = (headers, head.method, head.target, length, cycle.request_bytes)
         pool = self.gateway.pool
-        cycle.request_bytes = pool.request_bytes(
-            head.method, head.target, forward.upstream_headers, length
-        )
         cycle.retry = not cycle.upload_framing
         conn = pool.take_idle()
         if conn is not None:
@@ -633,7 +632,14 @@ class HttpConnection(asyncio.Protocol):
         metrics = self.pipeline.settings.metrics
         if metrics is not None:
             metrics.upstream_answered(time.monotonic() - cycle.start_time)
-        out = downstream_response_headers(headers)
+        relayed = self._relayed
+        if relayed and relayed[0] == status and relayed[1] == reason and relayed[2] == headers:
+            head = relayed[3]
+        else:
+            head = framing.status_line(status, reason) + framing.header_block(
+                downstream_response_headers(headers)
+            )
+            self._relayed = (status, reason, headers, head)
         with_body = framing.has_body(cycle.head.method, status)
         framing_header = b""
         if not with_body:
@@ -655,7 +661,7 @@ class HttpConnection(asyncio.Protocol):
                 cycle.response_chunked = True
             else:
                 cycle.close_after = True  # HTTP/1.0: the body ends with the connection
-        self._write_head(cycle, status, reason, out, framing_header)
+        self._write_head(cycle, status, head, framing_header)
 
     def response_body(self, cycle: Cycle, data: bytes) -> None:
         if not data or cycle.head_only:
@@ -705,19 +711,18 @@ class HttpConnection(asyncio.Protocol):
         headers = answer.headers
         body = answer.body
         framing_header = b"Content-Length: %d\r\n" % len(body)
-        self._write_head(cycle, answer.status, answer.reason, headers, framing_header)
+        self._write_head(
+            cycle,
+            answer.status,
+            framing.status_line(answer.status, answer.reason) + framing.header_block(headers),
+            framing_header,
+        )
         if body and not cycle.head_only and framing.has_body("GET", answer.status):
             self._write(body)
         self._finish(cycle)
 
-    def _write_head(
-        self,
-        cycle: Cycle,
-        status: int,
-        reason: bytes | str,
-        headers: HeaderList,
-        framing_header: bytes,
-    ) -> None:
+    def _write_head(self, cycle: Cycle, status: int, head: bytes, framing_header: bytes) -> None:
+        """`head`: the status line and header block, without framing and Connection."""
         cycle.started = True
         cycle.response_status = status
         keep = cycle.keep_alive and not cycle.close_after and not self.gateway.draining
@@ -725,13 +730,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.close_after = True
         self._write(
             b"".join(
-                (
-                    framing.status_line(status, reason),
-                    framing.header_block(headers),
-                    framing_header,
-                    b"" if keep else b"Connection: close\r\n",
-                    framing.CRLF,
-                )
+                (head, framing_header, b"" if keep else b"Connection: close\r\n", framing.CRLF)
             )
         )
 
@@ -944,8 +943,8 @@ class HttpConnection(asyncio.Protocol):
         self._write_head(
             cycle,
             reply.status,
-            reply.reason,
-            downstream_response_headers(headers),
+            framing.status_line(reply.status, reply.reason)
+            + framing.header_block(downstream_response_headers(headers)),
             b"Content-Length: %d\r\n" % len(body) if with_body or body else b"",
         )
         if with_body and body:
@@ -993,6 +992,9 @@ class _Relay:
     def upstream_resume_writing(self) -> None:
         self.conn.resume("upload")
 
+
+# The usual methods' names as str without decoding them per request.
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 # RFC 3986 host (reg-name, IPv4 or IP-literal) and optional port; no userinfo, path or spaces.
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+;=-]+)(?::[0-9]{1,5})?")
