@@ -48,10 +48,11 @@ REFUSED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
 DECISION_TTL = 1.0
 # Who the gateway takes the caller for (`raygate whoami`): a SelfSubjectReview.
 WHOAMI_PATH = "/raygate/whoami"
-# Entries of the identity and decision caches, at most; they live DECISION_TTL, and those
+# Entries of the identity and decision caches, at most. They live DECISION_TTL, and those
 # expired (or learnt under an older revision) are swept out every SWEEP_INTERVAL, so the caches
-# hold about a second's worth of distinct callers, and a flood of new tokens cannot grow them.
-CACHE_ENTRIES = 4096
+# hold a second's worth of distinct callers, up to this many: a flood of new tokens costs a
+# worker about 1.5 MiB here (~700 bytes an entry), whatever its rate.
+CACHE_ENTRIES = 2048
 SWEEP_INTERVAL = 0.1
 # A bearer token that failed verification (bad signature, unknown key, malformed, expired) is
 # remembered by its digest for this long, under the authority's revision: the same token again
