@@ -91,8 +91,10 @@ def _string(value: str | None) -> str:
 # request a cached decision allows, so encoded once per (identity, attributes, decision, reason).
 # Keyed by the ids of the identity and first attributes; the entry holds the objects it was made
 # for (so an id is never reused while its entry lives) and is used only when they are the same.
+# Few: enough for the cached decisions in use at once, while a flood of tokens each used once
+# (whose entries are never used again) keeps at most this many identities alive (~2 MiB at 4096).
 _fragments: dict[tuple[int, int], tuple[Any, Any, str, str, str, str]] = {}
-_FRAGMENTS_MAX = 4096
+_FRAGMENTS_MAX = 512
 
 
 def _constant_fields(record: AuditRecord) -> tuple[str, str]:
