@@ -47,18 +47,9 @@ HOLD_BYTES = 256 * 1024
 DISCARD_BYTES = 64 * 1024
 
 
-def _drive(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
-    """Run `coro` until it first waits. (True, result) when it finished without waiting;
-    (False, task) with a task carrying it on otherwise. Cached decisions never wait, so they
-    cost no task."""
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, asyncio.ensure_future(_carry_on(coro, yielded))
-
-
 async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    """Carry on, in a task, a coroutine that was run inline until it first waited (`yielded`:
+    what it waited on)."""
     while True:
         if yielded is None:
             await asyncio.sleep(0)
@@ -98,6 +89,7 @@ class Cycle:
     discarding = False
     sink: Any = None  # where body bytes go once forwarding (None: held)
     waiting_body: asyncio.Future[bytes] | None = None
+    upgrade = False  # the request has an Upgrade header
     record: AuditRecord | None = None
     started = False  # response head sent to the client
     response_status = 0
@@ -117,6 +109,34 @@ class Cycle:
         self.version = version
         self.body_hold: list[bytes] = []
         self.head_only = head.method == "HEAD"
+        self.corks = conn  # writes to the client gather while an upstream read is parsed
+
+    # -- the upstream's response (a raygate.dataplane.upstream.ResponseListener) -------------
+    # Events for a request no longer forwarded (answered meanwhile, or abandoned) are dropped.
+    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+        if self.upstream is not None:
+            self.conn.response_head(self, status, reason, headers)
+
+    def response_body(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.conn.response_body(self, data)
+
+    def response_complete(self) -> None:
+        if self.upstream is not None:
+            self.conn.response_complete(self)
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        self.conn._upstream_failed(self, UpstreamError("unexpected protocol switch"))
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        if self.upstream is not None:
+            self.conn._upstream_failed(self, exc)
+
+    def upstream_pause_writing(self) -> None:
+        self.conn.pause("upload")
+
+    def upstream_resume_writing(self) -> None:
+        self.conn.resume("upload")
 
     # -- the request body --------------------------------------------------------------------
     def body_data(self, data: bytes) -> None:
@@ -239,7 +259,12 @@ class HttpConnection(asyncio.Protocol):
             self.refuse(responses.bad_request(f"malformed request ({_parser_reason(err)})"))
             self._start_pending()
         else:
-            self._start_pending()
+            # (_start_pending, inline: once per request)
+            cycle = self._to_start
+            if cycle is not None:
+                self._to_start = None
+                if not self.closing and cycle is self.cycle:
+                    self._start(cycle)
 
     def _start_pending(self) -> None:
         # Started only once the parser accepted everything it was given: llhttp refuses some
@@ -418,10 +443,11 @@ class HttpConnection(asyncio.Protocol):
                 )
             cycle.chunked = True
         if "upgrade" in index or "connection" in index:
+            cycle.upgrade = "upgrade" in index
             _check_upgrade(index, cycle)
         if cycle.version == "1.1":
-            expect = headers.get("Expect")
-            if expect is not None and expect.lower() == "100-continue":
+            expect = index.get("expect")
+            if expect is not None and expect[0].lower() == "100-continue":
                 cycle.continue_expected = True
         if not cycle.chunked and not cycle.declared_length:
             cycle.body_done = True  # nothing more to come for this request
@@ -441,17 +467,22 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         cycle = self.parsing
         self.parsing = None
-        if cycle is not None:
+        if cycle is not None and (not cycle.body_done or cycle.waiting_body is not None):
             cycle.body_complete()
 
     # -- a request -----------------------------------------------------------------------------
     def _start(self, cycle: Cycle) -> None:
         cycle.start_time = time.monotonic()
-        done, result = _drive(self.pipeline.decide(cycle.head, self.memo))
-        if done:
-            self._decided(cycle, result)
-        else:
-            result.add_done_callback(lambda task: self._decided_task(cycle, task))
+        # The decision runs inline until it first waits: a cached one never does, and costs
+        # no task (see _carry_on).
+        decision = self.pipeline.decide(cycle.head, self.memo)
+        try:
+            yielded = decision.send(None)
+        except StopIteration as done:
+            self._decided(cycle, done.value)
+            return
+        task = asyncio.ensure_future(_carry_on(decision, yielded))
+        task.add_done_callback(lambda task: self._decided_task(cycle, task))
 
     def _decided_task(self, cycle: Cycle, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
@@ -473,7 +504,7 @@ class HttpConnection(asyncio.Protocol):
             self.answer(cycle, outcome)
             return
         cycle.record = outcome.record
-        if websocket.is_websocket(cycle.head):
+        if cycle.upgrade and websocket.is_websocket(cycle.head):
             websocket.start(self, cycle, outcome)
             return
         if self.upgrade_rest or self.parser.should_upgrade():
@@ -547,7 +578,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _send(self, cycle: Cycle, conn: UpstreamConnection) -> None:
         cycle.upstream = conn
-        conn.start(_Relay(self, cycle), cycle.request_bytes, head_only=cycle.head_only)
+        conn.start(cycle, cycle.request_bytes, head_only=cycle.head_only)
         timeout = self.settings.upstream_headers_timeout
         if timeout is not None and not cycle.deadline:
             # One timer per connection, re-armed only when it fires (as the idle timer).
@@ -625,7 +656,7 @@ class HttpConnection(asyncio.Protocol):
         cycle.close_after = cycle.close_after or not cycle.body_done
         self.answer(cycle, answer)
 
-    # -- the upstream's response, streamed (called by _Relay) ----------------------------------
+    # -- the upstream's response, streamed (called by the Cycle it answers) ----------------------------------
     def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: HeaderList) -> None:
         cycle.upstream_started = True
         cycle.deadline = 0.0
@@ -640,9 +671,8 @@ class HttpConnection(asyncio.Protocol):
                 downstream_response_headers(headers)
             )
             self._relayed = (status, reason, headers, head)
-        with_body = framing.has_body(cycle.head.method, status)
         framing_header = b""
-        if not with_body:
+        if cycle.head_only or status < 200 or status == 204 or status == 304:  # no body
             for name, value in headers:
                 if name.lower() == "content-length":
                     framing_header = b"Content-Length: %s\r\n" % value.encode("latin-1")
@@ -782,7 +812,8 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._waiting_for_request = True
             self._arm_idle()
-            self.gateway.connection_idle(self)
+            if self.gateway.draining:
+                self.close_now()
 
     def _abandon(self, cycle: Cycle) -> None:
         """The client left while `cycle` was in flight."""
@@ -950,47 +981,6 @@ class HttpConnection(asyncio.Protocol):
         if with_body and body:
             self._write(body)
         self._finish(cycle)
-
-
-class _Relay:
-    """Routes an upstream connection's events to the client request it answers."""
-
-    __slots__ = ("conn", "cycle")
-
-    def __init__(self, conn: HttpConnection, cycle: Cycle) -> None:
-        self.conn = conn
-        self.cycle = cycle
-
-    def cork(self) -> None:
-        self.conn.cork()
-
-    def uncork(self) -> None:
-        self.conn.uncork()
-
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_head(self.cycle, status, reason, headers)
-
-    def response_body(self, data: bytes) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_body(self.cycle, data)
-
-    def response_complete(self) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_complete(self.cycle)
-
-    def upstream_upgraded(self, rest: bytes) -> None:
-        self.conn._upstream_failed(self.cycle, UpstreamError("unexpected protocol switch"))
-
-    def upstream_lost(self, exc: BaseException | None) -> None:
-        if self.cycle.upstream is not None:
-            self.conn._upstream_failed(self.cycle, exc)
-
-    def upstream_pause_writing(self) -> None:
-        self.conn.pause("upload")
-
-    def upstream_resume_writing(self) -> None:
-        self.conn.resume("upload")
 
 
 # The usual methods' names as str without decoding them per request.
