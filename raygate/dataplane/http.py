@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from raygate.dataplane import framing, websocket
-from raygate.dataplane.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection
+from raygate.dataplane.upstream import (
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+    RawHeaders,
+    UpstreamConnection,
+    decoded,
+)
 from raygate.errors import RequestRefused, UpstreamError
 from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
 from raygate.pipeline import (
@@ -28,7 +34,6 @@ from raygate.pipeline import (
     DecisionMemo,
     Door,
     Forward,
-    HeaderList,
     Headers,
     RequestHead,
     responses,
@@ -113,7 +118,7 @@ class Cycle:
 
     # -- the upstream's response (a raygate.dataplane.upstream.ResponseListener) -------------
     # Events for a request no longer forwarded (answered meanwhile, or abandoned) are dropped.
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         if self.upstream is not None:
             self.conn.response_head(self, status, reason, headers)
 
@@ -657,7 +662,7 @@ class HttpConnection(asyncio.Protocol):
         self.answer(cycle, answer)
 
     # -- the upstream's response, streamed (called by the Cycle it answers) ----------------------------------
-    def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: HeaderList) -> None:
+    def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: RawHeaders) -> None:
         cycle.upstream_started = True
         cycle.deadline = 0.0
         metrics = self.pipeline.settings.metrics
@@ -668,14 +673,14 @@ class HttpConnection(asyncio.Protocol):
             head = relayed[3]
         else:
             head = framing.status_line(status, reason) + framing.header_block(
-                downstream_response_headers(headers)
+                downstream_response_headers(decoded(headers))
             )
             self._relayed = (status, reason, headers, head)
         framing_header = b""
         if cycle.head_only or status < 200 or status == 204 or status == 304:  # no body
             for name, value in headers:
-                if name.lower() == "content-length":
-                    framing_header = b"Content-Length: %s\r\n" % value.encode("latin-1")
+                if name.lower() == b"content-length":
+                    framing_header = b"Content-Length: %s\r\n" % value
                     break
             cycle.response_chunked = False
         else:
