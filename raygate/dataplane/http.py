@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from raygate.dataplane import framing, websocket
-from raygate.dataplane.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection
+from raygate.dataplane.upstream import (
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+    RawHeaders,
+    UpstreamConnection,
+    decoded,
+)
 from raygate.errors import RequestRefused, UpstreamError
 from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
 from raygate.pipeline import (
@@ -28,7 +34,6 @@ from raygate.pipeline import (
     DecisionMemo,
     Door,
     Forward,
-    HeaderList,
     Headers,
     RequestHead,
     responses,
@@ -47,18 +52,9 @@ HOLD_BYTES = 256 * 1024
 DISCARD_BYTES = 64 * 1024
 
 
-def _drive(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
-    """Run `coro` until it first waits. (True, result) when it finished without waiting;
-    (False, task) with a task carrying it on otherwise. Cached decisions never wait, so they
-    cost no task."""
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, asyncio.ensure_future(_carry_on(coro, yielded))
-
-
 async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    """Carry on, in a task, a coroutine that was run inline until it first waited (`yielded`:
+    what it waited on)."""
     while True:
         if yielded is None:
             await asyncio.sleep(0)
@@ -98,6 +94,7 @@ class Cycle:
     discarding = False
     sink: Any = None  # where body bytes go once forwarding (None: held)
     waiting_body: asyncio.Future[bytes] | None = None
+    upgrade = False  # the request has an Upgrade header
     record: AuditRecord | None = None
     started = False  # response head sent to the client
     response_status = 0
@@ -117,6 +114,34 @@ class Cycle:
         self.version = version
         self.body_hold: list[bytes] = []
         self.head_only = head.method == "HEAD"
+        self.corks = conn  # writes to the client gather while an upstream read is parsed
+
+    # -- the upstream's response (a raygate.dataplane.upstream.ResponseListener) -------------
+    # Events for a request no longer forwarded (answered meanwhile, or abandoned) are dropped.
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        if self.upstream is not None:
+            self.conn.response_head(self, status, reason, headers)
+
+    def response_body(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.conn.response_body(self, data)
+
+    def response_complete(self) -> None:
+        if self.upstream is not None:
+            self.conn.response_complete(self)
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        self.conn._upstream_failed(self, UpstreamError("unexpected protocol switch"))
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        if self.upstream is not None:
+            self.conn._upstream_failed(self, exc)
+
+    def upstream_pause_writing(self) -> None:
+        self.conn.pause("upload")
+
+    def upstream_resume_writing(self) -> None:
+        self.conn.resume("upload")
 
     # -- the request body --------------------------------------------------------------------
     def body_data(self, data: bytes) -> None:
@@ -178,6 +203,10 @@ class HttpConnection(asyncio.Protocol):
         self.upgrade_rest = b""
         self._url = b""
         self._raw: list[tuple[bytes, bytes]] = []  # the header lines being parsed
+        # The last request's header lines, and the Headers made of them (and its name index).
+        self._last_head: tuple[list[tuple[bytes, bytes]], Headers, dict[str, list[str]]] | None = (
+            None
+        )
         self._header_bytes = 0
         settings = self.settings
         self._max_line = settings.max_header_bytes
@@ -239,7 +268,12 @@ class HttpConnection(asyncio.Protocol):
             self.refuse(responses.bad_request(f"malformed request ({_parser_reason(err)})"))
             self._start_pending()
         else:
-            self._start_pending()
+            # (_start_pending, inline: once per request)
+            cycle = self._to_start
+            if cycle is not None:
+                self._to_start = None
+                if not self.closing and cycle is self.cycle:
+                    self._start(cycle)
 
     def _start_pending(self) -> None:
         # Started only once the parser accepted everything it was given: llhttp refuses some
@@ -360,17 +394,25 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._waiting_for_request = False
         parser = self.parser
-        # Header lines as latin-1 strings (what HTTP/1.1 carries), with their name index.
-        pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw]
-        index: dict[str, list[str]] = {}
-        for name, value in pairs:
-            key = name.lower()
-            values = index.get(key)
-            if values is None:
-                index[key] = [value]
-            else:
-                values.append(value)
-        headers = Headers(pairs, index)
+        raw = self._raw
+        last = self._last_head
+        reused = last is not None and last[0] == raw
+        if reused:
+            # The same header lines as this connection's request before (a client polling):
+            # the same Headers, decoded and checked once. Nobody changes a Headers.
+            headers, index = last[1], last[2]  # type: ignore[index]
+        else:
+            # Header lines as latin-1 strings (what HTTP/1.1 carries), with their name index.
+            pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+            index = {}
+            for name, value in pairs:
+                key = name.lower()
+                values = index.get(key)
+                if values is None:
+                    index[key] = [value]
+                else:
+                    values.append(value)
+            headers = Headers(pairs, index)
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
         hosts = index.get("host")
@@ -388,10 +430,12 @@ class HttpConnection(asyncio.Protocol):
         if (hosts is not None and len(hosts) > 1) or (not hosts and version != "1.0"):
             # RFC 9112 §3.2: exactly one Host; two could name two different hosts to two parsers.
             raise RequestRefused(responses.bad_request("a request needs exactly one Host header"))
-        if hosts and not _HOST.fullmatch(hosts[0]):
+        if hosts and not reused and not _HOST.fullmatch(hosts[0]):
             # Userinfo, a path or spaces in Host: the upstream (or a log) could read another
             # authority than the one the gateway checked.
             raise RequestRefused(responses.bad_request("the Host header is not a host[:port]"))
+        if not reused:
+            self._last_head = (raw, headers, index)  # these lines passed the checks above
         target = head.target
         if "#" in target:
             # RFC 9112 §3.2: no fragment in a request target; parsers disagree where it ends.
@@ -418,10 +462,11 @@ class HttpConnection(asyncio.Protocol):
                 )
             cycle.chunked = True
         if "upgrade" in index or "connection" in index:
+            cycle.upgrade = "upgrade" in index
             _check_upgrade(index, cycle)
         if cycle.version == "1.1":
-            expect = headers.get("Expect")
-            if expect is not None and expect.lower() == "100-continue":
+            expect = index.get("expect")
+            if expect is not None and expect[0].lower() == "100-continue":
                 cycle.continue_expected = True
         if not cycle.chunked and not cycle.declared_length:
             cycle.body_done = True  # nothing more to come for this request
@@ -441,17 +486,22 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         cycle = self.parsing
         self.parsing = None
-        if cycle is not None:
+        if cycle is not None and (not cycle.body_done or cycle.waiting_body is not None):
             cycle.body_complete()
 
     # -- a request -----------------------------------------------------------------------------
     def _start(self, cycle: Cycle) -> None:
         cycle.start_time = time.monotonic()
-        done, result = _drive(self.pipeline.decide(cycle.head, self.memo))
-        if done:
-            self._decided(cycle, result)
-        else:
-            result.add_done_callback(lambda task: self._decided_task(cycle, task))
+        # The decision runs inline until it first waits: a cached one never does, and costs
+        # no task (see _carry_on).
+        decision = self.pipeline.decide(cycle.head, self.memo)
+        try:
+            yielded = decision.send(None)
+        except StopIteration as done:
+            self._decided(cycle, done.value)
+            return
+        task = asyncio.ensure_future(_carry_on(decision, yielded))
+        task.add_done_callback(lambda task: self._decided_task(cycle, task))
 
     def _decided_task(self, cycle: Cycle, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
@@ -473,7 +523,7 @@ class HttpConnection(asyncio.Protocol):
             self.answer(cycle, outcome)
             return
         cycle.record = outcome.record
-        if websocket.is_websocket(cycle.head):
+        if cycle.upgrade and websocket.is_websocket(cycle.head):
             websocket.start(self, cycle, outcome)
             return
         if self.upgrade_rest or self.parser.should_upgrade():
@@ -547,7 +597,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _send(self, cycle: Cycle, conn: UpstreamConnection) -> None:
         cycle.upstream = conn
-        conn.start(_Relay(self, cycle), cycle.request_bytes, head_only=cycle.head_only)
+        conn.start(cycle, cycle.request_bytes, head_only=cycle.head_only)
         timeout = self.settings.upstream_headers_timeout
         if timeout is not None and not cycle.deadline:
             # One timer per connection, re-armed only when it fires (as the idle timer).
@@ -625,8 +675,8 @@ class HttpConnection(asyncio.Protocol):
         cycle.close_after = cycle.close_after or not cycle.body_done
         self.answer(cycle, answer)
 
-    # -- the upstream's response, streamed (called by _Relay) ----------------------------------
-    def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: HeaderList) -> None:
+    # -- the upstream's response, streamed (called by the Cycle it answers) ----------------------------------
+    def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: RawHeaders) -> None:
         cycle.upstream_started = True
         cycle.deadline = 0.0
         metrics = self.pipeline.settings.metrics
@@ -637,15 +687,14 @@ class HttpConnection(asyncio.Protocol):
             head = relayed[3]
         else:
             head = framing.status_line(status, reason) + framing.header_block(
-                downstream_response_headers(headers)
+                downstream_response_headers(decoded(headers))
             )
             self._relayed = (status, reason, headers, head)
-        with_body = framing.has_body(cycle.head.method, status)
         framing_header = b""
-        if not with_body:
+        if cycle.head_only or status < 200 or status == 204 or status == 304:  # no body
             for name, value in headers:
-                if name.lower() == "content-length":
-                    framing_header = b"Content-Length: %s\r\n" % value.encode("latin-1")
+                if name.lower() == b"content-length":
+                    framing_header = b"Content-Length: %s\r\n" % value
                     break
             cycle.response_chunked = False
         else:
@@ -782,7 +831,8 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._waiting_for_request = True
             self._arm_idle()
-            self.gateway.connection_idle(self)
+            if self.gateway.draining:
+                self.close_now()
 
     def _abandon(self, cycle: Cycle) -> None:
         """The client left while `cycle` was in flight."""
@@ -950,47 +1000,6 @@ class HttpConnection(asyncio.Protocol):
         if with_body and body:
             self._write(body)
         self._finish(cycle)
-
-
-class _Relay:
-    """Routes an upstream connection's events to the client request it answers."""
-
-    __slots__ = ("conn", "cycle")
-
-    def __init__(self, conn: HttpConnection, cycle: Cycle) -> None:
-        self.conn = conn
-        self.cycle = cycle
-
-    def cork(self) -> None:
-        self.conn.cork()
-
-    def uncork(self) -> None:
-        self.conn.uncork()
-
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_head(self.cycle, status, reason, headers)
-
-    def response_body(self, data: bytes) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_body(self.cycle, data)
-
-    def response_complete(self) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_complete(self.cycle)
-
-    def upstream_upgraded(self, rest: bytes) -> None:
-        self.conn._upstream_failed(self.cycle, UpstreamError("unexpected protocol switch"))
-
-    def upstream_lost(self, exc: BaseException | None) -> None:
-        if self.cycle.upstream is not None:
-            self.conn._upstream_failed(self.cycle, exc)
-
-    def upstream_pause_writing(self) -> None:
-        self.conn.pause("upload")
-
-    def upstream_resume_writing(self) -> None:
-        self.conn.resume("upload")
 
 
 # The usual methods' names as str without decoding them per request.

@@ -29,10 +29,18 @@ WRITE_LOW_WATER = 64 * 1024
 FETCH_TIMEOUT = 60.0
 
 
+# Response header lines as the parser gives them (latin-1 bytes); `decoded` makes a HeaderList.
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def decoded(headers: RawHeaders) -> HeaderList:
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+
+
 class ResponseListener(Protocol):
     """What receives an upstream response, event by event."""
 
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None: ...
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None: ...
 
     def response_body(self, data: bytes) -> None: ...
 
@@ -60,7 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.upgraded = False
         self._status = 0
         self._reason = b""
-        self._headers: HeaderList = []
+        self._headers: RawHeaders = []
         # Responses to HEAD have no body, whatever their Content-Length says; llhttp cannot be
         # told so, so such a connection ends with the head and is not reused.
         self.expect_head_only = False
@@ -82,9 +90,11 @@ class UpstreamConnection(asyncio.Protocol):
         if listener is None:
             self.close()  # bytes from an idle upstream connection: it is not in sync anymore
             return
-        corked = listener if hasattr(listener, "cork") else None
+        # A client the listener writes to: its writes gather until this read is parsed, then
+        # go in one write (one system call per upstream read).
+        corked = getattr(listener, "corks", None)
         if corked is not None:
-            corked.cork()  # type: ignore[attr-defined]
+            corked.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -100,7 +110,7 @@ class UpstreamConnection(asyncio.Protocol):
                 listener.upstream_lost(UpstreamError(f"invalid response from the upstream: {err}"))
         finally:
             if corked is not None:
-                corked.uncork()  # type: ignore[attr-defined]
+                corked.uncork()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -136,12 +146,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        text = value.decode("latin-1")
-        self._headers.append((name.decode("latin-1"), text))
-        if len(name) in (14, 17):  # the framing headers, noted on the way
+        # As the parser gives them: a client request repeating its last gets the response head
+        # it had from these bytes, undecoded (raygate.dataplane.http); others decode them.
+        self._headers.append((name, value))
+        if len(name) == 14 or len(name) == 17:  # the framing headers, noted on the way
             lname = name.lower()
             if lname == b"content-length":
-                self.response_length = text
+                self.response_length = value.decode("latin-1")
             elif lname == b"transfer-encoding":
                 self.response_chunked = True
 
@@ -257,7 +268,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         address = self.address
         # wait_for, not asyncio.timeout: this may run before a decision's first wait, outside
-        # any task (see raygate.dataplane.http._drive).
+        # any task (see raygate.dataplane.http.HttpConnection._start).
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
@@ -380,9 +391,9 @@ class BufferedExchange:
         self._headers: HeaderList = []
         self._body: bytearray | None = bytearray()
 
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         self.started = True
-        self._status, self._reason, self._headers = status, reason, headers
+        self._status, self._reason, self._headers = status, reason, decoded(headers)
 
     def response_body(self, data: bytes) -> None:
         body = self._body

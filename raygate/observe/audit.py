@@ -73,18 +73,19 @@ class AuditRecord:
         if finished is None:
             finished = time.monotonic()
         middle, tail = _constant_fields(self)
+        second = _last_second
+        if second[0] != int(completed):
+            second = _utc_second(int(completed))
+        remote = self.remote
         # Keys in this order, as json.dumps of one dict would write them (tests and readers
         # see the same line); only the fields that change per request are encoded here.
         return (
-            f'{{"time":"{_utc_second(int(completed))}","requestId":"{self.request_id}",'
-            f'"remote":{_string(self.remote)},"method":{_string(self.method)},'
-            f'"path":{_string(self.path)},{middle},"status":{self.status},'
+            f'{{"time":"{second[1]}","requestId":"{self.request_id}",'
+            f'"remote":{"null" if remote is None else _encode_string(remote)},'
+            f'"method":{_encode_string(self.method)},"path":{_encode_string(self.path)},'
+            f'{middle},"status":{self.status},'
             f'"latencyMs":{round((finished - self.started) * 1000, 3)!r}{tail}}}'
         )
-
-
-def _string(value: str | None) -> str:
-    return "null" if value is None else _encode_string(value)
 
 
 # The user, groups, decision, reason and first attributes of a line, encoded: the same for every
@@ -145,7 +146,7 @@ def _constant_fields(record: AuditRecord) -> tuple[str, str]:
 _last_second: tuple[int, str] = (-1, "")
 
 
-def _utc_second(second: int) -> str:
+def _utc_second(second: int) -> tuple[int, str]:
     # One strftime per second, not per line (thousands of lines a second are formatted).
     global _last_second
     cached = _last_second  # one tuple, swapped whole: safe from two threads
@@ -154,7 +155,7 @@ def _utc_second(second: int) -> str:
             second,
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)),
         )
-    return cached[1]
+    return cached
 
 
 FLUSH_INTERVAL = 1.0  # seconds: lines are on disk within this (fdatasync), and retries
@@ -217,6 +218,8 @@ class AuditLog:
         self._signalled = True  # until the writer first waits
         self._pending: deque[bytes] = deque()
         self._failure: str | None = None
+        # True while requests must not be forwarded (fail-closed and failing): read per request.
+        self.refusing = False
         self._failed_since = 0.0
         self._lost = 0
         self._dirty = False
@@ -249,7 +252,10 @@ class AuditLog:
         two threads hand the GIL back and forth on every event-loop callback while it ran.
         """
         try:
-            line = _encoded(record, time.time(), time.monotonic(), self.format)
+            if self.format is AuditFormat.JSON:
+                line = (record.to_json(time.time(), time.monotonic()) + "\n").encode()
+            else:
+                line = _encoded(record, time.time(), time.monotonic(), self.format)
         except Exception:  # a record that cannot be formatted must not fail its request
             log.exception("audit: a record could not be formatted")
             return
@@ -420,11 +426,13 @@ class AuditLog:
         if isinstance(self._sink, RotatingFile):
             self._sink.close()  # reopened on the next attempt: the file may have been replaced
         self._failure = reason
+        self.refusing = self.failure_policy is AuditFailurePolicy.FAIL_CLOSED
 
     def _recovered(self) -> None:
         if self._failure is None:
             return
         self._failure = None
+        self.refusing = False
         log.warning(
             "audit log %s writable again after %.0fs%s",
             self._sink,
