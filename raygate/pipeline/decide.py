@@ -186,11 +186,16 @@ class _Identified(NamedTuple):
     revision: int
 
 
-def _key(credential: str | bytes) -> bytes:
-    """Caches key credentials by hash: they never hold a usable token (nor a whole certificate)."""
-    if isinstance(credential, bytes):
-        return hashlib.sha256(credential).digest()
+def _key(credential: str) -> bytes:
+    """Caches key credentials by hash: they never hold a usable token."""
     return hashlib.sha256(credential.encode("utf-8", "surrogateescape")).digest()
+
+
+def _credential_key(credential: str | bytes) -> bytes:
+    """A token's key, or a client certificate's (its DER's hash: no whole certificate kept)."""
+    return (
+        hashlib.sha256(credential).digest() if isinstance(credential, bytes) else _key(credential)
+    )
 
 
 def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:
@@ -465,7 +470,7 @@ class Pipeline:
     async def _authenticate(
         self, credential: str | bytes, head: RequestHead, record: AuditRecord
     ) -> Identity | Answer:
-        key = _key(credential)
+        key = _credential_key(credential)
         revision = self.settings.authority.revision
         now = time.monotonic()
         if now >= self._sweep_due:
