@@ -193,3 +193,23 @@ def test_a_token_not_yet_valid_is_not_remembered_as_invalid(tmp_path: Path) -> N
     assert isinstance(_decide(pipeline, token), Forward)
     assert authority.verified[token] == 2
     authority.inner.store.close()
+
+
+def test_a_flood_of_new_tokens_leaves_at_most_a_seconds_worth_of_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory: identities and decisions of tokens used once go when they expire (swept, not
+    only replaced), and never number more than CACHE_ENTRIES, however many tokens come."""
+    monkeypatch.setattr(decide_module, "CACHE_ENTRIES", 16)
+    monkeypatch.setattr(decide_module, "SWEEP_INTERVAL", 0.0)
+    pipeline, authority = _setup(tmp_path)
+    pipeline.settings.decision_ttl = 0.2
+    tokens = [token_for(tmp_path, "reader") for _ in range(40)]
+    for token in tokens:
+        assert isinstance(_decide(pipeline, token), Forward)
+        # Looked into, as nothing a client sees tells what the gateway keeps.
+        assert len(pipeline._identities) <= 16 and len(pipeline._allowed) <= 16
+    time.sleep(0.25)
+    _assert_refused(_decide(pipeline, "not-a-jwt"))  # any authentication sweeps
+    assert (len(pipeline._identities), len(pipeline._allowed)) == (0, 0)
+    authority.inner.store.close()
