@@ -223,6 +223,7 @@ class AuditLog:
         self._failed_since = 0.0
         self._lost = 0
         self._dirty = False
+        self._checked_at = 0.0  # when the sink was last checked (free space, rotated away)
         self._closed = False
         self._lock = threading.Lock()  # the sink, for a write after close
         self._open_sink()
@@ -385,6 +386,10 @@ class AuditLog:
             return
         self._pending.clear()
         self._dirty = True
+        now = time.monotonic()
+        if self._failure is None and now - self._checked_at < self._flush_interval:
+            return  # checked less than a second ago: a batch is one write, not four more calls
+        self._checked_at = now
         try:
             self._sink.check()  # e.g. the disk just filled: refuse before a line is lost
         except OSError as err:
