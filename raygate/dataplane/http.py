@@ -705,7 +705,7 @@ class HttpConnection(asyncio.Protocol):
         cycle.close_after = cycle.close_after or not cycle.body_done
         self.answer(cycle, answer)
 
-    # -- the upstream's response, streamed (called by the Cycle it answers) ----------------------------------
+    # -- the upstream's response, streamed (called by the Cycle it answers) --------------------
     def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: RawHeaders) -> None:
         cycle.upstream_started = True
         cycle.deadline = 0.0
