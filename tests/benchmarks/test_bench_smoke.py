@@ -88,6 +88,7 @@ def test_gateway_smoke_run_compares_every_path_with_nginx(
         "direct (tiny upstream)",
         "nginx reverse proxy",
         "naive aiohttp+uvloop pass-through",
+        "minimal uvloop+httptools proxy (issue 7's yardstick)",
         "raygate, valid token, cached decision",
         "raygate, a token never seen before each request",
         "raygate, untrusted token (401)",
