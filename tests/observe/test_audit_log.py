@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from raygate.identity import Attributes, service_account_identity
+from raygate.observe import audit as audit_module
 from raygate.observe.audit import AuditFailurePolicy, AuditLog, AuditRecord
 from raygate.observe.logfile import MIN_FREE_BYTES
 
@@ -66,6 +67,40 @@ def test_lines_reach_the_file_within_a_second_without_close(tmp_path: Path) -> N
         assert time.monotonic() - start < 1.5
         ids = [json.loads(line)["requestId"] for line in lines_of(path)]
         assert ids == [f"{n:08d}" for n in range(100)]
+    finally:
+        audit.close()
+
+
+def test_lines_gather_into_batches_but_a_full_batch_is_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gathering delay far longer than the test: only a full batch can make lines appear.
+    monkeypatch.setattr(audit_module, "BATCH_DELAY", 30.0)
+    path = tmp_path / "audit.log"
+    audit = AuditLog(path)
+    try:
+        audit.write(record(0))
+        time.sleep(0.3)
+        assert lines_of(path) == [], "a lone line was written before its batch gathered"
+        for number in range(1, audit_module.BATCH_LINES):
+            audit.write(record(number))
+        wait_for(lambda: len(lines_of(path)) == audit_module.BATCH_LINES, timeout=2)
+    finally:
+        audit.close()
+
+
+def test_flush_does_not_wait_for_the_batch_to_gather(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_module, "BATCH_DELAY", 30.0)
+    path = tmp_path / "audit.log"
+    audit = AuditLog(path)
+    try:
+        audit.write(record(0))
+        start = time.monotonic()
+        assert audit.flush(timeout=5)
+        assert time.monotonic() - start < 2
+        assert len(lines_of(path)) == 1
     finally:
         audit.close()
 
