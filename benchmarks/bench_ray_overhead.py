@@ -9,8 +9,9 @@ being measured (every thread of raygate's own processes, or of the naive proxy's
 sched_setaffinity (what `taskset -a -p` does) to the core of one of two arrangements:
 
 - sidecar: the gateway on the other core, the one wrk has; Ray keeps its core to itself. This is
-  how a gateway runs in Kubernetes (the KubeRay guide's sidecar container has CPU of its own,
-  not Ray's). The issue's targets are evaluated here.
+  how the gateway runs in Kubernetes: a sidecar container in the Ray head pod with CPU of its
+  own, not Ray's (the KubeRay guide's kube-rbac-proxy sidecar; `raygate manifests` gives the
+  raygate container its own CPU request and limit). The issue's targets are evaluated here.
 - shared: the gateway on Ray's core, as `raygate up` runs on a one-core machine. Every
   microsecond the gateway spends per request is then taken from Ray, so the ratio is about
   Ray's CPU per request ÷ (Ray's + the gateway's); reported, not a target.
@@ -90,7 +91,7 @@ class Settings:
     rounds: int
 
 
-FULL = Settings(endpoints=ENDPOINTS, connections=(1, 16), seconds=3, warmup=1, rounds=2)
+FULL = Settings(endpoints=ENDPOINTS, connections=(1, 16), seconds=2, warmup=1, rounds=3)
 SMOKE = Settings(endpoints=ENDPOINTS[:1], connections=(1, 16), seconds=1, warmup=0, rounds=1)
 
 
