@@ -25,6 +25,7 @@ from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
 from raygate.pipeline import (
     Answer,
     BufferedResponse,
+    DecisionMemo,
     Door,
     Forward,
     HeaderList,
@@ -215,6 +216,12 @@ class HttpConnection(asyncio.Protocol):
         # Bytes for the client collected while the upstream's bytes are parsed, sent in one write.
         self._out: list[bytes] | None = None
         self._refusal: Answer | None = None  # a malformed request after one still in flight
+        # A keep-alive client mostly repeats itself: its last decision (the pipeline's
+        # DecisionMemo), the upstream head that went with it, and the last response head
+        # relayed, each reused while the same comes again.
+        self.memo = DecisionMemo()
+        self._sent: tuple[Any, ...] = ()  # (headers list, method, target, framing, bytes)
+        self._relayed: tuple[Any, ...] = ()  # (status, reason, upstream headers, bytes)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -460,7 +467,7 @@ class HttpConnection(asyncio.Protocol):
     # -- a request -----------------------------------------------------------------------------
     def _start(self, cycle: Cycle) -> None:
         cycle.start_time = time.monotonic()
-        done, result = _drive(self.pipeline.decide(cycle.head))
+        done, result = _drive(self.pipeline.decide(cycle.head, self.memo))
         if done:
             self._decided(cycle, result)
         else:
@@ -517,10 +524,22 @@ class HttpConnection(asyncio.Protocol):
         else:
             cycle.upload_framing = ""
             length = b""
+        headers = forward.upstream_headers
+        sent = self._sent
+        if (
+            sent
+            and sent[0] is headers
+            and sent[1] == head.method
+            and sent[2] == head.target
+            and sent[3] == length
+        ):
+            cycle.request_bytes = sent[4]  # the same request as the last (a DecisionMemo hit)
+        else:
+            cycle.request_bytes = self.gateway.pool.request_bytes(
+                head.method, head.target, headers, length
+            )
+            self._sent = (headers, head.method, head.target, length, cycle.request_bytes)
         pool = self.gateway.pool
-        cycle.request_bytes = pool.request_bytes(
-            head.method, head.target, forward.upstream_headers, length
-        )
         cycle.retry = not cycle.upload_framing
         conn = pool.take_idle()
         if conn is not None:
@@ -633,7 +652,14 @@ class HttpConnection(asyncio.Protocol):
         metrics = self.pipeline.settings.metrics
         if metrics is not None:
             metrics.upstream_answered(time.monotonic() - cycle.start_time)
-        out = downstream_response_headers(headers)
+        relayed = self._relayed
+        if relayed and relayed[0] == status and relayed[1] == reason and relayed[2] == headers:
+            head = relayed[3]
+        else:
+            head = framing.status_line(status, reason) + framing.header_block(
+                downstream_response_headers(headers)
+            )
+            self._relayed = (status, reason, headers, head)
         with_body = framing.has_body(cycle.head.method, status)
         framing_header = b""
         if not with_body:
@@ -655,7 +681,7 @@ class HttpConnection(asyncio.Protocol):
                 cycle.response_chunked = True
             else:
                 cycle.close_after = True  # HTTP/1.0: the body ends with the connection
-        self._write_head(cycle, status, reason, out, framing_header)
+        self._write_head(cycle, status, head, framing_header)
 
     def response_body(self, cycle: Cycle, data: bytes) -> None:
         if not data or cycle.head_only:
@@ -705,19 +731,18 @@ class HttpConnection(asyncio.Protocol):
         headers = answer.headers
         body = answer.body
         framing_header = b"Content-Length: %d\r\n" % len(body)
-        self._write_head(cycle, answer.status, answer.reason, headers, framing_header)
+        self._write_head(
+            cycle,
+            answer.status,
+            framing.status_line(answer.status, answer.reason) + framing.header_block(headers),
+            framing_header,
+        )
         if body and not cycle.head_only and framing.has_body("GET", answer.status):
             self._write(body)
         self._finish(cycle)
 
-    def _write_head(
-        self,
-        cycle: Cycle,
-        status: int,
-        reason: bytes | str,
-        headers: HeaderList,
-        framing_header: bytes,
-    ) -> None:
+    def _write_head(self, cycle: Cycle, status: int, head: bytes, framing_header: bytes) -> None:
+        """`head`: the status line and header block, without framing and Connection."""
         cycle.started = True
         cycle.response_status = status
         keep = cycle.keep_alive and not cycle.close_after and not self.gateway.draining
@@ -725,13 +750,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.close_after = True
         self._write(
             b"".join(
-                (
-                    framing.status_line(status, reason),
-                    framing.header_block(headers),
-                    framing_header,
-                    b"" if keep else b"Connection: close\r\n",
-                    framing.CRLF,
-                )
+                (head, framing_header, b"" if keep else b"Connection: close\r\n", framing.CRLF)
             )
         )
 
@@ -944,8 +963,8 @@ class HttpConnection(asyncio.Protocol):
         self._write_head(
             cycle,
             reply.status,
-            reply.reason,
-            downstream_response_headers(headers),
+            framing.status_line(reply.status, reply.reason)
+            + framing.header_block(downstream_response_headers(headers)),
             b"Content-Length: %d\r\n" % len(body) if with_body or body else b"",
         )
         if with_body and body:

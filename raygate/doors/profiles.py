@@ -30,6 +30,9 @@ class ClientProfile:
     ) -> Answer | None:
         return None
 
+    def hooks_for(self, head: RequestHead) -> bool:
+        return False
+
 
 class ServeProfile:
     """A call to Ray Serve: authorized on the application whose route prefix serves its path.
@@ -57,3 +60,6 @@ class ServeProfile:
         self, forward: Forward, head: RequestHead, context: HookContext
     ) -> Answer | None:
         return None
+
+    def hooks_for(self, head: RequestHead) -> bool:
+        return False

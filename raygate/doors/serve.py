@@ -28,7 +28,15 @@ from raygate.doors.ratelimit import RateLimiter, retry_after
 from raygate.doors.serve_apps import ServeApplications
 from raygate.errors import BackendUnavailable
 from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
-from raygate.pipeline import Answer, Door, Forward, Pipeline, PipelineSettings, RequestHead
+from raygate.pipeline import (
+    Answer,
+    DecisionMemo,
+    Door,
+    Forward,
+    Pipeline,
+    PipelineSettings,
+    RequestHead,
+)
 
 log = logging.getLogger("raygate.doors.serve")
 
@@ -96,7 +104,7 @@ class ServeDoorPipeline(Pipeline):
         self.applications = applications
         self.limiter = limiter
 
-    async def decide(self, head: RequestHead) -> Forward | Answer:
+    async def decide(self, head: RequestHead, memo: DecisionMemo | None = None) -> Forward | Answer:
         raw_path = head.path
         if not is_unambiguous_path(raw_path):
             # Serve decodes the path before routing: `..` or `%2F` could reach another app.
@@ -124,7 +132,7 @@ class ServeDoorPipeline(Pipeline):
                 reason=str(err),
                 headers=[("Retry-After", "5")],
             )
-        outcome = await super().decide(head)
+        outcome = await super().decide(head)  # no memo: routes move when apps are deployed
         record = outcome.record
         assert record is not None
         if isinstance(outcome, Answer):

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii as _encode_string  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import IO, Any
 
@@ -71,40 +72,78 @@ class AuditRecord:
             completed = time.time()
         if finished is None:
             finished = time.monotonic()
-        data: dict[str, Any] = {
-            "time": _utc_second(int(completed)),
-            "requestId": self.request_id,
-            "remote": self.remote,
-            "method": self.method,
-            "path": self.path,
-            "user": self.identity.user if self.identity else None,
-            "groups": list(self.identity.groups) if self.identity else [],
-            "decision": self.decision,
-            "reason": self.reason,
-            "status": self.status,
-            "latencyMs": round((finished - self.started) * 1000, 3),
-        }
-        if self.attributes:
-            first = self.attributes[0]
-            data["verb"] = first.verb
-            if first.resource_request:
-                data["resource"] = {
-                    "namespace": first.namespace,
-                    "apiGroup": first.api_group,
-                    "resource": first.resource,
-                    "subresource": first.subresource,
-                    "name": first.name,
-                }
-            else:
-                data["nonResourcePath"] = first.path
-        return json.dumps(data, separators=(",", ":"))
+        middle, tail = _constant_fields(self)
+        # Keys in this order, as json.dumps of one dict would write them (tests and readers
+        # see the same line); only the fields that change per request are encoded here.
+        return (
+            f'{{"time":"{_utc_second(int(completed))}","requestId":"{self.request_id}",'
+            f'"remote":{_string(self.remote)},"method":{_string(self.method)},'
+            f'"path":{_string(self.path)},{middle},"status":{self.status},'
+            f'"latencyMs":{round((finished - self.started) * 1000, 3)!r}{tail}}}'
+        )
+
+
+def _string(value: str | None) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+# The user, groups, decision, reason and first attributes of a line, encoded: the same for every
+# request a cached decision allows, so encoded once per (identity, attributes, decision, reason).
+# Keyed by the identity's id; the entry holds the objects it was made for (so an id is never
+# reused while its entry lives) and is used only when they are the very same.
+_fragments: dict[int, tuple[Any, Any, str, str, str, str]] = {}
+_FRAGMENTS_MAX = 4096
+
+
+def _constant_fields(record: AuditRecord) -> tuple[str, str]:
+    identity = record.identity
+    first = record.attributes[0] if record.attributes else None
+    decision = record.decision
+    reason = record.reason
+    entry = _fragments.get(id(identity))
+    if (
+        entry is not None
+        and entry[0] is identity
+        and entry[1] is first
+        and entry[2] is decision
+        and entry[3] == reason
+    ):
+        return entry[4], entry[5]
+    middle = json.dumps(
+        {
+            "user": identity.user if identity else None,
+            "groups": list(identity.groups) if identity else [],
+            "decision": decision,
+            "reason": reason,
+        },
+        separators=(",", ":"),
+    )[1:-1]
+    tail = ""
+    if first is not None:
+        data: dict[str, Any] = {"verb": first.verb}
+        if first.resource_request:
+            data["resource"] = {
+                "namespace": first.namespace,
+                "apiGroup": first.api_group,
+                "resource": first.resource,
+                "subresource": first.subresource,
+                "name": first.name,
+            }
+        else:
+            data["nonResourcePath"] = first.path
+        tail = "," + json.dumps(data, separators=(",", ":"))[1:-1]
+    if identity is not None:
+        if len(_fragments) >= _FRAGMENTS_MAX:
+            _fragments.clear()
+        _fragments[id(identity)] = (identity, first, decision, reason, middle, tail)
+    return middle, tail
 
 
 _last_second: tuple[int, str] = (-1, "")
 
 
 def _utc_second(second: int) -> str:
-    # One strftime per second, not per line (the writer thread formats thousands a second).
+    # One strftime per second, not per line (thousands of lines a second are formatted).
     global _last_second
     cached = _last_second  # one tuple, swapped whole: safe from two threads
     if cached[0] != second:
@@ -120,23 +159,17 @@ MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written,
 _CLOSE = object()
 
 
-# After a wake the writer lets lines gather for BATCH_DELAY seconds, or until BATCH_LINES are
-# queued, then formats and writes them in one go. Each batch costs a thread wake-up, a lock and
-# a few syscalls (about 100 µs of CPU where the gateway shares its core), so at the rates Ray's
-# dashboard sees (hundreds to a few thousand requests a second) a batch must hold tens of lines,
-# not a handful (measured at 1,000 lines a second: 5 ms, 50 µs of writer CPU a line; 20 ms, 19;
-# 50 ms, 13). 20 ms keeps lines on disk promptly for whoever reads the file. BATCH_LINES bounds
-# how long the writer holds the GIL formatting at once (about 10 µs a line).
+# After a wake the writer lets lines gather for BATCH_DELAY seconds, then writes them in one go
+# (flush() and close() cut the wait short). Each batch costs a thread wake-up, a lock and a few
+# syscalls, about 100 µs of CPU at the rates Ray's dashboard sees (hundreds to a few thousand
+# requests a second, where every wake-up finds a cold core), so a batch must hold tens of lines,
+# not a handful: at 1,000 lines a second, 5 ms cost the writer about 20 µs a line, 20 ms about
+# 8 (at 200 a second: 70 and 35). 20 ms still puts lines on disk promptly for whoever reads it.
 BATCH_DELAY = 0.02
-BATCH_LINES = 64
-
-# What the hot path queues: the finished record, the wall clock and the monotonic clock when it
-# was finished. The line is formatted by the writer thread (`_encoded`), never on the event loop.
-_Item = tuple[AuditRecord, float, float]
 
 
-def _encoded(item: _Item, format: AuditFormat) -> bytes:
-    record, completed, finished = item
+def _encoded(record: AuditRecord, completed: float, finished: float, format: AuditFormat) -> bytes:
+    """The line of a record finished at `completed` (wall clock) and `finished` (monotonic)."""
     if format is AuditFormat.KUBERNETES:
         received = completed - (finished - record.started)
         event = kubernetes_event(record, received, completed)
@@ -174,14 +207,13 @@ class AuditLog:
         else:
             sink = StreamSink(stream if stream is not None else sys.stderr)
         self._sink = sink
-        # Records (and flush waiters, and the close mark) for the writer thread: deque appends
+        # Lines (and flush waiters, and the close mark) for the writer thread: deque appends
         # are atomic, and the writer is woken (`_wake`) only once per batch (`_signalled`), and
-        # hurried (`_hurry`) once BATCH_LINES are waiting or someone waits for the lines.
+        # hurried (`_hurry`) past its gathering when someone waits for the lines.
         self._items: deque[object] = deque()
         self._wake = threading.Event()
         self._signalled = False
         self._hurry = threading.Event()
-        self._hurried = False
         self._pending: deque[bytes] = deque()
         self._failure: str | None = None
         self._failed_since = 0.0
@@ -209,27 +241,31 @@ class AuditLog:
         return None
 
     def write(self, record: AuditRecord) -> None:
-        """Queue the record's line: one tuple appended here; the writer thread formats it."""
-        item = (record, time.time(), time.monotonic())
+        """Format the record's line and queue it for the writer thread.
+
+        Formatting here costs a few microseconds (the constant part of a line is encoded once
+        per decision, see `_constant_fields`); formatting in the writer thread instead made the
+        two threads hand the GIL back and forth on every event-loop callback while it ran.
+        """
+        try:
+            line = _encoded(record, time.time(), time.monotonic(), self.format)
+        except Exception:  # a record that cannot be formatted must not fail its request
+            log.exception("audit: a record could not be formatted")
+            return
         if self._closed:
             with self._lock:
-                self._pending.append(_encoded(item, self.format))
+                self._pending.append(line)
                 self._write_pending()
             return
-        items = self._items
-        items.append(item)
+        self._items.append(line)
         if not self._signalled:
             self._wake_writer()
-        elif not self._hurried and len(items) >= BATCH_LINES:
-            self._hurried = True
-            self._hurry.set()
 
     def _wake_writer(self, hurry: bool = False) -> None:
         # Only when the writer has drained since the last wake: under load, one wake per batch.
         self._signalled = True
         self._wake.set()
         if hurry:  # flush() and close(): no gathering, someone waits
-            self._hurried = True
             self._hurry.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -281,7 +317,7 @@ class AuditLog:
             self._failed(err)
 
     def _drain(self, waiters: list[threading.Event]) -> tuple[list[bytes], bool]:
-        """Format everything queued; the lines, and whether the close mark was among them."""
+        """Everything queued: the lines, and whether the close mark was among them."""
         lines = []
         closing = False
         items = self._items
@@ -290,11 +326,8 @@ class AuditLog:
                 item = items.popleft()
             except IndexError:
                 return lines, closing
-            if isinstance(item, tuple):
-                try:
-                    lines.append(_encoded(item, self.format))
-                except Exception:  # a record that cannot be formatted must not stop the writer
-                    log.exception("audit: a record could not be formatted")
+            if isinstance(item, bytes):
+                lines.append(item)
             elif isinstance(item, threading.Event):
                 waiters.append(item)
             elif item is _CLOSE:
@@ -307,9 +340,7 @@ class AuditLog:
                 self._hurry.wait(BATCH_DELAY)  # let the lines of a busy moment gather
             self._wake.clear()
             self._hurry.clear()
-            # Before draining: a record queued from now on wakes (and hurries) again.
-            self._signalled = False
-            self._hurried = False
+            self._signalled = False  # before draining: a record queued from now on wakes again
             # Everything queued so far goes in one write.
             waiters: list[threading.Event] = []
             lines, closing = self._drain(waiters)

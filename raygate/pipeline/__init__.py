@@ -9,6 +9,7 @@ from raygate.pipeline.authority import Authority, CombinedAuthority
 from raygate.pipeline.decide import (
     MAX_TOKEN_BYTES,
     AuthHeaders,
+    DecisionMemo,
     Pipeline,
     PipelineSettings,
     UpstreamCalls,
@@ -27,6 +28,7 @@ __all__ = [
     "Authority",
     "BufferedResponse",
     "CombinedAuthority",
+    "DecisionMemo",
     "Door",
     "Forward",
     "HeaderList",

@@ -101,6 +101,27 @@ class _Allowed:
     revision: int
 
 
+# What identifies a repeated request on one connection: method, target and every header line.
+MemoKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(slots=True)
+class DecisionMemo:
+    """One connection's last request that a cached decision allowed, and what it was forwarded
+    with.
+
+    A client on a keep-alive connection mostly repeats itself (the dashboard polling, a job
+    status loop): the same method, target and header lines as its request before. Within that
+    decision's life (DECISION_TTL, never past the token's exp, dropped by any store revision)
+    the same request has the same decision and the same upstream headers, so the steps are
+    not walked again. The connection holds it (one request's worth) and it goes with it.
+    """
+
+    key: MemoKey | None = None
+    allowed: _Allowed | None = None
+    headers: HeaderList = field(default_factory=list)
+
+
 def _bearer_token(head: RequestHead) -> str | None:
     value = head.headers.get("Authorization")
     if not value:
@@ -163,6 +184,8 @@ class Pipeline:
         self._identities: dict[bytes, tuple[Identity | None, float, int]] = {}
         self._allowed: dict[tuple[bytes, str, str], _Allowed] = {}
         self._cached_for = settings.authority  # answers cached are this authority's
+        # The cached decision the request being decided was allowed by (for DecisionMemo).
+        self._last_allowed: _Allowed | None = None
         # When the authority went down, and when that was last logged: one line per outage
         # (and a reminder a minute), not one per refused request.
         self._backend_down_since: float | None = None
@@ -170,8 +193,11 @@ class Pipeline:
         self._backend_reason = ""
 
     # -- the decision ------------------------------------------------------------------------
-    async def decide(self, head: RequestHead) -> Forward | Answer:
-        """Forward (as whom, with which headers) or Answer. Never raises."""
+    async def decide(self, head: RequestHead, memo: DecisionMemo | None = None) -> Forward | Answer:
+        """Forward (as whom, with which headers) or Answer. Never raises.
+
+        `memo`: the connection's own (see DecisionMemo); a request repeating the one it holds
+        is decided from it."""
         record = AuditRecord(new_request_id(), head.method, head.target, head.peer)
         record.user_agent = head.headers.get("User-Agent")
         audit = self.settings.audit
@@ -181,8 +207,18 @@ class Pipeline:
             record.decision = AuditDecision.UNAVAILABLE
             record.reason = refusal
             return self._answer(responses.audit_unavailable(), record)
+        key = None
+        if memo is not None:
+            key = (head.method, head.target, tuple(head.headers.items()))
+            if key == memo.key:
+                repeated = self._repeated(memo, record)
+                if repeated is not None:
+                    return repeated
         try:
-            return await self._decide(head, record)
+            forward = await self._decide(head, record)
+            if key is not None and isinstance(forward, Forward):
+                self._memorize(memo, key, head, forward)  # type: ignore[arg-type]
+            return forward
         except BackendUnavailable as err:  # a profile hook's own authorization
             record.decision = AuditDecision.UNAVAILABLE
             record.reason = str(err)
@@ -253,6 +289,7 @@ class Pipeline:
         if isinstance(credential, Answer):
             return self._answer(credential, record)
         allowed = self._recently_allowed(credential, head, path)
+        self._last_allowed = allowed
         if allowed is not None:
             identity = record.identity = allowed.identity
             record.attributes = list(allowed.attributes)
@@ -275,7 +312,7 @@ class Pipeline:
             denied = await self._authorize(head, identity, record)
             if denied is not None:
                 return self._answer(denied, record)
-            self._remember_allowed(credential, head, path, record)
+            self._last_allowed = self._remember_allowed(credential, head, path, record)
         return await self._after_authorization(head, identity, record)
 
     async def _authorized_forward(
@@ -459,18 +496,57 @@ class Pipeline:
 
     def _remember_allowed(
         self, credential: str | bytes, head: RequestHead, path: str, record: AuditRecord
-    ) -> None:
+    ) -> _Allowed | None:
         if not isinstance(credential, str) or not self.settings.profile.cacheable:
-            return
+            return None
         cached = self._identities.get(_key(credential))
         if cached is None or record.identity is None:
-            return  # the identity was not cacheable (an expiring token): neither is this
+            return None  # the identity was not cacheable (an expiring token): neither is this
         expires = min(cached[1], time.monotonic() + self.settings.decision_ttl)
-        _bounded_put(
-            self._allowed,
-            (_key(credential), head.method, path),
-            _Allowed(record.identity, tuple(record.attributes), record.reason, expires, cached[2]),
+        allowed = _Allowed(
+            record.identity, tuple(record.attributes), record.reason, expires, cached[2]
         )
+        _bounded_put(self._allowed, (_key(credential), head.method, path), allowed)
+        return allowed
+
+    def _memorize(
+        self, memo: DecisionMemo, key: MemoKey, head: RequestHead, forward: Forward
+    ) -> None:
+        """Keep this decision for the connection's next request, if it is a whole one: allowed
+        from a credential's cached decision, and nothing a profile hook did or would do."""
+        allowed, self._last_allowed = self._last_allowed, None
+        if (
+            allowed is None
+            or forward.identity is not allowed.identity
+            or allowed.attributes != tuple(forward.record.attributes)
+            or forward.response_hook is not None
+            or forward.request_body_hook is not None
+            or self.settings.profile.hooks_for(head)
+        ):
+            return
+        memo.key = key
+        memo.allowed = allowed
+        memo.headers = forward.upstream_headers
+
+    def _repeated(self, memo: DecisionMemo, record: AuditRecord) -> Forward | None:
+        """The memo's decision for a request repeating its own, while that decision lasts."""
+        allowed = memo.allowed
+        settings = self.settings
+        if (
+            allowed is None
+            or allowed.expires <= time.monotonic()
+            or allowed.revision != settings.authority.revision
+            or settings.authority is not self._cached_for
+        ):
+            memo.key = memo.allowed = None
+            return None
+        record.identity = allowed.identity
+        record.attributes = list(allowed.attributes)
+        record.decision = AuditDecision.ALLOW
+        record.reason = allowed.reason
+        if settings.metrics is not None:
+            settings.metrics.decision_cached()
+        return Forward(allowed.identity, memo.headers, record)
 
     # -- what hooks and doors use --------------------------------------------------------------
     async def decide_attributes(self, attributes: Attributes) -> Decision:

@@ -159,6 +159,9 @@ class RayProfile:
             return self._submit(forward, head)
         return None
 
+    def hooks_for(self, head: RequestHead) -> bool:
+        return ray_route(head.method, head.path).operation is not JobOperation.NONE
+
     def _attributes(self, identity: Identity, verb: str) -> Attributes:
         return ray_cluster_attributes(identity, verb, ALL_JOBS, self._config)
 

@@ -65,6 +65,11 @@ class Profile(Protocol):
         change or give body hooks), an Answer is given instead."""
         ...
 
+    def hooks_for(self, head: RequestHead) -> bool:
+        """False when `after_authorization` does nothing for this method and path: a decision
+        for the same request may then be reused whole (see `DecisionMemo`)."""
+        ...
+
 
 class AttributesProfile:
     """The `kube-rbac-proxy` and `ray-k8s` profiles: attributes only, no hooks."""
@@ -89,6 +94,9 @@ class AttributesProfile:
         self, forward: Forward, head: RequestHead, context: HookContext
     ) -> Answer | None:
         return None
+
+    def hooks_for(self, head: RequestHead) -> bool:
+        return False
 
 
 def profile_for(config: AttributesConfig) -> Profile:

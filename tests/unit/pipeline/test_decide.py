@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+from raygate.authz.attributes import Profile as ProfileName
 from raygate.embedded import EmbeddedAuthority
+from raygate.objects import parse_object
 from raygate.pipeline import (
     Answer,
     AuditDecision,
+    DecisionMemo,
     Forward,
     Headers,
     Pipeline,
@@ -22,6 +26,7 @@ from tests.integration.gateway_helpers import (
     grant,
     guide_attributes,
     prepare_state,
+    role_binding,
     service_account,
     token_for,
 )
@@ -136,4 +141,134 @@ def test_two_credentials_of_one_kind_are_refused_whichever_is_valid(tmp_path: Pa
     # One of each kind is no ambiguity: the bearer token decides, the cookie is stripped.
     single = _head("GET", "/api/version", valid, ("Cookie", "ray-authentication-token=x; a=1"))
     assert isinstance(asyncio.run(pipeline.decide(single)), Forward)
+    authority.store.close()
+
+
+# -- a connection's repeated request (DecisionMemo) -------------------------------------------
+
+
+def _memo_pipeline(tmp_path: Path) -> tuple[Pipeline, EmbeddedAuthority, str]:
+    pipeline, authority = _pipeline(tmp_path)
+    return pipeline, authority, token_for(tmp_path, "reader")
+
+
+def test_a_repeated_request_on_a_connection_gets_the_same_decision_from_its_memo(
+    tmp_path: Path,
+) -> None:
+    pipeline, authority, token = _memo_pipeline(tmp_path)
+    memo = DecisionMemo()
+    head = _head("GET", "/api/version", ("Authorization", f"Bearer {token}"))
+    outcomes = [asyncio.run(pipeline.decide(head, memo)) for _ in range(4)]
+    assert all(isinstance(o, Forward) for o in outcomes)
+    assert memo.key is not None  # the cached decision was kept for the connection
+    first, *rest = outcomes
+    for outcome in rest:
+        assert outcome.upstream_headers == first.upstream_headers
+        assert outcome.identity == first.identity
+        # Each request still has its own audit record, with the decision and attributes.
+        assert outcome.record is not first.record
+        assert outcome.record.decision is AuditDecision.ALLOW
+        assert [a.verb for a in outcome.record.attributes] == ["get"]
+    authority.store.close()
+
+
+def test_a_memo_is_used_only_for_the_very_same_request(tmp_path: Path) -> None:
+    """Any change (method, target, a header line, the credential) walks the steps again."""
+    pipeline, authority, token = _memo_pipeline(tmp_path)
+    nobody = token_for(tmp_path, "nobody")
+    memo = DecisionMemo()
+    allowed = _head("GET", "/api/version", ("Authorization", f"Bearer {token}"))
+    assert isinstance(asyncio.run(pipeline.decide(allowed, memo)), Forward)
+    cases = [
+        (_head("POST", "/api/version", ("Authorization", f"Bearer {token}")), 403),
+        (_head("GET", "/api/version", ("Authorization", f"Bearer {nobody}")), 403),
+        (
+            _head(
+                "GET",
+                "/api/version",
+                ("Authorization", f"Bearer {token}"),
+                ("Authorization", f"Bearer {nobody}"),
+            ),
+            400,
+        ),
+        (_head("GET", "/api/version"), 401),
+        (_head("TRACE", "/api/version", ("Authorization", f"Bearer {token}")), 405),
+    ]
+    for head, status in cases:
+        outcome = asyncio.run(pipeline.decide(head, memo))
+        assert isinstance(outcome, Answer) and outcome.status == status, head
+        # The allowed request's memo is still there, and still used for that request only.
+        assert isinstance(asyncio.run(pipeline.decide(allowed, memo)), Forward)
+    # A forged identity header is a different request, and is stripped as always.
+    forged = _head(
+        "GET", "/api/version", ("Authorization", f"Bearer {token}"), ("X-Remote-User", "admin")
+    )
+    outcome = asyncio.run(pipeline.decide(forged, memo))
+    assert isinstance(outcome, Forward)
+    assert [v for n, v in outcome.upstream_headers if n == "X-Remote-User"] == [
+        "system:serviceaccount:default:reader"
+    ]
+    authority.store.close()
+
+
+def test_a_store_change_ends_a_connections_memo(tmp_path: Path) -> None:
+    pipeline, authority, token = _memo_pipeline(tmp_path)
+    memo = DecisionMemo()
+    head = _head("GET", "/api/version", ("Authorization", f"Bearer {token}"))
+    for _ in range(2):
+        assert isinstance(asyncio.run(pipeline.decide(head, memo)), Forward)
+    with ObjectStore.open(tmp_path) as store:
+        store.delete("RoleBinding", "reader", "default")
+    assert authority.refresh()
+    outcome = asyncio.run(pipeline.decide(head, memo))
+    assert isinstance(outcome, Answer) and outcome.status == 403
+    authority.store.close()
+
+
+def test_a_memo_lasts_no_longer_than_the_cached_decision(tmp_path: Path) -> None:
+    pipeline, authority, token = _memo_pipeline(tmp_path)
+    pipeline.settings.decision_ttl = 0.05
+    memo = DecisionMemo()
+    head = _head("GET", "/api/version", ("Authorization", f"Bearer {token}"))
+    for _ in range(2):
+        assert isinstance(asyncio.run(pipeline.decide(head, memo)), Forward)
+    kept = memo.allowed
+    time.sleep(0.1)
+    # Expired: decided afresh (verified again), and a new decision is kept.
+    assert isinstance(asyncio.run(pipeline.decide(head, memo)), Forward)
+    assert memo.allowed is not None and memo.allowed is not kept
+    authority.store.close()
+
+
+def test_requests_a_profile_hook_acts_on_are_never_memorized(tmp_path: Path) -> None:
+    """The ray profile's job ownership runs on every request it concerns."""
+    prepare_state(tmp_path)
+    role = parse_object(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "reader", "namespace": "default"},
+            "rules": [{"apiGroups": ["ray.io"], "resources": ["rayclusters/jobs"], "verbs": ["*"]}],
+        }
+    )
+    with ObjectStore.open(tmp_path) as store:
+        store.apply([service_account("reader"), role, role_binding("reader", "reader")])
+    authority = EmbeddedAuthority(tmp_path)
+    profile = profile_for(guide_attributes().model_copy(update={"profile": ProfileName.RAY}))
+    pipeline = Pipeline(
+        PipelineSettings(authority=authority, profile=profile, upstream_token=UPSTREAM_TOKEN)
+    )
+    token = token_for(tmp_path, "reader")
+    memo = DecisionMemo()
+    submit = _head(
+        "POST",
+        "/api/jobs/",
+        ("Authorization", f"Bearer {token}"),
+        ("Content-Type", "application/json"),
+    )
+    for _ in range(2):
+        outcome = asyncio.run(pipeline.decide(submit, memo))
+        assert isinstance(outcome, Forward), outcome
+        assert outcome.request_body_hook is not None  # the submitter stamp, every time
+    assert memo.key is None
     authority.store.close()
