@@ -115,6 +115,7 @@ async def _run(args: argparse.Namespace) -> None:
             audit=audit_log,
             metrics=GatewayMetrics(),
             backend_timeout=None,
+            decision_ttl=args.decision_ttl,
         )
         gateway = Gateway(GatewaySettings(upstream="http://127.0.0.1:9", pipeline=settings))
         token = {
@@ -195,6 +196,13 @@ async def _run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument(
+        "--decision-ttl",
+        type=float,
+        default=1.0,
+        help="seconds a decision is reused (long: no re-verification mid-run, e.g. under "
+        "valgrind, where a request takes milliseconds)",
+    )
     parser.add_argument("--audit", action="store_true", help="write audit lines (as raygate up)")
     parser.add_argument("--path", default="/api/version")
     parser.add_argument("--token", choices=["valid", "invalid", "none", "denied"], default="valid")

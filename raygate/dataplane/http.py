@@ -47,18 +47,9 @@ HOLD_BYTES = 256 * 1024
 DISCARD_BYTES = 64 * 1024
 
 
-def _drive(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
-    """Run `coro` until it first waits. (True, result) when it finished without waiting;
-    (False, task) with a task carrying it on otherwise. Cached decisions never wait, so they
-    cost no task."""
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, asyncio.ensure_future(_carry_on(coro, yielded))
-
-
 async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    """Carry on, in a task, a coroutine that was run inline until it first waited (`yielded`:
+    what it waited on)."""
     while True:
         if yielded is None:
             await asyncio.sleep(0)
@@ -81,70 +72,71 @@ async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
 
 
 class Cycle:
-    """One request: its head, its body's state, and the response under way."""
+    """One request: its head, its body's state, and the response under way.
 
-    __slots__ = (
-        "body_done",
-        "body_hold",
-        "held",
-        "hold_limit",
-        "body_received",
-        "chunked",
-        "close_after",
-        "conn",
-        "continue_expected",
-        "declared_length",
-        "discarding",
-        "head",
-        "head_only",
-        "keep_alive",
-        "record",
-        "response_chunked",
-        "response_status",
-        "sink",
-        "started",
-        "upstream",
-        "upstream_started",
-        "version",
-        "waiting_body",
-        "websocket",
-        "upload_framing",
-        "deadline",
-        "retry",
-        "request_bytes",
-        "start_time",
-    )
+    Most fields start at the class's defaults (no per-request stores for them); a request
+    sets only what it changes."""
+
+    keep_alive = True
+    close_after = False
+    chunked = False
+    declared_length: int | None = None
+    continue_expected = False
+    held = 0
+    hold_limit = 0
+    body_received = 0
+    body_done = False
+    discarding = False
+    sink: Any = None  # where body bytes go once forwarding (None: held)
+    waiting_body: asyncio.Future[bytes] | None = None
+    upgrade = False  # the request has an Upgrade header
+    record: AuditRecord | None = None
+    started = False  # response head sent to the client
+    response_status = 0
+    response_chunked = False
+    upstream: UpstreamConnection | None = None
+    upstream_started = False
+    websocket = False
+    upload_framing = ""
+    deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
+    retry = False
+    request_bytes = b""
+    start_time = 0.0
 
     def __init__(self, conn: HttpConnection, head: RequestHead, version: str) -> None:
         self.conn = conn
         self.head = head
         self.version = version
-        self.keep_alive = True
-        self.close_after = False
-        self.chunked = False
-        self.declared_length: int | None = None
-        self.continue_expected = False
         self.body_hold: list[bytes] = []
-        self.held = 0
-        self.hold_limit = 0
-        self.body_received = 0
-        self.body_done = False
-        self.discarding = False
-        self.sink: Any = None  # where body bytes go once forwarding (None: held)
-        self.waiting_body: asyncio.Future[bytes] | None = None
-        self.record: AuditRecord | None = None
-        self.started = False  # response head sent to the client
-        self.response_status = 0
-        self.response_chunked = False
         self.head_only = head.method == "HEAD"
-        self.upstream: UpstreamConnection | None = None
-        self.upstream_started = False
-        self.websocket = False
-        self.upload_framing = ""
-        self.deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
-        self.retry = False
-        self.request_bytes = b""
-        self.start_time = 0.0
+        self.corks = conn  # writes to the client gather while an upstream read is parsed
+
+    # -- the upstream's response (a raygate.dataplane.upstream.ResponseListener) -------------
+    # Events for a request no longer forwarded (answered meanwhile, or abandoned) are dropped.
+    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+        if self.upstream is not None:
+            self.conn.response_head(self, status, reason, headers)
+
+    def response_body(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.conn.response_body(self, data)
+
+    def response_complete(self) -> None:
+        if self.upstream is not None:
+            self.conn.response_complete(self)
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        self.conn._upstream_failed(self, UpstreamError("unexpected protocol switch"))
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        if self.upstream is not None:
+            self.conn._upstream_failed(self, exc)
+
+    def upstream_pause_writing(self) -> None:
+        self.conn.pause("upload")
+
+    def upstream_resume_writing(self) -> None:
+        self.conn.resume("upload")
 
     # -- the request body --------------------------------------------------------------------
     def body_data(self, data: bytes) -> None:
@@ -205,9 +197,12 @@ class HttpConnection(asyncio.Protocol):
         self.upgraded_to: UpstreamConnection | None = None
         self.upgrade_rest = b""
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
-        self._index: dict[str, list[str]] = {}
+        self._raw: list[tuple[bytes, bytes]] = []  # the header lines being parsed
         self._header_bytes = 0
+        settings = self.settings
+        self._max_line = settings.max_header_bytes
+        self._max_total = 4 * settings.max_header_bytes
+        self._max_count = settings.max_headers
         self._idle_timer: asyncio.TimerHandle | None = None
         self._headers_timer: asyncio.TimerHandle | None = None
         self._to_start: Cycle | None = None
@@ -264,7 +259,12 @@ class HttpConnection(asyncio.Protocol):
             self.refuse(responses.bad_request(f"malformed request ({_parser_reason(err)})"))
             self._start_pending()
         else:
-            self._start_pending()
+            # (_start_pending, inline: once per request)
+            cycle = self._to_start
+            if cycle is not None:
+                self._to_start = None
+                if not self.closing and cycle is self.cycle:
+                    self._start(cycle)
 
     def _start_pending(self) -> None:
         # Started only once the parser accepted everything it was given: llhttp refuses some
@@ -344,8 +344,7 @@ class HttpConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
-        self._index = {}
+        self._raw = []
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -360,39 +359,45 @@ class HttpConnection(asyncio.Protocol):
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Called once per header line: kept as the parser gave it, decoded when the head is
+        # whole (on_headers_complete). Only the limits are checked here, so nothing unbounded
+        # is ever held.
+        raw = self._raw
+        raw.append((name, value))
         size = len(name) + len(value)
-        settings = self.settings
         self._header_bytes += size
-        if size > settings.max_header_bytes or self._header_bytes > 4 * settings.max_header_bytes:
+        if (
+            size > self._max_line
+            or self._header_bytes > self._max_total
+            or len(raw) > self._max_count
+        ):
+            settings = self.settings
             raise RequestRefused(
                 responses.headers_too_large(
                     f"a header line is over {settings.max_header_bytes} bytes"
-                    if size > settings.max_header_bytes
-                    else f"the headers are over {4 * settings.max_header_bytes} bytes"
+                    if size > self._max_line
+                    else f"more than {settings.max_headers} header lines"
+                    if len(raw) > self._max_count
+                    else f"the headers are over {self._max_total} bytes"
                 )
             )
-        if len(self._headers) >= settings.max_headers:
-            raise RequestRefused(
-                responses.headers_too_large(f"more than {settings.max_headers} header lines")
-            )
-        text = name.decode("latin-1")
-        decoded = value.decode("latin-1")
-        self._headers.append((text, decoded))
-        # The name index is built here, in the same pass (Headers would build it on first use).
-        key = text.lower()
-        index = self._index
-        values = index.get(key)
-        if values is None:
-            index[key] = [decoded]
-        else:
-            values.append(decoded)
 
     def on_headers_complete(self) -> None:
         self._waiting_for_request = False
         parser = self.parser
-        index = self._index
-        headers = Headers(self._headers, index)
-        method = parser.get_method().decode("latin-1")
+        # Header lines as latin-1 strings (what HTTP/1.1 carries), with their name index.
+        pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw]
+        index: dict[str, list[str]] = {}
+        for name, value in pairs:
+            key = name.lower()
+            values = index.get(key)
+            if values is None:
+                index[key] = [value]
+            else:
+                values.append(value)
+        headers = Headers(pairs, index)
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
         hosts = index.get("host")
         head = RequestHead(
             method,
@@ -438,10 +443,11 @@ class HttpConnection(asyncio.Protocol):
                 )
             cycle.chunked = True
         if "upgrade" in index or "connection" in index:
+            cycle.upgrade = "upgrade" in index
             _check_upgrade(index, cycle)
         if cycle.version == "1.1":
-            expect = headers.get("Expect")
-            if expect is not None and expect.lower() == "100-continue":
+            expect = index.get("expect")
+            if expect is not None and expect[0].lower() == "100-continue":
                 cycle.continue_expected = True
         if not cycle.chunked and not cycle.declared_length:
             cycle.body_done = True  # nothing more to come for this request
@@ -461,17 +467,22 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         cycle = self.parsing
         self.parsing = None
-        if cycle is not None:
+        if cycle is not None and (not cycle.body_done or cycle.waiting_body is not None):
             cycle.body_complete()
 
     # -- a request -----------------------------------------------------------------------------
     def _start(self, cycle: Cycle) -> None:
         cycle.start_time = time.monotonic()
-        done, result = _drive(self.pipeline.decide(cycle.head, self.memo))
-        if done:
-            self._decided(cycle, result)
-        else:
-            result.add_done_callback(lambda task: self._decided_task(cycle, task))
+        # The decision runs inline until it first waits: a cached one never does, and costs
+        # no task (see _carry_on).
+        decision = self.pipeline.decide(cycle.head, self.memo)
+        try:
+            yielded = decision.send(None)
+        except StopIteration as done:
+            self._decided(cycle, done.value)
+            return
+        task = asyncio.ensure_future(_carry_on(decision, yielded))
+        task.add_done_callback(lambda task: self._decided_task(cycle, task))
 
     def _decided_task(self, cycle: Cycle, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
@@ -493,7 +504,7 @@ class HttpConnection(asyncio.Protocol):
             self.answer(cycle, outcome)
             return
         cycle.record = outcome.record
-        if websocket.is_websocket(cycle.head):
+        if cycle.upgrade and websocket.is_websocket(cycle.head):
             websocket.start(self, cycle, outcome)
             return
         if self.upgrade_rest or self.parser.should_upgrade():
@@ -567,7 +578,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _send(self, cycle: Cycle, conn: UpstreamConnection) -> None:
         cycle.upstream = conn
-        conn.start(_Relay(self, cycle), cycle.request_bytes, head_only=cycle.head_only)
+        conn.start(cycle, cycle.request_bytes, head_only=cycle.head_only)
         timeout = self.settings.upstream_headers_timeout
         if timeout is not None and not cycle.deadline:
             # One timer per connection, re-armed only when it fires (as the idle timer).
@@ -645,7 +656,7 @@ class HttpConnection(asyncio.Protocol):
         cycle.close_after = cycle.close_after or not cycle.body_done
         self.answer(cycle, answer)
 
-    # -- the upstream's response, streamed (called by _Relay) ----------------------------------
+    # -- the upstream's response, streamed (called by the Cycle it answers) ----------------------------------
     def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: HeaderList) -> None:
         cycle.upstream_started = True
         cycle.deadline = 0.0
@@ -660,9 +671,8 @@ class HttpConnection(asyncio.Protocol):
                 downstream_response_headers(headers)
             )
             self._relayed = (status, reason, headers, head)
-        with_body = framing.has_body(cycle.head.method, status)
         framing_header = b""
-        if not with_body:
+        if cycle.head_only or status < 200 or status == 204 or status == 304:  # no body
             for name, value in headers:
                 if name.lower() == "content-length":
                     framing_header = b"Content-Length: %s\r\n" % value.encode("latin-1")
@@ -805,7 +815,8 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._waiting_for_request = True
             self._arm_idle()
-            self.gateway.connection_idle(self)
+            if self.gateway.draining:
+                self.close_now()
 
     def _abandon(self, cycle: Cycle) -> None:
         """The client left while `cycle` was in flight."""
@@ -975,46 +986,8 @@ class HttpConnection(asyncio.Protocol):
         self._finish(cycle)
 
 
-class _Relay:
-    """Routes an upstream connection's events to the client request it answers."""
-
-    __slots__ = ("conn", "cycle")
-
-    def __init__(self, conn: HttpConnection, cycle: Cycle) -> None:
-        self.conn = conn
-        self.cycle = cycle
-
-    def cork(self) -> None:
-        self.conn.cork()
-
-    def uncork(self) -> None:
-        self.conn.uncork()
-
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_head(self.cycle, status, reason, headers)
-
-    def response_body(self, data: bytes) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_body(self.cycle, data)
-
-    def response_complete(self) -> None:
-        if self.cycle.upstream is not None:
-            self.conn.response_complete(self.cycle)
-
-    def upstream_upgraded(self, rest: bytes) -> None:
-        self.conn._upstream_failed(self.cycle, UpstreamError("unexpected protocol switch"))
-
-    def upstream_lost(self, exc: BaseException | None) -> None:
-        if self.cycle.upstream is not None:
-            self.conn._upstream_failed(self.cycle, exc)
-
-    def upstream_pause_writing(self) -> None:
-        self.conn.pause("upload")
-
-    def upstream_resume_writing(self) -> None:
-        self.conn.resume("upload")
-
+# The usual methods' names as str without decoding them per request.
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 # RFC 3986 host (reg-name, IPv4 or IP-literal) and optional port; no userinfo, path or spaces.
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+;=-]+)(?::[0-9]{1,5})?")

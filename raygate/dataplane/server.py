@@ -64,10 +64,6 @@ class Gateway:
                 found.append((address[0], address[1]))
         return found
 
-    def connection_idle(self, conn: HttpConnection) -> None:
-        if self.draining:
-            conn.close_now()
-
     async def drain(self, timeout: float, hurry: asyncio.Event | None = None) -> None:
         """Stop accepting; wait up to `timeout` s (or until `hurry`) for requests in flight;
         then close every connection left (log streams, WebSockets that would outlive us)."""

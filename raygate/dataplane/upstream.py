@@ -82,9 +82,11 @@ class UpstreamConnection(asyncio.Protocol):
         if listener is None:
             self.close()  # bytes from an idle upstream connection: it is not in sync anymore
             return
-        corked = listener if hasattr(listener, "cork") else None
+        # A client the listener writes to: its writes gather until this read is parsed, then
+        # go in one write (one system call per upstream read).
+        corked = getattr(listener, "corks", None)
         if corked is not None:
-            corked.cork()  # type: ignore[attr-defined]
+            corked.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -100,7 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
                 listener.upstream_lost(UpstreamError(f"invalid response from the upstream: {err}"))
         finally:
             if corked is not None:
-                corked.uncork()  # type: ignore[attr-defined]
+                corked.uncork()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -257,7 +259,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         address = self.address
         # wait_for, not asyncio.timeout: this may run before a decision's first wait, outside
-        # any task (see raygate.dataplane.http._drive).
+        # any task (see raygate.dataplane.http.HttpConnection._start).
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(

@@ -73,25 +73,26 @@ class AuditRecord:
         if finished is None:
             finished = time.monotonic()
         middle, tail = _constant_fields(self)
+        second = _last_second
+        if second[0] != int(completed):
+            second = _utc_second(int(completed))
+        remote = self.remote
         # Keys in this order, as json.dumps of one dict would write them (tests and readers
         # see the same line); only the fields that change per request are encoded here.
         return (
-            f'{{"time":"{_utc_second(int(completed))}","requestId":"{self.request_id}",'
-            f'"remote":{_string(self.remote)},"method":{_string(self.method)},'
-            f'"path":{_string(self.path)},{middle},"status":{self.status},'
+            f'{{"time":"{second[1]}","requestId":"{self.request_id}",'
+            f'"remote":{"null" if remote is None else _encode_string(remote)},'
+            f'"method":{_encode_string(self.method)},"path":{_encode_string(self.path)},'
+            f'{middle},"status":{self.status},'
             f'"latencyMs":{round((finished - self.started) * 1000, 3)!r}{tail}}}'
         )
 
 
-def _string(value: str | None) -> str:
-    return "null" if value is None else _encode_string(value)
-
-
 # The user, groups, decision, reason and first attributes of a line, encoded: the same for every
 # request a cached decision allows, so encoded once per (identity, attributes, decision, reason).
-# Keyed by the identity's id; the entry holds the objects it was made for (so an id is never
-# reused while its entry lives) and is used only when they are the very same.
-_fragments: dict[int, tuple[Any, Any, str, str, str, str]] = {}
+# Keyed by the ids of the identity and first attributes; the entry holds the objects it was made
+# for (so an id is never reused while its entry lives) and is used only when they are the same.
+_fragments: dict[tuple[int, int], tuple[Any, Any, str, str, str, str]] = {}
 _FRAGMENTS_MAX = 4096
 
 
@@ -100,7 +101,8 @@ def _constant_fields(record: AuditRecord) -> tuple[str, str]:
     first = record.attributes[0] if record.attributes else None
     decision = record.decision
     reason = record.reason
-    entry = _fragments.get(id(identity))
+    key = (id(identity), id(first))
+    entry = _fragments.get(key)
     if (
         entry is not None
         and entry[0] is identity
@@ -135,14 +137,14 @@ def _constant_fields(record: AuditRecord) -> tuple[str, str]:
     if identity is not None:
         if len(_fragments) >= _FRAGMENTS_MAX:
             _fragments.clear()
-        _fragments[id(identity)] = (identity, first, decision, reason, middle, tail)
+        _fragments[key] = (identity, first, decision, reason, middle, tail)
     return middle, tail
 
 
 _last_second: tuple[int, str] = (-1, "")
 
 
-def _utc_second(second: int) -> str:
+def _utc_second(second: int) -> tuple[int, str]:
     # One strftime per second, not per line (thousands of lines a second are formatted).
     global _last_second
     cached = _last_second  # one tuple, swapped whole: safe from two threads
@@ -151,7 +153,7 @@ def _utc_second(second: int) -> str:
             second,
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)),
         )
-    return cached[1]
+    return cached
 
 
 FLUSH_INTERVAL = 1.0  # seconds: lines are on disk within this (fdatasync), and retries
@@ -159,13 +161,12 @@ MAX_PENDING_LINES = 100_000  # kept for a retry while the log cannot be written,
 _CLOSE = object()
 
 
-# After a wake the writer lets lines gather for BATCH_DELAY seconds, then writes them in one go
-# (flush() and close() cut the wait short). Each batch costs a thread wake-up, a lock and a few
-# syscalls, about 100 µs of CPU at the rates Ray's dashboard sees (hundreds to a few thousand
-# requests a second, where every wake-up finds a cold core), so a batch must hold tens of lines,
-# not a handful: at 1,000 lines a second, 5 ms cost the writer about 20 µs a line, 20 ms about
-# 8 (at 200 a second: 70 and 35). 20 ms still puts lines on disk promptly for whoever reads it.
-BATCH_DELAY = 0.02
+# The first line after a quiet moment wakes the writer, which lets a burst gather BATCH_DELAY
+# before writing. While lines keep coming, the writer takes them at most every BATCH_INTERVAL
+# and the event loop never wakes it: a wake per batch, and the GIL hand-offs around the
+# writer's system calls, cost more than the lines themselves (futex calls on both threads).
+BATCH_DELAY = 0.005
+BATCH_INTERVAL = 0.01
 
 
 def _encoded(record: AuditRecord, completed: float, finished: float, format: AuditFormat) -> bytes:
@@ -208,14 +209,15 @@ class AuditLog:
             sink = StreamSink(stream if stream is not None else sys.stderr)
         self._sink = sink
         # Lines (and flush waiters, and the close mark) for the writer thread: deque appends
-        # are atomic, and the writer is woken (`_wake`) only once per batch (`_signalled`), and
-        # hurried (`_hurry`) past its gathering when someone waits for the lines.
+        # are atomic. `_wake` is set by the first line after the writer went quiet
+        # (`_signalled` tells it is awake), and by flush and close.
         self._items: deque[object] = deque()
         self._wake = threading.Event()
-        self._signalled = False
-        self._hurry = threading.Event()
+        self._signalled = True  # until the writer first waits
         self._pending: deque[bytes] = deque()
         self._failure: str | None = None
+        # True while requests must not be forwarded (fail-closed and failing): read per request.
+        self.refusing = False
         self._failed_since = 0.0
         self._lost = 0
         self._dirty = False
@@ -248,7 +250,10 @@ class AuditLog:
         two threads hand the GIL back and forth on every event-loop callback while it ran.
         """
         try:
-            line = _encoded(record, time.time(), time.monotonic(), self.format)
+            if self.format is AuditFormat.JSON:
+                line = (record.to_json(time.time(), time.monotonic()) + "\n").encode()
+            else:
+                line = _encoded(record, time.time(), time.monotonic(), self.format)
         except Exception:  # a record that cannot be formatted must not fail its request
             log.exception("audit: a record could not be formatted")
             return
@@ -261,12 +266,9 @@ class AuditLog:
         if not self._signalled:
             self._wake_writer()
 
-    def _wake_writer(self, hurry: bool = False) -> None:
-        # Only when the writer has drained since the last wake: under load, one wake per batch.
+    def _wake_writer(self) -> None:
         self._signalled = True
         self._wake.set()
-        if hurry:  # flush() and close(): no gathering, someone waits
-            self._hurry.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every line queued so far was handed to the file (or failed)."""
@@ -274,7 +276,7 @@ class AuditLog:
             return True
         done = threading.Event()
         self._items.append(done)
-        self._wake_writer(hurry=True)
+        self._wake_writer()
         return done.wait(timeout)
 
     def close(self) -> None:
@@ -283,7 +285,7 @@ class AuditLog:
             return
         self._closed = True  # later writes are written by their caller, under the lock
         self._items.append(_CLOSE)
-        self._wake_writer(hurry=True)
+        self._wake_writer()
         self._thread.join(timeout=10)
         with self._lock:
             waiters: list[threading.Event] = []
@@ -334,20 +336,25 @@ class AuditLog:
                 closing = True
 
     def _run(self) -> None:
-        last_sync = time.monotonic()
+        last_sync = last_probe = time.monotonic()
         while True:
-            if self._wake.wait(self._flush_interval) and not self._closed:
-                self._hurry.wait(BATCH_DELAY)  # let the lines of a busy moment gather
+            if not self._items:
+                # Quiet: the next line wakes the writer (or a flush or close, or a second).
+                self._signalled = False
+                if not self._items:  # a line queued just before saw it awake: no wait
+                    if self._wake.wait(self._flush_interval) and not self._closed:
+                        time.sleep(BATCH_DELAY)  # let the lines of a busy moment gather
             self._wake.clear()
-            self._hurry.clear()
-            self._signalled = False  # before draining: a record queued from now on wakes again
             # Everything queued so far goes in one write.
             waiters: list[threading.Event] = []
             lines, closing = self._drain(waiters)
             with self._lock:
                 self._pending.extend(lines)
-                self._write_pending()
                 now = time.monotonic()
+                # With nothing to write, the log is probed once a flush interval, not per batch.
+                if self._pending or waiters or closing or now - last_probe >= self._flush_interval:
+                    last_probe = now
+                    self._write_pending()
                 if now - last_sync >= self._flush_interval:
                     last_sync = now
                     self._sync()
@@ -355,6 +362,10 @@ class AuditLog:
                 waiter.set()
             if closing or self._closed:
                 return
+            if lines:
+                # Busy: the next batch no sooner than BATCH_INTERVAL (a flush or close cuts
+                # this short); the loop does not wake the writer meanwhile.
+                self._wake.wait(BATCH_INTERVAL)
 
     def _write_pending(self) -> None:
         if not self._pending:
@@ -413,11 +424,13 @@ class AuditLog:
         if isinstance(self._sink, RotatingFile):
             self._sink.close()  # reopened on the next attempt: the file may have been replaced
         self._failure = reason
+        self.refusing = self.failure_policy is AuditFailurePolicy.FAIL_CLOSED
 
     def _recovered(self) -> None:
         if self._failure is None:
             return
         self._failure = None
+        self.refusing = False
         log.warning(
             "audit log %s writable again after %.0fs%s",
             self._sink,

@@ -201,7 +201,7 @@ class Pipeline:
         record = AuditRecord(new_request_id(), head.method, head.target, head.peer)
         record.user_agent = head.headers.get("User-Agent")
         audit = self.settings.audit
-        refusal = audit.refusal() if audit is not None else None
+        refusal = audit.refusal() if audit is not None and audit.refusing else None
         if refusal is not None:
             # Fail closed: nothing is forwarded while its audit line could not be kept.
             record.decision = AuditDecision.UNAVAILABLE

@@ -72,9 +72,12 @@ class Headers:
         return f"Headers({list(self._pairs)!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHead:
-    """One request as it arrived, before any body: what a decision may depend on."""
+    """One request as it arrived, before any body: what a decision may depend on.
+
+    Never changed once made (`dataclasses.replace` gives another); not frozen only because a
+    frozen dataclass costs a microsecond more to make, once per request."""
 
     method: str
     target: str  # raw request target (path and query) exactly as sent, never normalised

@@ -273,7 +273,7 @@ class OIDCProviderClient:
 
 async def in_task(awaitable: Awaitable[T]) -> T:
     """Await `awaitable` inside an asyncio Task. The data plane steps a decision outside any
-    task until it first waits (raygate.dataplane.http._drive), and aiohttp's timeouts need
+    task until it first waits (raygate.dataplane.http.HttpConnection._start), and aiohttp's timeouts need
     one."""
     if asyncio.current_task() is None:
         return await asyncio.ensure_future(awaitable)

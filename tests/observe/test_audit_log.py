@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from raygate.identity import Attributes, service_account_identity
-from raygate.observe import audit as audit_module
 from raygate.observe.audit import AuditFailurePolicy, AuditLog, AuditRecord
 from raygate.observe.logfile import MIN_FREE_BYTES
 
@@ -67,40 +66,6 @@ def test_lines_reach_the_file_within_a_second_without_close(tmp_path: Path) -> N
         assert time.monotonic() - start < 1.5
         ids = [json.loads(line)["requestId"] for line in lines_of(path)]
         assert ids == [f"{n:08d}" for n in range(100)]
-    finally:
-        audit.close()
-
-
-def test_lines_gather_into_one_batch_before_they_are_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A gathering delay longer than the pause below: the first line waits for its batch.
-    monkeypatch.setattr(audit_module, "BATCH_DELAY", 1.0)
-    path = tmp_path / "audit.log"
-    audit = AuditLog(path)
-    try:
-        audit.write(record(0))
-        time.sleep(0.3)
-        assert lines_of(path) == [], "a lone line was written before its batch gathered"
-        for number in range(1, 10):
-            audit.write(record(number))
-        wait_for(lambda: len(lines_of(path)) == 10, timeout=3)
-    finally:
-        audit.close()
-
-
-def test_flush_does_not_wait_for_the_batch_to_gather(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(audit_module, "BATCH_DELAY", 30.0)
-    path = tmp_path / "audit.log"
-    audit = AuditLog(path)
-    try:
-        audit.write(record(0))
-        start = time.monotonic()
-        assert audit.flush(timeout=5)
-        assert time.monotonic() - start < 2
-        assert len(lines_of(path)) == 1
     finally:
         audit.close()
 
