@@ -420,7 +420,7 @@ def report(
                 "with it; the CPU table below shows both. Reported for `raygate up` on a "
                 "one-core machine; not what the targets are about."
             )
-        else:
+        elif arrangement == SIDECAR:
             table.notes.append(
                 "Sidecar: Ray alone on its core, the gateway on the other with wrk (which "
                 "spends some of that core too), as a Kubernetes sidecar container has CPU of "
