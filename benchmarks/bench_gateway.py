@@ -6,6 +6,9 @@ other core, one worker each):
 - direct: the tiny upstream itself (nginx answering 200 with a 3-byte body at once);
 - nginx as a reverse proxy (keep-alive upstream connections);
 - a naive aiohttp+uvloop pass-through (naive_proxy.py);
+- issue 7's yardstick: a minimal proxy on uvloop protocols with httptools on both legs that
+  only hashes the token and looks a decision up (minimal_proxy.py): what Python on this design
+  costs when it does nothing else;
 - `raygate up --upstream` (embedded authority, audit log on): a valid token whose decision is
   cached; a token never seen before on every request (pre-minted, cycled by a wrk Lua script);
   a token raygate does not trust (401); a valid token of an account with no role (403).

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from raygate.dataplane import framing, websocket
-from raygate.dataplane.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection
+from raygate.dataplane.upstream import (
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+    RawHeaders,
+    UpstreamConnection,
+    decoded,
+)
 from raygate.errors import RequestRefused, UpstreamError
 from raygate.observe.audit import AuditDecision, AuditRecord, new_request_id
 from raygate.pipeline import (
@@ -28,7 +34,6 @@ from raygate.pipeline import (
     DecisionMemo,
     Door,
     Forward,
-    HeaderList,
     Headers,
     RequestHead,
     responses,
@@ -113,7 +118,7 @@ class Cycle:
 
     # -- the upstream's response (a raygate.dataplane.upstream.ResponseListener) -------------
     # Events for a request no longer forwarded (answered meanwhile, or abandoned) are dropped.
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         if self.upstream is not None:
             self.conn.response_head(self, status, reason, headers)
 
@@ -198,6 +203,10 @@ class HttpConnection(asyncio.Protocol):
         self.upgrade_rest = b""
         self._url = b""
         self._raw: list[tuple[bytes, bytes]] = []  # the header lines being parsed
+        # The last request's header lines, and the Headers made of them (and its name index).
+        self._last_head: tuple[list[tuple[bytes, bytes]], Headers, dict[str, list[str]]] | None = (
+            None
+        )
         self._header_bytes = 0
         settings = self.settings
         self._max_line = settings.max_header_bytes
@@ -385,17 +394,25 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._waiting_for_request = False
         parser = self.parser
-        # Header lines as latin-1 strings (what HTTP/1.1 carries), with their name index.
-        pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw]
-        index: dict[str, list[str]] = {}
-        for name, value in pairs:
-            key = name.lower()
-            values = index.get(key)
-            if values is None:
-                index[key] = [value]
-            else:
-                values.append(value)
-        headers = Headers(pairs, index)
+        raw = self._raw
+        last = self._last_head
+        reused = last is not None and last[0] == raw
+        if reused:
+            # The same header lines as this connection's request before (a client polling):
+            # the same Headers, decoded and checked once. Nobody changes a Headers.
+            headers, index = last[1], last[2]  # type: ignore[index]
+        else:
+            # Header lines as latin-1 strings (what HTTP/1.1 carries), with their name index.
+            pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+            index = {}
+            for name, value in pairs:
+                key = name.lower()
+                values = index.get(key)
+                if values is None:
+                    index[key] = [value]
+                else:
+                    values.append(value)
+            headers = Headers(pairs, index)
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
         hosts = index.get("host")
@@ -413,10 +430,12 @@ class HttpConnection(asyncio.Protocol):
         if (hosts is not None and len(hosts) > 1) or (not hosts and version != "1.0"):
             # RFC 9112 §3.2: exactly one Host; two could name two different hosts to two parsers.
             raise RequestRefused(responses.bad_request("a request needs exactly one Host header"))
-        if hosts and not _HOST.fullmatch(hosts[0]):
+        if hosts and not reused and not _HOST.fullmatch(hosts[0]):
             # Userinfo, a path or spaces in Host: the upstream (or a log) could read another
             # authority than the one the gateway checked.
             raise RequestRefused(responses.bad_request("the Host header is not a host[:port]"))
+        if not reused:
+            self._last_head = (raw, headers, index)  # these lines passed the checks above
         target = head.target
         if "#" in target:
             # RFC 9112 §3.2: no fragment in a request target; parsers disagree where it ends.
@@ -657,7 +676,7 @@ class HttpConnection(asyncio.Protocol):
         self.answer(cycle, answer)
 
     # -- the upstream's response, streamed (called by the Cycle it answers) ----------------------------------
-    def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: HeaderList) -> None:
+    def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: RawHeaders) -> None:
         cycle.upstream_started = True
         cycle.deadline = 0.0
         metrics = self.pipeline.settings.metrics
@@ -668,14 +687,14 @@ class HttpConnection(asyncio.Protocol):
             head = relayed[3]
         else:
             head = framing.status_line(status, reason) + framing.header_block(
-                downstream_response_headers(headers)
+                downstream_response_headers(decoded(headers))
             )
             self._relayed = (status, reason, headers, head)
         framing_header = b""
         if cycle.head_only or status < 200 or status == 204 or status == 304:  # no body
             for name, value in headers:
-                if name.lower() == "content-length":
-                    framing_header = b"Content-Length: %s\r\n" % value.encode("latin-1")
+                if name.lower() == b"content-length":
+                    framing_header = b"Content-Length: %s\r\n" % value
                     break
             cycle.response_chunked = False
         else:

@@ -29,10 +29,18 @@ WRITE_LOW_WATER = 64 * 1024
 FETCH_TIMEOUT = 60.0
 
 
+# Response header lines as the parser gives them (latin-1 bytes); `decoded` makes a HeaderList.
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def decoded(headers: RawHeaders) -> HeaderList:
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+
+
 class ResponseListener(Protocol):
     """What receives an upstream response, event by event."""
 
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None: ...
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None: ...
 
     def response_body(self, data: bytes) -> None: ...
 
@@ -60,7 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.upgraded = False
         self._status = 0
         self._reason = b""
-        self._headers: HeaderList = []
+        self._headers: RawHeaders = []
         # Responses to HEAD have no body, whatever their Content-Length says; llhttp cannot be
         # told so, so such a connection ends with the head and is not reused.
         self.expect_head_only = False
@@ -138,12 +146,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        text = value.decode("latin-1")
-        self._headers.append((name.decode("latin-1"), text))
-        if len(name) in (14, 17):  # the framing headers, noted on the way
+        # As the parser gives them: a client request repeating its last gets the response head
+        # it had from these bytes, undecoded (raygate.dataplane.http); others decode them.
+        self._headers.append((name, value))
+        if len(name) == 14 or len(name) == 17:  # the framing headers, noted on the way
             lname = name.lower()
             if lname == b"content-length":
-                self.response_length = text
+                self.response_length = value.decode("latin-1")
             elif lname == b"transfer-encoding":
                 self.response_chunked = True
 
@@ -382,9 +391,9 @@ class BufferedExchange:
         self._headers: HeaderList = []
         self._body: bytearray | None = bytearray()
 
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         self.started = True
-        self._status, self._reason, self._headers = status, reason, headers
+        self._status, self._reason, self._headers = status, reason, decoded(headers)
 
     def response_body(self, data: bytes) -> None:
         body = self._body

@@ -14,8 +14,9 @@ import binascii
 from typing import TYPE_CHECKING
 
 from raygate.dataplane import framing
+from raygate.dataplane.upstream import RawHeaders, decoded
 from raygate.errors import UpstreamError
-from raygate.pipeline import Forward, HeaderList, RequestHead, responses
+from raygate.pipeline import Forward, RequestHead, responses
 from raygate.pipeline.headers import HOP_BY_HOP
 
 if TYPE_CHECKING:
@@ -78,14 +79,14 @@ class _Upgrade:
         self.upstream = upstream
         self.piping = False
 
-    def response_head(self, status: int, reason: bytes, headers: HeaderList) -> None:
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         if status != 101:
             self.conn.response_head(self.cycle, status, reason, headers)
             return
         # The 101 goes to the client with its upgrade headers (hop-by-hop ones otherwise).
         kept = [
             (n, v)
-            for n, v in headers
+            for n, v in decoded(headers)
             if n.lower() not in HOP_BY_HOP or n.lower() in ("connection", "upgrade")
         ]
         conn = self.conn

@@ -24,7 +24,7 @@ from raygate.observe.audit import AuditDecision, AuditLog, AuditRecord, new_requ
 from raygate.observe.metrics import GatewayMetrics
 from raygate.pipeline import browser, responses
 from raygate.pipeline.authority import Authority
-from raygate.pipeline.head import RequestHead
+from raygate.pipeline.head import Headers, RequestHead
 from raygate.pipeline.headers import GATEWAY_COOKIES, upstream_request_headers
 from raygate.pipeline.outcome import Answer, BufferedResponse, Forward, HeaderList
 from raygate.pipeline.profiles import Profile
@@ -118,6 +118,9 @@ class DecisionMemo:
     """
 
     key: MemoKey | None = None
+    # The Headers the key was made of: a data plane that hands the same (unchanged) Headers
+    # object again for the same header lines spares the comparison.
+    source: Headers | None = None
     allowed: _Allowed | None = None
     headers: HeaderList = field(default_factory=list)
 
@@ -207,17 +210,19 @@ class Pipeline:
             record.decision = AuditDecision.UNAVAILABLE
             record.reason = refusal
             return self._answer(responses.audit_unavailable(), record)
-        key = None
-        if memo is not None:
-            key = (head.method, head.target, tuple(head.headers.items()))
-            if key == memo.key:
+        if memo is not None and (known := memo.key) is not None:
+            if (
+                head.method == known[0]
+                and head.target == known[1]
+                and (head.headers is memo.source or tuple(head.headers.items()) == known[2])
+            ):
                 repeated = self._repeated(memo, record)
                 if repeated is not None:
                     return repeated
         try:
             forward = await self._decide(head, record)
-            if key is not None and isinstance(forward, Forward):
-                self._memorize(memo, key, head, forward)  # type: ignore[arg-type]
+            if memo is not None and isinstance(forward, Forward):
+                self._memorize(memo, head, forward)
             return forward
         except BackendUnavailable as err:  # a profile hook's own authorization
             record.decision = AuditDecision.UNAVAILABLE
@@ -509,9 +514,7 @@ class Pipeline:
         _bounded_put(self._allowed, (_key(credential), head.method, path), allowed)
         return allowed
 
-    def _memorize(
-        self, memo: DecisionMemo, key: MemoKey, head: RequestHead, forward: Forward
-    ) -> None:
+    def _memorize(self, memo: DecisionMemo, head: RequestHead, forward: Forward) -> None:
         """Keep this decision for the connection's next request, if it is a whole one: allowed
         from a credential's cached decision, and nothing a profile hook did or would do."""
         allowed, self._last_allowed = self._last_allowed, None
@@ -524,7 +527,8 @@ class Pipeline:
             or self.settings.profile.hooks_for(head)
         ):
             return
-        memo.key = key
+        memo.key = (head.method, head.target, tuple(head.headers.items()))
+        memo.source = head.headers
         memo.allowed = allowed
         memo.headers = forward.upstream_headers
 
@@ -538,7 +542,7 @@ class Pipeline:
             or allowed.revision != settings.authority.revision
             or settings.authority is not self._cached_for
         ):
-            memo.key = memo.allowed = None
+            memo.key = memo.allowed = memo.source = None
             return None
         record.identity = allowed.identity
         record.attributes = list(allowed.attributes)
