@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -199,6 +200,19 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def busy_seconds() -> float:
+    """CPU time the machine has spent busy so far, all cores (/proc/stat: all but idle)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_seconds() -> float:
+    """CPU time of this process's finished children so far (wrk's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def pin(pids: Iterable[int], core: int | None) -> None:
     """Every thread of the processes onto one core (`taskset -a -p -c CORE PID`)."""
     if core is None:
@@ -355,13 +369,19 @@ def one_run(
     ray_pids = ray_tree.pids()
     ray_cpu = cpu_seconds(ray_pids)
     gateway_cpu = gateway.cpu_seconds() if gateway else 0.0
+    machine, wrk_cpu, began = busy_seconds(), children_seconds(), time.monotonic()
     figures = wrk.run(url, connections, settings.seconds, headers=side.headers)
+    elapsed = time.monotonic() - began
     requests = max(figures["requests"], 1)
-    figures["ray_cpu_us_per_request"] = round((cpu_seconds(ray_pids) - ray_cpu) / requests * 1e6, 1)
+    ray_cpu = cpu_seconds(ray_pids) - ray_cpu
+    gateway_cpu = gateway.cpu_seconds() - gateway_cpu if gateway else 0.0
+    figures["ray_cpu_us_per_request"] = round(ray_cpu / requests * 1e6, 1)
     if gateway is not None:
-        figures["gateway_cpu_us_per_request"] = round(
-            (gateway.cpu_seconds() - gateway_cpu) / requests * 1e6, 1
-        )
+        figures["gateway_cpu_us_per_request"] = round(gateway_cpu / requests * 1e6, 1)
+    # What the rest of the machine was doing meanwhile (other users' processes, the kernel's
+    # own threads, the hypervisor's steal): a busy neighbour explains a figure off the trend.
+    others = busy_seconds() - machine - ray_cpu - gateway_cpu - (children_seconds() - wrk_cpu)
+    figures["other_load_cores"] = round(max(others, 0.0) / elapsed, 2)
     if figures["socket_errors"] or figures["status_4xx_5xx"]:
         raise RuntimeError(f"{side.name} {endpoint} c={connections}: {figures}")
     return figures
@@ -426,6 +446,14 @@ def report(
                 "spends some of that core too), as a Kubernetes sidecar container has CPU of "
                 "its own. The issue's targets are evaluated here."
             )
+    others = sorted(f["other_load_cores"] for f in measured.values())
+    if others:
+        result.notes.append(
+            "Everything else on the machine (other users' processes, kernel threads, the "
+            "hypervisor's steal) during the measurements kept: median "
+            f"{others[len(others) // 2]} cores busy, at most {others[-1]} (of "
+            f"{os.cpu_count()}); figures taken beside a busy neighbour are suspect."
+        )
     cpu = result.table(
         "CPU per request: Ray's processes and the gateway's (µs)",
         ["endpoint", "connections", "Ray, direct"]
