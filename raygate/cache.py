@@ -1,11 +1,12 @@
 """The one cache: bounded, a TTL per entry, single flight. Every cache in raygate is this class
 (token reviews and access reviews in authz/cache.py, verified embedded tokens in authn/jwt.py).
 
-Bounded: least recently used entries go first. TTL per entry: the caller says how long each
-value may be kept (an allow longer than a deny; a token never past its own expiry). Single
-flight: many identical concurrent misses wait on one load; a load that fails wakes every waiter
-with the error and is not kept, so the next caller asks again and the gateway recovers by itself
-when a backend returns. Pure apart from the clock and asyncio's futures: no I/O.
+Bounded: least recently used entries go first, and expired ones are dropped as new ones come
+in. TTL per entry: the caller says how long each value may be kept (an allow longer than a
+deny; a token never past its own expiry). Single flight: many identical concurrent misses wait
+on one load; a load that fails wakes every waiter with the error and is not kept, so the next
+caller asks again and the gateway recovers by itself when a backend returns. Pure apart from
+the clock and asyncio's futures: no I/O.
 """
 
 from __future__ import annotations
@@ -100,11 +101,17 @@ class TTLCache(Generic[V]):
         if ttl <= 0 or not self.max_entries:
             self._entries.pop(key, None)
             return
-        self._entries[key] = (self.clock() + ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        entries = self._entries
+        now = self.clock()
+        entries[key] = (now + ttl, value)
+        entries.move_to_end(key)
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
             self._count("evict")
+        # Expired entries at the least recently used end go too (each once, so O(1) per put
+        # on the whole): a cache is not left full of answers nobody may use any more.
+        while next(iter(entries.values()))[0] <= now:
+            entries.popitem(last=False)
 
     def forget(self, key: Hashable) -> None:
         self._entries.pop(key, None)

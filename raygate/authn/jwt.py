@@ -8,11 +8,12 @@ the service account still exists with the uid the token names (deleting the acco
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from types import MappingProxyType
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -48,7 +49,8 @@ class ServiceAccountTokenAuthenticator:
     The RSA check is the whole cost of a verification (PyJWT: ~70 us), so up to `cache_size`
     tokens that passed it are remembered (by hash) until they expire; the account lookup still
     runs on every call. Only tokens that verified are cached, so garbage cannot push good tokens
-    out.
+    out; and only from their second verification on (the pipeline remembers an identity for a
+    second, so this is a token coming back): a flood of tokens each used once fills nothing.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class ServiceAccountTokenAuthenticator:
         self._leeway = leeway_seconds
         self._decoder = jwt.PyJWT(options={"require": _REQUIRED_CLAIMS})
         self._cache: TTLCache[_VerifiedToken] = TTLCache(cache_size)
+        self._verified_once = _Doorkeeper()
 
     @property
     def issuer(self) -> str:
@@ -128,7 +131,7 @@ class ServiceAccountTokenAuthenticator:
         except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
             return None
         verified = None if claims is None else verified_token(claims, now, self._leeway)
-        if verified is not None:
+        if verified is not None and self._verified_once.seen_before(key):
             self._cache.put(key, verified, verified.expires + self._leeway - now)
         return verified
 
@@ -159,14 +162,80 @@ class ServiceAccountTokenAuthenticator:
         return verified.identity
 
 
-@dataclass(frozen=True)
+class _Doorkeeper:
+    """Which token digests were verified before, in a fixed 128 KiB whatever their number: one
+    bit per digest (a one-hash Bloom filter, TinyLFU's doorkeeper), all cleared after every
+    65,536 new ones. A wrong "seen" (at most 1 in 16) only caches a token at its first
+    verification, as if there were no doorkeeper."""
+
+    BITS = 1 << 20
+    MARKS_BEFORE_CLEARING = 1 << 16
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS // 8)
+        self._marks = 0
+
+    def seen_before(self, digest: bytes) -> bool:
+        """Whether `digest` was (probably) seen before; it is from now on."""
+        index = int.from_bytes(digest[:4], "little") & (self.BITS - 1)
+        byte, bit = index >> 3, 1 << (index & 7)
+        if self._bits[byte] & bit:
+            return True
+        if self._marks >= self.MARKS_BEFORE_CLEARING:
+            self._bits = bytearray(self.BITS // 8)
+            self._marks = 0
+        self._bits[byte] |= bit
+        self._marks += 1
+        return False
+
+
+@dataclass(frozen=True, slots=True)
 class _VerifiedToken:
+    """What a verified token says, kept small: up to `cache_size` of these are cached for the
+    tokens' whole lifetime. The account's strings are interned (shared by all of its tokens);
+    the Identity is built when asked for, not kept with each entry."""
+
     namespace: str
     name: str
     uid: str
     expires: float
-    identity: Identity
+    jti: str
     secret: tuple[str, str] | None = None  # (name, uid) of the Secret it is bound to
+
+    @property
+    def identity(self) -> Identity:
+        account = _account_identity(self.namespace, self.name, self.uid)
+        return Identity(account.user, account.uid, account.groups, _CredentialId(self.jti))
+
+
+class _CredentialId(Mapping[str, tuple[str, ...]]):
+    """A token's Identity.extra, {CREDENTIAL_ID_EXTRA: ("JTI=...",)}, read only, in one slot
+    (a dict and its proxy take six times that, in every identity the gateway caches)."""
+
+    __slots__ = ("_jti",)
+
+    def __init__(self, jti: str) -> None:
+        self._jti = jti
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        if key != CREDENTIAL_ID_EXTRA:
+            raise KeyError(key)
+        return (f"JTI={self._jti}",)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((CREDENTIAL_ID_EXTRA,))
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+@functools.lru_cache(maxsize=1024)
+def _account_identity(namespace: str, name: str, uid: str) -> Identity:
+    # Shared by every token of the account: its user name and groups are made once.
+    return service_account_identity(namespace, name, uid)
 
 
 def verified_token(
@@ -203,11 +272,10 @@ def verified_token(
         if not (isinstance(secret_uid, str) and secret_uid):
             return None
         secret = (secret_name, secret_uid)
-    identity = replace(
-        service_account_identity(namespace, name, uid),
-        extra=MappingProxyType({CREDENTIAL_ID_EXTRA: (f"JTI={jti}",)}),
+    # Signed claims only (an attacker cannot make up names to fill the interned table).
+    return _VerifiedToken(
+        sys.intern(namespace), sys.intern(name), sys.intern(uid), float(exp), jti, secret
     )
-    return _VerifiedToken(namespace, name, uid, float(exp), identity, secret)
 
 
 def _unverified_kid(token: str) -> str | None:

@@ -9,6 +9,7 @@ the next request asks again and the gateway recovers by itself when the backend 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jwt
 
@@ -22,6 +23,7 @@ __all__ = [
     "attributes_key",
     "jwt_expiry",
     "token_key",
+    "unverified_claims",
 ]
 
 DEFAULT_AUTHN_TTL = 120.0
@@ -30,11 +32,19 @@ DEFAULT_ALLOW_TTL = 300.0
 DEFAULT_DENY_TTL = 30.0
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The `exp` claim of a JWT, read without verifying it (only to bound caching); else None."""
+def unverified_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, read without verifying it (only to bound caching); else None."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The `exp` claim of a JWT, read without verifying it (only to bound caching); else None."""
+    claims = unverified_claims(token)
+    if claims is None:
         return None
     exp = claims.get("exp")
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
@@ -126,9 +136,7 @@ class CachingAuthorizer:
         self.inner = inner
         self.allow_ttl = allow_ttl
         self.deny_ttl = deny_ttl
-        self.cache: TTLCache[Decision] = TTLCache(
-            max_entries, clock=clock, on_event=on_event
-        )
+        self.cache: TTLCache[Decision] = TTLCache(max_entries, clock=clock, on_event=on_event)
 
     @property
     def hits(self) -> int:

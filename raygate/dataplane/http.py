@@ -77,44 +77,74 @@ async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
 
 
 class Cycle:
-    """One request: its head, its body's state, and the response under way.
+    """One request: its head, its body's state, and the response under way."""
 
-    Most fields start at the class's defaults (no per-request stores for them); a request
-    sets only what it changes."""
-
-    keep_alive = True
-    close_after = False
-    chunked = False
-    declared_length: int | None = None
-    continue_expected = False
-    held = 0
-    hold_limit = 0
-    body_received = 0
-    body_done = False
-    discarding = False
-    sink: Any = None  # where body bytes go once forwarding (None: held)
-    waiting_body: asyncio.Future[bytes] | None = None
-    upgrade = False  # the request has an Upgrade header
-    record: AuditRecord | None = None
-    started = False  # response head sent to the client
-    response_status = 0
-    response_chunked = False
-    upstream: UpstreamConnection | None = None
-    upstream_started = False
-    websocket = False
-    upload_framing = ""
-    deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
-    retry = False
-    request_bytes = b""
-    start_time = 0.0
+    __slots__ = (
+        "body_done",
+        "body_hold",
+        "body_received",
+        "chunked",
+        "close_after",
+        "conn",
+        "continue_expected",
+        "corks",
+        "deadline",
+        "declared_length",
+        "discarding",
+        "head",
+        "head_only",
+        "held",
+        "hold_limit",
+        "keep_alive",
+        "record",
+        "request_bytes",
+        "response_chunked",
+        "response_status",
+        "retry",
+        "sink",
+        "start_time",
+        "started",
+        "upgrade",
+        "upload_framing",
+        "upstream",
+        "upstream_started",
+        "version",
+        "waiting_body",
+        "websocket",
+    )
 
     def __init__(self, conn: HttpConnection, head: RequestHead, version: str) -> None:
         self.conn = conn
+        self.corks = conn  # writes to the client gather while an upstream read is parsed
         self.head = head
         self.version = version
+        self.keep_alive = True
+        self.close_after = False
+        self.chunked = False
+        self.declared_length: int | None = None
+        self.continue_expected = False
+        self.upgrade = False  # the request has an Upgrade header
         self.body_hold: list[bytes] = []
+        self.held = 0
+        self.hold_limit = 0
+        self.body_received = 0
+        self.body_done = False
+        self.discarding = False
+        self.sink: Any = None  # where body bytes go once forwarding (None: held)
+        self.waiting_body: asyncio.Future[bytes] | None = None
+        self.record: AuditRecord | None = None
+        self.started = False  # response head sent to the client
+        self.response_status = 0
+        self.response_chunked = False
         self.head_only = head.method == "HEAD"
-        self.corks = conn  # writes to the client gather while an upstream read is parsed
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_started = False
+        self.websocket = False
+        self.upload_framing = ""
+        self.deadline = 0.0  # when the upstream's response headers are due (0: not waiting)
+        self.retry = False
+        self.request_bytes = b""
+        self.start_time = 0.0
 
     # -- the upstream's response (a raygate.dataplane.upstream.ResponseListener) -------------
     # Events for a request no longer forwarded (answered meanwhile, or abandoned) are dropped.
@@ -675,7 +705,7 @@ class HttpConnection(asyncio.Protocol):
         cycle.close_after = cycle.close_after or not cycle.body_done
         self.answer(cycle, answer)
 
-    # -- the upstream's response, streamed (called by the Cycle it answers) ----------------------------------
+    # -- the upstream's response, streamed (called by the Cycle it answers) --------------------
     def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: RawHeaders) -> None:
         cycle.upstream_started = True
         cycle.deadline = 0.0

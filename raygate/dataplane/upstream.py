@@ -8,6 +8,7 @@ short while; one the upstream closed is dropped, never used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -35,6 +36,45 @@ RawHeaders = list[tuple[bytes, bytes]]
 
 def decoded(headers: RawHeaders) -> HeaderList:
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+
+
+# A response head larger than this (without its end) is refused: the upstream is not speaking
+# HTTP as raygate reads it.
+MAX_RESPONSE_HEAD = 1024 * 1024
+
+
+class _HeadFields:
+    """What a response head holds: its reason phrase, header lines and framing."""
+
+    __slots__ = ("chunked", "headers", "length", "reason")
+
+    def __init__(self) -> None:
+        self.reason = b""
+        self.headers: RawHeaders = []
+        self.length: str | None = None  # Content-Length
+        self.chunked = False
+
+    # httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        if len(name) == 14 or len(name) == 17:
+            lname = name.lower()
+            if lname == b"content-length":
+                self.length = value.decode("latin-1")
+            elif lname == b"transfer-encoding":
+                self.chunked = True
+
+
+def _read_head(raw: bytes) -> _HeadFields:
+    """The fields of a response head the connection's parser already accepted, read by llhttp
+    from its bytes alone."""
+    fields = _HeadFields()
+    with contextlib.suppress(httptools.HttpParserUpgrade):
+        httptools.HttpResponseParser(fields).feed_data(raw)
+    return fields
 
 
 class ResponseListener(Protocol):
@@ -67,8 +107,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.upgraded = False
         self._status = 0
-        self._reason = b""
-        self._headers: RawHeaders = []
+        # The bytes of the response head being read (from its first byte on), and the last
+        # head read with what llhttp found in it: a response head like the last one (a client
+        # polling) is not read again.
+        self._in_head = True
+        self._head_bytes = b""
+        self._last_raw = b""
+        self._last_fields: _HeadFields | None = None
+        self._malformed = False
         # Responses to HEAD have no body, whatever their Content-Length says; llhttp cannot be
         # told so, so such a connection ends with the head and is not reused.
         self.expect_head_only = False
@@ -95,8 +141,18 @@ class UpstreamConnection(asyncio.Protocol):
         corked = getattr(listener, "corks", None)
         if corked is not None:
             corked.cork()
+        if self._in_head:
+            head = self._head_bytes
+            self._head_bytes = head + data if head else data
+            if len(self._head_bytes) > MAX_RESPONSE_HEAD and b"\r\n\r\n" not in self._head_bytes:
+                self._malformed = True
         try:
-            self.parser.feed_data(data)
+            if not self._malformed:
+                self.parser.feed_data(data)
+            if self._malformed:
+                raise httptools.HttpParserError(
+                    "the response head is not CRLF-delimited or too large"
+                )
         except httptools.HttpParserUpgrade as upgrade:
             self.upgraded = True
             offset = upgrade.args[0] if upgrade.args else len(data)
@@ -136,40 +192,35 @@ class UpstreamConnection(asyncio.Protocol):
             self.listener.upstream_resume_writing()
 
     # -- httptools callbacks -----------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-        self.response_length: str | None = None
-        self.response_chunked = False
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # As the parser gives them: a client request repeating its last gets the response head
-        # it had from these bytes, undecoded (raygate.dataplane.http); others decode them.
-        self._headers.append((name, value))
-        if len(name) == 14 or len(name) == 17:  # the framing headers, noted on the way
-            lname = name.lower()
-            if lname == b"content-length":
-                self.response_length = value.decode("latin-1")
-            elif lname == b"transfer-encoding":
-                self.response_chunked = True
-
+    # Only the head's end, the body and the message's end: the head's own lines are read from
+    # its bytes (`_read_head`), and only when they differ from the last head's.
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        buffered = self._head_bytes
+        end = buffered.find(b"\r\n\r\n")
+        if end < 0:
+            self._malformed = True  # llhttp took a head that is not CRLF-delimited: refused
+            return
+        raw = buffered[: end + 4]
         if status < 200 and status != 101:
-            self.response_length = None
-            self.response_chunked = False
-            return  # an interim answer (100 Continue, 103): the real one follows
+            self._head_bytes = buffered[end + 4 :]  # the real answer's head follows
+            return  # an interim answer (100 Continue, 103)
+        self._head_bytes = b""
+        self._in_head = False
+        fields = self._last_fields
+        if fields is None or raw != self._last_raw:
+            fields = _read_head(raw)
+            self._last_raw, self._last_fields = raw, fields
+        self.response_length = fields.length
+        self.response_chunked = fields.chunked
         self._status = status
         self.response_started = True
         self._until_close = False
-        if self.response_length is None and not self.response_chunked:
+        if fields.length is None and not fields.chunked:
             self._until_close = framing.has_body("GET", status)
         listener = self.listener
         if listener is not None:
-            listener.response_head(status, self._reason, self._headers)
+            listener.response_head(status, fields.reason, fields.headers)
         if self.expect_head_only and status != 101:
             self._finish_without_body()
 
@@ -205,6 +256,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.listener = listener
         self.expect_head_only = head_only
         self._until_close = False
+        self._in_head = True
+        self._head_bytes = b""
         assert self.transport is not None
         self.transport.write(request)
 

@@ -92,8 +92,10 @@ class AuditRecord:
 # request a cached decision allows, so encoded once per (identity, attributes, decision, reason).
 # Keyed by the ids of the identity and first attributes; the entry holds the objects it was made
 # for (so an id is never reused while its entry lives) and is used only when they are the same.
+# Few: enough for the cached decisions in use at once, while a flood of tokens each used once
+# (whose entries are never used again) keeps at most this many identities alive (~2 MiB at 4096).
 _fragments: dict[tuple[int, int], tuple[Any, Any, str, str, str, str]] = {}
-_FRAGMENTS_MAX = 4096
+_FRAGMENTS_MAX = 512
 
 
 def _constant_fields(record: AuditRecord) -> tuple[str, str]:
@@ -221,6 +223,7 @@ class AuditLog:
         self._failed_since = 0.0
         self._lost = 0
         self._dirty = False
+        self._checked_at = 0.0  # when the sink was last checked (free space, rotated away)
         self._closed = False
         self._lock = threading.Lock()  # the sink, for a write after close
         self._open_sink()
@@ -383,6 +386,10 @@ class AuditLog:
             return
         self._pending.clear()
         self._dirty = True
+        now = time.monotonic()
+        if self._failure is None and now - self._checked_at < self._flush_interval:
+            return  # checked less than a second ago: a batch is one write, not four more calls
+        self._checked_at = now
         try:
             self._sink.check()  # e.g. the disk just filled: refuse before a line is lost
         except OSError as err:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from raygate.authz.cache import jwt_expiry
+from raygate.authz.cache import jwt_expiry, unverified_claims
 from raygate.authz.paths import PathAction
+from raygate.cache import TTLCache
 from raygate.errors import BackendUnavailable, UpstreamError
 from raygate.identity import Attributes, Decision, Identity
 from raygate.observe.audit import AuditDecision, AuditLog, AuditRecord, new_request_id
@@ -46,7 +48,20 @@ REFUSED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
 DECISION_TTL = 1.0
 # Who the gateway takes the caller for (`raygate whoami`): a SelfSubjectReview.
 WHOAMI_PATH = "/raygate/whoami"
-CACHE_ENTRIES = 10_000
+# Entries of the identity and decision caches, at most. They live DECISION_TTL, and those
+# expired (or learnt under an older revision) are swept out every SWEEP_INTERVAL, so the caches
+# hold a second's worth of distinct callers, up to this many: a flood of new tokens costs a
+# worker about 1.5 MiB here (~700 bytes an entry), whatever its rate.
+CACHE_ENTRIES = 2048
+SWEEP_INTERVAL = 0.1
+# A bearer token that failed verification (bad signature, unknown key, malformed, expired) is
+# remembered by its digest for this long, under the authority's revision: the same token again
+# costs a lookup, not an RSA verification (kube-rbac-proxy's delegating authenticator keeps failed
+# TokenReviews for its cache TTL, 10 s by default). A store change asks again at once; a backend
+# that failed (503) is not an answer and is never remembered. Bounded apart from the identities,
+# so garbage pushes no caller out.
+FAILED_TOKEN_TTL = 5.0
+FAILED_TOKEN_ENTRIES = 4096
 
 
 @dataclass
@@ -163,15 +178,54 @@ def _ambiguous_credential(head: RequestHead) -> str | None:
     return None
 
 
+class _Identified(NamedTuple):
+    """An identity cache entry: who a credential was, until when, under which revision."""
+
+    identity: Identity
+    expires: float  # time.monotonic()
+    revision: int
+
+
 def _key(credential: str) -> bytes:
     """Caches key credentials by hash: they never hold a usable token."""
     return hashlib.sha256(credential.encode("utf-8", "surrogateescape")).digest()
 
 
+def _credential_key(credential: str | bytes) -> bytes:
+    """A token's key, or a client certificate's (its DER's hash: no whole certificate kept)."""
+    return (
+        hashlib.sha256(credential).digest() if isinstance(credential, bytes) else _key(credential)
+    )
+
+
 def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:
     if len(cache) >= CACHE_ENTRIES:
-        del cache[next(iter(cache))]  # oldest first out
+        # The oldest eighth out in one pass: deleting the first key one at a time would walk
+        # the holes earlier deletions left at the front of the dict, on every put.
+        for oldest in list(itertools.islice(cache, CACHE_ENTRIES // 8)):
+            del cache[oldest]
     cache[key] = value
+
+
+def _drop_stale(cache: dict[Any, Any], now: float, revision: int) -> None:
+    """Drop the entries (with `expires` and `revision`) no lookup would take any more."""
+    stale = [k for k, v in cache.items() if v.expires <= now or v.revision != revision]
+    for key in stale:
+        del cache[key]
+
+
+def _failure_ttl(token: str) -> float:
+    """How long a token that failed verification may be taken as invalid without asking again:
+    FAILED_TOKEN_TTL, but not at all when its (unverified) `nbf` or `iat` lies in the future,
+    as it may be a valid token from a clock slightly ahead that becomes valid within seconds."""
+    claims = unverified_claims(token)
+    if claims is not None:
+        now = time.time()
+        for name in ("nbf", "iat"):
+            value = claims.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > now:
+                return 0.0
+    return FAILED_TOKEN_TTL
 
 
 class Pipeline:
@@ -184,8 +238,11 @@ class Pipeline:
             settings.auth_headers.user_field,
             settings.auth_headers.groups_field,
         )
-        self._identities: dict[bytes, tuple[Identity | None, float, int]] = {}
+        self._identities: dict[bytes, _Identified] = {}
         self._allowed: dict[tuple[bytes, str, str], _Allowed] = {}
+        # Tokens that failed verification lately: digest -> the revision they failed under.
+        self._failed: TTLCache[int] = TTLCache(FAILED_TOKEN_ENTRIES)
+        self._sweep_due = 0.0
         self._cached_for = settings.authority  # answers cached are this authority's
         # The cached decision the request being decided was allowed by (for DecisionMemo).
         self._last_allowed: _Allowed | None = None
@@ -247,6 +304,7 @@ class Pipeline:
         if settings.authority is not self._cached_for:
             self._identities.clear()
             self._allowed.clear()
+            self._failed = TTLCache(FAILED_TOKEN_ENTRIES)
             self._cached_for = settings.authority
         path = head.path
         # 0. two credentials of one kind: ambiguous, whichever one would be taken
@@ -412,12 +470,19 @@ class Pipeline:
     async def _authenticate(
         self, credential: str | bytes, head: RequestHead, record: AuditRecord
     ) -> Identity | Answer:
-        key = credential if isinstance(credential, bytes) else _key(credential)
+        key = _credential_key(credential)
         revision = self.settings.authority.revision
-        cached = self._identities.get(key)
         now = time.monotonic()
-        if cached is not None and cached[1] > now and cached[2] == revision:
-            identity = cached[0]
+        if now >= self._sweep_due:
+            self._sweep_due = now + SWEEP_INTERVAL
+            _drop_stale(self._identities, now, revision)
+            _drop_stale(self._allowed, now, revision)
+        cached = self._identities.get(key)
+        identity: Identity | None
+        if cached is not None and cached.expires > now and cached.revision == revision:
+            identity = cached.identity
+        elif isinstance(credential, str) and self._failed.lookup(key) == revision:
+            identity = None  # failed verification lately, and nothing changed since
         else:
             try:
                 identity = await self._identify(credential)
@@ -433,7 +498,11 @@ class Pipeline:
                     if exp is not None:
                         ttl = min(ttl, exp - time.time())
                 if ttl > 0:
-                    _bounded_put(self._identities, key, (identity, now + ttl, revision))
+                    _bounded_put(self._identities, key, _Identified(identity, now + ttl, revision))
+            elif isinstance(credential, str):
+                # Under the revision read before the verification: if the store changed
+                # meanwhile, this entry is never taken.
+                self._failed.put(key, revision, _failure_ttl(credential))
         if identity is None:
             record.decision = AuditDecision.UNAUTHENTICATED
             if isinstance(credential, bytes):

@@ -85,7 +85,8 @@ def _identity_keys(identity: Identity) -> list[_SubjectKey]:
 
 
 class PolicyIndex:
-    """Immutable once built; `authorize` and `rules_for` are pure and safe to share."""
+    """Immutable once built (but for the allows it remembers); `authorize` and `rules_for`
+    are safe to share."""
 
     def __init__(
         self,
@@ -96,6 +97,10 @@ class PolicyIndex:
         self._cluster = cluster_grants
         self._namespaced = namespace_grants
         self.binding_count = binding_count
+        # The allow each (binding, subject, rule) gives, made once: its reason is the same for
+        # every request it allows, and the gateway keeps a second's worth of them in its
+        # decision cache. Bounded by the policy's size; a new revision builds a new index.
+        self._allows: dict[tuple[int, int, int], Decision] = {}
 
     @classmethod
     def build(cls, objects: Iterable[object]) -> PolicyIndex:
@@ -201,10 +206,16 @@ class PolicyIndex:
         for grant, subject_index in self._grants_for(attributes.identity, namespace):
             if grant.problem:
                 problems.append(f"{grant.describe(subject_index)}: {grant.problem}")
-            for rule, rule_text in grant.rules:
+            for rule_index, (rule, rule_text) in enumerate(grant.rules):
                 if rule_allows(rule, attributes):
-                    reason = f"RBAC: allowed by {grant.describe(subject_index)}, rule: {rule_text}"
-                    return Decision(allowed=True, reason=reason, source=SOURCE)
+                    key = (grant.order, subject_index, rule_index)
+                    allow = self._allows.get(key)
+                    if allow is None:
+                        reason = (
+                            f"RBAC: allowed by {grant.describe(subject_index)}, rule: {rule_text}"
+                        )
+                        allow = self._allows[key] = Decision(True, reason, SOURCE)
+                    return allow
         reason = "RBAC: no RBAC policy matched"
         if problems:
             reason += " (" + "; ".join(problems) + ")"

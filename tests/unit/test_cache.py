@@ -34,6 +34,17 @@ def test_each_entry_expires_on_its_own_ttl() -> None:
     assert len(cache) == 0
 
 
+def test_expired_entries_go_as_new_ones_come_in_without_being_looked_up() -> None:
+    clock = Clock()
+    cache: TTLCache[int] = TTLCache(clock=clock)
+    for i in range(100):
+        cache.put(f"failed-{i}", i, 5)
+    clock.now += 5
+    cache.put("new", 0, 5)
+    assert len(cache) == 1  # not 101: nobody asks for the old ones again to expire them
+    assert cache.lookup("new") == 0
+
+
 def test_a_kept_none_is_not_a_miss() -> None:
     cache: TTLCache[str | None] = TTLCache()
     cache.put("rejected", None, 10)

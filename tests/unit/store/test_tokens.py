@@ -427,9 +427,32 @@ def test_a_cached_token_stops_working_when_it_expires(
 ) -> None:
     token = token_for(key, duration=timedelta(minutes=10))
     assert authenticate(authenticator, token) is not None
+    assert authenticate(authenticator, token) is not None  # cached from its second use
     later = time.time() + 11 * 60
     monkeypatch.setattr(time, "time", lambda: later)
     assert authenticate(authenticator, token) is None
+
+
+def test_a_token_is_cached_from_its_second_verification_on(
+    key: SigningKey,
+    authenticator: ServiceAccountTokenAuthenticator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A token used once (a flood of new ones) fills nothing; one that comes back is kept."""
+    signature_checks: list[str] = []
+    decode = jwt.PyJWT.decode
+
+    def counting_decode(self: jwt.PyJWT, token: str, *args: object, **kwargs: object) -> object:
+        signature_checks.append(token)
+        return decode(self, token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt.PyJWT, "decode", counting_decode)
+    once, twice = token_for(key), token_for(key)
+    assert authenticate(authenticator, once) is not None
+    for _ in range(4):
+        assert authenticate(authenticator, twice) is not None
+    assert signature_checks.count(once) == 1
+    assert signature_checks.count(twice) == 2
 
 
 def test_cache_never_holds_more_than_its_size(key: SigningKey, accounts: Accounts) -> None:
