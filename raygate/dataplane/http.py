@@ -522,6 +522,10 @@ class HttpConnection(asyncio.Protocol):
     # -- a request -----------------------------------------------------------------------------
     def _start(self, cycle: Cycle) -> None:
         cycle.start_time = time.monotonic()
+        repeated = self.pipeline.repeated(cycle.head, self.memo)
+        if repeated is not None:
+            self._decided(cycle, repeated)  # the request before, again (DecisionMemo)
+            return
         # The decision runs inline until it first waits: a cached one never does, and costs
         # no task (see _carry_on).
         decision = self.pipeline.decide(cycle.head, self.memo)

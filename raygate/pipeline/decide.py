@@ -258,6 +258,10 @@ class Pipeline:
 
         `memo`: the connection's own (see DecisionMemo); a request repeating the one it holds
         is decided from it."""
+        if memo is not None:
+            repeated = self.repeated(head, memo)
+            if repeated is not None:
+                return repeated
         record = AuditRecord(new_request_id(), head.method, head.target, head.peer)
         record.user_agent = head.headers.get("User-Agent")
         audit = self.settings.audit
@@ -267,15 +271,6 @@ class Pipeline:
             record.decision = AuditDecision.UNAVAILABLE
             record.reason = refusal
             return self._answer(responses.audit_unavailable(), record)
-        if memo is not None and (known := memo.key) is not None:
-            if (
-                head.method == known[0]
-                and head.target == known[1]
-                and (head.headers is memo.source or tuple(head.headers.items()) == known[2])
-            ):
-                repeated = self._repeated(memo, record)
-                if repeated is not None:
-                    return repeated
         try:
             forward = await self._decide(head, record)
             if memo is not None and isinstance(forward, Forward):
@@ -601,8 +596,18 @@ class Pipeline:
         memo.allowed = allowed
         memo.headers = forward.upstream_headers
 
-    def _repeated(self, memo: DecisionMemo, record: AuditRecord) -> Forward | None:
-        """The memo's decision for a request repeating its own, while that decision lasts."""
+    def repeated(self, head: RequestHead, memo: DecisionMemo) -> Forward | None:
+        """`decide`'s answer for a request repeating the one `memo` holds, while its decision
+        lasts; None: `decide` walks the steps. Synchronous, so that a data plane may ask it
+        first and spare the coroutine of `decide` (which asks it too)."""
+        known = memo.key
+        if (
+            known is None
+            or head.method != known[0]
+            or head.target != known[1]
+            or (head.headers is not memo.source and tuple(head.headers.items()) != known[2])
+        ):
+            return None
         allowed = memo.allowed
         settings = self.settings
         if (
@@ -613,6 +618,11 @@ class Pipeline:
         ):
             memo.key = memo.allowed = memo.source = None
             return None
+        audit = settings.audit
+        if audit is not None and audit.refusing:
+            return None  # answered 503 by decide
+        record = AuditRecord(new_request_id(), head.method, head.target, head.peer)
+        record.user_agent = head.headers.get("User-Agent")
         record.identity = allowed.identity
         record.attributes = list(allowed.attributes)
         record.decision = AuditDecision.ALLOW
