@@ -146,19 +146,73 @@ class Cycle:
         self.request_bytes = b""
         self.start_time = 0.0
 
-    # -- the upstream's response (a raygate.dataplane.upstream.ResponseListener) -------------
+    # -- the upstream's response (a raygate.dataplane.upstream.ResponseListener), streamed ----
     # Events for a request no longer forwarded (answered meanwhile, or abandoned) are dropped.
     def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
-        if self.upstream is not None:
-            self.conn.response_head(self, status, reason, headers)
+        if self.upstream is None:
+            return
+        conn = self.conn
+        self.upstream_started = True
+        self.deadline = 0.0
+        metrics = conn.pipeline.settings.metrics
+        if metrics is not None:
+            metrics.upstream_answered(time.monotonic() - self.start_time)
+        relayed = conn._relayed
+        if relayed and relayed[0] == status and relayed[1] == reason and relayed[2] == headers:
+            head = relayed[3]  # the same head as the response before on this connection
+        else:
+            head = framing.status_line(status, reason) + framing.header_block(
+                downstream_response_headers(decoded(headers))
+            )
+            conn._relayed = (status, reason, headers, head)
+        framing_header = b""
+        if self.head_only or status < 200 or status == 204 or status == 304:  # no body
+            for name, value in headers:
+                if name.lower() == b"content-length":
+                    framing_header = b"Content-Length: %s\r\n" % value
+                    break
+            self.response_chunked = False
+        else:
+            upstream = self.upstream
+            length, chunked = upstream.response_length, upstream.response_chunked
+            if length is not None and not chunked:
+                framing_header = b"Content-Length: %s\r\n" % length.encode("latin-1")
+            elif self.version == "1.1":
+                framing_header = b"Transfer-Encoding: chunked\r\n"
+                self.response_chunked = True
+            else:
+                self.close_after = True  # HTTP/1.0: the body ends with the connection
+        conn._write_head(self, status, head, framing_header)
 
     def response_body(self, data: bytes) -> None:
-        if self.upstream is not None:
-            self.conn.response_body(self, data)
+        if self.upstream is None or not data or self.head_only:
+            return
+        conn = self.conn
+        if self.response_chunked:
+            conn._write(framing.chunk_size_line(len(data)))
+            conn._write(data)
+            conn._write(framing.CRLF)
+        else:
+            conn._write(data)
 
     def response_complete(self) -> None:
-        if self.upstream is not None:
-            self.conn.response_complete(self)
+        upstream = self.upstream
+        if upstream is None:
+            return
+        conn = self.conn
+        self.upstream = None
+        if self.sink is not None or not self.body_done:
+            # The upstream answered before the whole body was sent: that connection is done
+            # for, and so is the rest of this request's body.
+            self.sink = None
+            self.close_after = True
+            upstream.close()
+        if self.response_chunked:
+            conn._write(framing.LAST_CHUNK)
+        # The response's last bytes go to the client now, before the bookkeeping (its audit
+        # line, metrics): at one connection that work would otherwise add to every latency.
+        conn.uncork()
+        conn._finish(self)
 
     def upstream_upgraded(self, rest: bytes) -> None:
         self.conn._upstream_failed(self, UpstreamError("unexpected protocol switch"))
@@ -708,70 +762,6 @@ class HttpConnection(asyncio.Protocol):
             answer = responses.upstream_unreachable()
         cycle.close_after = cycle.close_after or not cycle.body_done
         self.answer(cycle, answer)
-
-    # -- the upstream's response, streamed (called by the Cycle it answers) --------------------
-    def response_head(self, cycle: Cycle, status: int, reason: bytes, headers: RawHeaders) -> None:
-        cycle.upstream_started = True
-        cycle.deadline = 0.0
-        metrics = self.pipeline.settings.metrics
-        if metrics is not None:
-            metrics.upstream_answered(time.monotonic() - cycle.start_time)
-        relayed = self._relayed
-        if relayed and relayed[0] == status and relayed[1] == reason and relayed[2] == headers:
-            head = relayed[3]
-        else:
-            head = framing.status_line(status, reason) + framing.header_block(
-                downstream_response_headers(decoded(headers))
-            )
-            self._relayed = (status, reason, headers, head)
-        framing_header = b""
-        if cycle.head_only or status < 200 or status == 204 or status == 304:  # no body
-            for name, value in headers:
-                if name.lower() == b"content-length":
-                    framing_header = b"Content-Length: %s\r\n" % value
-                    break
-            cycle.response_chunked = False
-        else:
-            upstream = cycle.upstream
-            if upstream is not None:
-                length, chunked = upstream.response_length, upstream.response_chunked
-            else:
-                length, chunked = None, True
-            if length is not None and not chunked:
-                framing_header = b"Content-Length: %s\r\n" % length.encode("latin-1")
-            elif cycle.version == "1.1":
-                framing_header = b"Transfer-Encoding: chunked\r\n"
-                cycle.response_chunked = True
-            else:
-                cycle.close_after = True  # HTTP/1.0: the body ends with the connection
-        self._write_head(cycle, status, head, framing_header)
-
-    def response_body(self, cycle: Cycle, data: bytes) -> None:
-        if not data or cycle.head_only:
-            return
-        if cycle.response_chunked:
-            self._write(framing.chunk_size_line(len(data)))
-            self._write(data)
-            self._write(framing.CRLF)
-        else:
-            self._write(data)
-
-    def response_complete(self, cycle: Cycle) -> None:
-        upstream = cycle.upstream
-        cycle.upstream = None
-        if cycle.sink is not None or not cycle.body_done:
-            # The upstream answered before the whole body was sent: that connection is done
-            # for, and so is the rest of this request's body.
-            cycle.sink = None
-            cycle.close_after = True
-            if upstream is not None:
-                upstream.close()
-        if cycle.response_chunked:
-            self._write(framing.LAST_CHUNK)
-        # The response's last bytes go to the client now, before the bookkeeping (its audit
-        # line, metrics): at one connection that work would otherwise add to every latency.
-        self.uncork()
-        self._finish(cycle)
 
     # -- answering -------------------------------------------------------------------------------
     def answer(self, cycle: Cycle, answer: Answer) -> None:

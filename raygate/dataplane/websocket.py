@@ -81,7 +81,7 @@ class _Upgrade:
 
     def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         if status != 101:
-            self.conn.response_head(self.cycle, status, reason, headers)
+            self.cycle.response_head(status, reason, headers)
             return
         # The 101 goes to the client with its upgrade headers (hop-by-hop ones otherwise).
         kept = [
@@ -122,11 +122,11 @@ class _Upgrade:
         if self.piping:
             self.conn._write(data)
         elif self.cycle.upstream is not None:
-            self.conn.response_body(self.cycle, data)
+            self.cycle.response_body(data)
 
     def response_complete(self) -> None:
         if not self.piping and self.cycle.upstream is not None:
-            self.conn.response_complete(self.cycle)
+            self.cycle.response_complete()
 
     def upstream_lost(self, exc: BaseException | None) -> None:
         if self.piping:
