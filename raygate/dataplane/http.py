@@ -614,7 +614,9 @@ class HttpConnection(asyncio.Protocol):
         if cycle.upgrade and websocket.is_websocket(cycle.head):
             websocket.start(self, cycle, outcome)
             return
-        if self.upgrade_rest or self.parser.should_upgrade():
+        if (cycle.upgrade or self.upgrade_rest) and (
+            self.upgrade_rest or self.parser.should_upgrade()
+        ):
             cycle.close_after = True  # any other upgrade: answered as a plain request, then closed
         settings = self.settings
         if cycle.declared_length is not None and cycle.declared_length > settings.max_body_bytes:
