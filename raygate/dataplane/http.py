@@ -158,13 +158,21 @@ class Cycle:
         if metrics is not None:
             metrics.upstream_answered(time.monotonic() - self.start_time)
         relayed = conn._relayed
+        keep = self.keep_alive and not self.close_after and not conn.gateway.draining
         if relayed and relayed[0] == status and relayed[1] == reason and relayed[2] == headers:
-            head = relayed[3]  # the same head as the response before on this connection
+            # The same head as the response before on this connection (a client polling).
+            if keep and relayed[4] is not None and relayed[5] is self.head_only:
+                self.started = True
+                self.response_status = status
+                self.response_chunked = relayed[6]
+                conn._write(relayed[4])  # with its framing, as it went then
+                return
+            head = relayed[3]
         else:
             head = framing.status_line(status, reason) + framing.header_block(
                 downstream_response_headers(decoded(headers))
             )
-            conn._relayed = (status, reason, headers, head)
+            relayed = conn._relayed = [status, reason, headers, head, None, self.head_only, False]
         framing_header = b""
         if self.head_only or status < 200 or status == 204 or status == 304:  # no body
             for name, value in headers:
@@ -182,7 +190,9 @@ class Cycle:
                 self.response_chunked = True
             else:
                 self.close_after = True  # HTTP/1.0: the body ends with the connection
-        conn._write_head(self, status, head, framing_header)
+        whole = conn._write_head(self, status, head, framing_header)
+        if keep and not self.close_after and self.version == "1.1":
+            relayed[4], relayed[5], relayed[6] = whole, self.head_only, self.response_chunked
 
     def response_body(self, data: bytes) -> None:
         if self.upstream is None or not data or self.head_only:
@@ -309,7 +319,9 @@ class HttpConnection(asyncio.Protocol):
         # relayed, each reused while the same comes again.
         self.memo = DecisionMemo()
         self._sent: tuple[Any, ...] = ()  # (headers list, method, target, framing, bytes)
-        self._relayed: tuple[Any, ...] = ()  # (status, reason, upstream headers, bytes)
+        # [status, reason, upstream headers, head bytes, the head as written with its framing
+        # (kept-alive responses only), head_only, response_chunked]
+        self._relayed: list[Any] = []
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -799,18 +811,19 @@ class HttpConnection(asyncio.Protocol):
             self._write(body)
         self._finish(cycle)
 
-    def _write_head(self, cycle: Cycle, status: int, head: bytes, framing_header: bytes) -> None:
-        """`head`: the status line and header block, without framing and Connection."""
+    def _write_head(self, cycle: Cycle, status: int, head: bytes, framing_header: bytes) -> bytes:
+        """`head`: the status line and header block, without framing and Connection. Returns
+        what was written."""
         cycle.started = True
         cycle.response_status = status
         keep = cycle.keep_alive and not cycle.close_after and not self.gateway.draining
         if not keep:
             cycle.close_after = True
-        self._write(
-            b"".join(
-                (head, framing_header, b"" if keep else b"Connection: close\r\n", framing.CRLF)
-            )
+        whole = b"".join(
+            (head, framing_header, b"" if keep else b"Connection: close\r\n", framing.CRLF)
         )
+        self._write(whole)
+        return whole
 
     def _write(self, data: bytes) -> None:
         out = self._out
