@@ -478,44 +478,42 @@ def _with_port(manager: contextlib.AbstractContextManager[int], port: int) -> It
 
 
 @contextlib.contextmanager
-def naive_proxy(cores: Cores, workdir: Path, upstream: int) -> Iterator[tuple[int, int]]:
-    """The naive aiohttp+uvloop pass-through (naive_proxy.py). Yields (port, pid)."""
+def _python_proxy(
+    cores: Cores, workdir: Path, script: str, arguments: Sequence[str], what: str
+) -> Iterator[tuple[int, int]]:
+    """benchmarks/`script` listening on a free port (`--port`), pinned as a server."""
     port = free_port()
-    command = cores.server(
-        [
-            PYTHON,
-            str(HERE / "naive_proxy.py"),
-            "--port",
-            str(port),
-            "--upstream",
-            f"http://127.0.0.1:{upstream}",
-        ]
-    )
-    with running(command, port, "naive proxy", log=workdir / "naive-proxy.log") as process:
+    command = cores.server([PYTHON, str(HERE / script), "--port", str(port), *arguments])
+    log = workdir / f"{script.removesuffix('.py')}.log"
+    with running(command, port, what, log=log) as process:
         yield port, process.pid
 
 
-@contextlib.contextmanager
+def naive_proxy(
+    cores: Cores, workdir: Path, upstream: int
+) -> contextlib.AbstractContextManager[tuple[int, int]]:
+    """The naive aiohttp+uvloop pass-through (naive_proxy.py). Yields (port, pid)."""
+    return _python_proxy(
+        cores,
+        workdir,
+        "naive_proxy.py",
+        ["--upstream", f"http://127.0.0.1:{upstream}"],
+        "naive proxy",
+    )
+
+
 def minimal_proxy(
     cores: Cores, workdir: Path, upstream: int, token: str
-) -> Iterator[tuple[int, int]]:
+) -> contextlib.AbstractContextManager[tuple[int, int]]:
     """Issue 7's yardstick (minimal_proxy.py): uvloop + httptools, a decision lookup, nothing
     else. Yields (port, pid)."""
-    port = free_port()
-    command = cores.server(
-        [
-            PYTHON,
-            str(HERE / "minimal_proxy.py"),
-            "--port",
-            str(port),
-            "--upstream",
-            f"127.0.0.1:{upstream}",
-            "--token",
-            token,
-        ]
+    return _python_proxy(
+        cores,
+        workdir,
+        "minimal_proxy.py",
+        ["--upstream", f"127.0.0.1:{upstream}", "--token", token],
+        "minimal proxy",
     )
-    with running(command, port, "minimal proxy", log=workdir / "minimal-proxy.log") as process:
-        yield port, process.pid
 
 
 # -- raygate --------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from raygate.pipeline import (
     RequestHead,
     responses,
 )
+from raygate.pipeline.head import name_index
 from raygate.pipeline.headers import downstream_response_headers
 
 if TYPE_CHECKING:
@@ -500,14 +501,7 @@ class HttpConnection(asyncio.Protocol):
         else:
             # Header lines as latin-1 strings (what HTTP/1.1 carries), with their name index.
             pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
-            index = {}
-            for name, value in pairs:
-                key = name.lower()
-                values = index.get(key)
-                if values is None:
-                    index[key] = [value]
-                else:
-                    values.append(value)
+            index = name_index(pairs)
             headers = Headers(pairs, index)
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("latin-1")

@@ -15,6 +15,19 @@ class Door(StrEnum):
     SERVE = "serve"  # Ray Serve's HTTP ingress
 
 
+def name_index(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Each lowercased header name with its values, in order."""
+    index: dict[str, list[str]] = {}
+    for name, value in pairs:
+        key = name.lower()
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
+    return index
+
+
 class Headers:
     """Header lines in order, as (name, value) strings; names compared case-insensitively.
 
@@ -36,15 +49,7 @@ class Headers:
     def _lookup(self) -> dict[str, list[str]]:
         index = self._index
         if index is None:
-            index = {}
-            for name, value in self._pairs:
-                key = name.lower()
-                values = index.get(key)
-                if values is None:
-                    index[key] = [value]
-                else:
-                    values.append(value)
-            self._index = index
+            index = self._index = name_index(self._pairs)
         return index
 
     def get(self, name: str, default: str | None = None) -> str | None:
