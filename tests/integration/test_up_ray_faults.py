@@ -95,7 +95,9 @@ def test_ray_dashboard_then_head_killed_under_traffic(tmp_path: Path) -> None:
             token,
             "python",
             "-c",
-            "import time\nwhile True: print('tick', flush=True); time.sleep(0.5)",
+            # Ends on its own: killing Ray's head orphans a job's driver, which must not
+            # outlive the test.
+            "import time\nfor _ in range(600): print('tick', flush=True); time.sleep(0.5)",
         )
 
         async def dashboard_dies() -> None:
