@@ -365,12 +365,7 @@ class HttpConnection(asyncio.Protocol):
             self.refuse(responses.bad_request(f"malformed request ({_parser_reason(err)})"))
             self._start_pending()
         else:
-            # (_start_pending, inline: once per request)
-            cycle = self._to_start
-            if cycle is not None:
-                self._to_start = None
-                if not self.closing and cycle is self.cycle:
-                    self._start(cycle)
+            self._start_pending()
 
     def _start_pending(self) -> None:
         # Started only once the parser accepted everything it was given: llhttp refuses some

@@ -253,10 +253,7 @@ class AuditLog:
         two threads hand the GIL back and forth on every event-loop callback while it ran.
         """
         try:
-            if self.format is AuditFormat.JSON:
-                line = (record.to_json(time.time(), time.monotonic()) + "\n").encode()
-            else:
-                line = _encoded(record, time.time(), time.monotonic(), self.format)
+            line = _encoded(record, time.time(), time.monotonic(), self.format)
         except Exception:  # a record that cannot be formatted must not fail its request
             log.exception("audit: a record could not be formatted")
             return
