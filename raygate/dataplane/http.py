@@ -323,6 +323,13 @@ class HttpConnection(asyncio.Protocol):
         # [status, reason, upstream headers, head bytes, the head as written with its framing
         # (kept-alive responses only), head_only, response_chunked]
         self._relayed: list[Any] = []
+        # The last request that came whole in one read, from a message boundary, with nothing
+        # to follow (no body, no upgrade, no Expect), and what llhttp and the checks made of it:
+        # (its bytes, RequestHead, version, declared length). The same bytes again from the
+        # same parser state parse the same (see data_received).
+        self._repeat: tuple[bytes, RequestHead, str, int | None] | None = None
+        self._in_message = False  # llhttp is inside a request (its first bytes came)
+        self._begun = 0  # requests begun within the current read
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -346,6 +353,20 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.closing:
             return
+        fresh = not self._in_message
+        if fresh:
+            repeat = self._repeat
+            if (
+                repeat is not None
+                and data == repeat[0]
+                and self.cycle is None
+                and self._refusal is None
+            ):
+                # Byte for byte the last whole request, and llhttp between requests as it was
+                # then: it would make the same of it, and so would the checks that passed.
+                self._replay(repeat)
+                return
+        self._begun = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -365,7 +386,31 @@ class HttpConnection(asyncio.Protocol):
             self.refuse(responses.bad_request(f"malformed request ({_parser_reason(err)})"))
             self._start_pending()
         else:
+            cycle = self._to_start
+            if (
+                fresh
+                and self._begun == 1
+                and not self._in_message
+                and cycle is not None
+                and cycle.body_done
+                and cycle.keep_alive
+                and not cycle.upgrade
+                and not cycle.chunked
+                and not cycle.continue_expected
+                and not cycle.declared_length
+            ):
+                self._repeat = (data, cycle.head, cycle.version, cycle.declared_length)
             self._start_pending()
+
+    def _replay(self, repeat: tuple[bytes, RequestHead, str, int | None]) -> None:
+        """Start the request `repeat` holds, again: as on_headers_complete and
+        on_message_complete made it, without parsing its bytes."""
+        self._waiting_for_request = False
+        cycle = Cycle(self, repeat[1], repeat[2])
+        cycle.declared_length = repeat[3]
+        cycle.body_done = True
+        self.cycle = cycle
+        self._start(cycle)
 
     def _start_pending(self) -> None:
         # Started only once the parser accepted everything it was given: llhttp refuses some
@@ -444,6 +489,8 @@ class HttpConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._in_message = True
+        self._begun += 1
         self._url = b""
         self._raw = []
         self._header_bytes = 0
@@ -569,6 +616,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.body_data(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         cycle = self.parsing
         self.parsing = None
         if cycle is not None and (not cycle.body_done or cycle.waiting_body is not None):

@@ -121,6 +121,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._until_close = False
         self.response_length: str | None = None  # Content-Length of the response being read
         self.response_chunked = False
+        # The last response that came whole in one read (head and Content-Length body) from a
+        # message boundary and kept the connection: (its bytes, status, head fields, body). The
+        # same bytes again (an upstream answering a poll as before) need no parsing.
+        self._repeat: tuple[bytes, int, _HeadFields, bytes] | None = None
+        self._begun = 0  # responses begun within the current read
+        self._kept = False  # the last response read ended with the connection kept
+        self._last_status = 0
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -141,8 +148,20 @@ class UpstreamConnection(asyncio.Protocol):
         corked = getattr(listener, "corks", None)
         if corked is not None:
             corked.cork()
+        fresh = False
         if self._in_head:
             head = self._head_bytes
+            if not head:
+                fresh = True  # the first bytes of a response: llhttp between messages
+                repeat = self._repeat
+                if repeat is not None and data == repeat[0] and not self.expect_head_only:
+                    try:
+                        self._replay(repeat)
+                    finally:
+                        if corked is not None:
+                            corked.uncork()
+                    return
+                self._begun = 0
             self._head_bytes = head + data if head else data
             if len(self._head_bytes) > MAX_RESPONSE_HEAD and b"\r\n\r\n" not in self._head_bytes:
                 self._malformed = True
@@ -164,6 +183,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             if listener is not None:
                 listener.upstream_lost(UpstreamError(f"invalid response from the upstream: {err}"))
+        else:
+            if fresh and self._begun == 1 and self._kept:
+                self._remember(data)
         finally:
             if corked is not None:
                 corked.uncork()
@@ -194,6 +216,10 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
     # Only the head's end, the body and the message's end: the head's own lines are read from
     # its bytes (`_read_head`), and only when they differ from the last head's.
+    def on_message_begin(self) -> None:
+        self._begun += 1
+        self._kept = False
+
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         buffered = self._head_bytes
@@ -211,6 +237,10 @@ class UpstreamConnection(asyncio.Protocol):
         if fields is None or raw != self._last_raw:
             fields = _read_head(raw)
             self._last_raw, self._last_fields = raw, fields
+        self._head_read(status, fields)
+
+    def _head_read(self, status: int, fields: _HeadFields) -> None:
+        self._last_status = status
         self.response_length = fields.length
         self.response_chunked = fields.chunked
         self._status = status
@@ -231,8 +261,11 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if not self._status or self._status == 101 or self.upgraded:
             return  # the end of an interim response, or of the head of a protocol switch
+        self._message_read(self.parser.should_keep_alive() and not self.expect_head_only)
+
+    def _message_read(self, keep: bool) -> None:
         listener = self.listener
-        keep = self.parser.should_keep_alive() and not self.expect_head_only
+        self._kept = keep
         self.listener = None
         self._status = 0
         self.response_started = False
@@ -242,6 +275,34 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
         if listener is not None:
             listener.response_complete()
+
+    # -- a response like the last ---------------------------------------------------------------
+    def _remember(self, data: bytes) -> None:
+        """Keep `data`, one whole response just read, if it has a Content-Length body."""
+        fields = self._last_fields
+        status = self._last_status
+        if (
+            fields is None
+            or fields.chunked
+            or fields.length is None
+            or status < 200
+            or status in (204, 304)
+            or not fields.length.isdigit()
+        ):
+            return
+        head = len(self._last_raw)
+        if data[:head] != self._last_raw or len(data) != head + int(fields.length):
+            return
+        self._repeat = (data, status, fields, data[head:])
+
+    def _replay(self, repeat: tuple[bytes, int, _HeadFields, bytes]) -> None:
+        """The events of the response `repeat` holds, again, without parsing its bytes: from
+        the same parser state the same bytes make the same events."""
+        self._head_read(repeat[1], repeat[2])
+        listener = self.listener
+        if listener is not None and repeat[3]:
+            listener.response_body(repeat[3])
+        self._message_read(True)
 
     # -- helpers -------------------------------------------------------------------------------
     def _finish_without_body(self) -> None:

@@ -121,3 +121,111 @@ def test_a_revoked_binding_refuses_the_next_repeat_on_the_same_connection(
         return statuses
 
     assert asyncio.run(run()) == [200, 200, 403]
+
+
+async def _one_at_a_time(gate: object, pieces: list[bytes]) -> list[int]:
+    """Each piece in its own write on one connection; the statuses answered, in order. A piece
+    that is not a whole request gets no answer of its own (its status comes with a later one)."""
+    reader, writer = await asyncio.open_connection(gate.host, gate.port)  # type: ignore[attr-defined]
+    statuses = []
+    try:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.5)
+            except TimeoutError:
+                continue  # a part of a request: nothing to answer yet
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            statuses.append(int(head.split(b" ", 2)[1]))
+            length = [
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ]
+            await reader.readexactly(length[0] if length else 0)
+    finally:
+        writer.close()
+    return statuses
+
+
+def _audited(gate: object, marker: str, count: int) -> int:
+    path = gate.audit_path  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while path.read_text().count(marker) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.read_text().count(marker)
+
+
+def test_the_same_bytes_read_after_read_are_each_forwarded_and_audited(gateway: tuple) -> None:
+    """A poller's request arrives whole, one read each: every one reaches the upstream once, with
+    the caller's identity, and has its own audit line."""
+    gate, upstream = gateway
+    same = _get(
+        b"/api/version?m=reads",
+        b"Host: ray",
+        b"Authorization: Bearer " + gate.token(READER).encode(),
+        b"X-Remote-User: admin",
+    )
+    before = upstream.lengths()
+    assert asyncio.run(_one_at_a_time(gate, [same] * 6)) == [200] * 6
+    time.sleep(0.1)
+    seen = b"".join(upstream.new_bytes(before))
+    assert seen.count(b"m=reads") == 6
+    assert seen.count(b"X-Remote-User: system:serviceaccount:default:reader") == 6
+    assert b"admin" not in seen
+    assert _audited(gate, "m=reads", 6) == 6
+
+
+def test_the_same_bytes_after_a_partial_request_are_not_taken_as_that_request(
+    gateway: tuple,
+) -> None:
+    """Bytes equal to the last request, read while another request is half-parsed, continue
+    that request: here into a malformed one (400), and nothing of it reaches the upstream."""
+    gate, upstream = gateway
+    same = _get(
+        b"/api/version?m=partial",
+        b"Host: ray",
+        b"Authorization: Bearer " + gate.token(READER).encode(),
+    )
+    before = upstream.lengths()
+    statuses = asyncio.run(_one_at_a_time(gate, [same, same, same[:12], same]))
+    assert statuses == [200, 200, 400]
+    time.sleep(0.1)
+    assert b"".join(upstream.new_bytes(before)).count(b"m=partial") == 2
+
+
+def test_a_request_split_over_reads_after_whole_ones_is_read_whole(gateway: tuple) -> None:
+    gate, upstream = gateway
+    same = _get(
+        b"/api/version?m=split",
+        b"Host: ray",
+        b"Authorization: Bearer " + gate.token(READER).encode(),
+    )
+    before = upstream.lengths()
+    pieces = [same, same, same[:20], same[20:], same]
+    assert asyncio.run(_one_at_a_time(gate, pieces)) == [200] * 4
+    time.sleep(0.1)
+    assert b"".join(upstream.new_bytes(before)).count(b"m=split") == 4
+
+
+def test_the_same_request_with_a_body_sends_its_body_each_time(gateway: tuple) -> None:
+    gate, upstream = gateway
+    body = b'{"n": "same body"}'
+    same = (
+        _get(
+            b"/api/echo?m=body",
+            b"Host: ray",
+            b"Authorization: Bearer " + gate.token(ALLOWED).encode(),
+            b"Content-Length: %d" % len(body),
+            method=b"POST",
+        )
+        + body
+    )
+    before = upstream.lengths()
+    assert asyncio.run(_one_at_a_time(gate, [same] * 3)) == [200] * 3
+    time.sleep(0.1)
+    seen = b"".join(upstream.new_bytes(before))
+    assert seen.count(b"m=body") == 3
+    assert seen.count(body) == 3

@@ -98,3 +98,42 @@ def test_each_response_on_a_kept_alive_connection_gets_its_own_head(tmp_path: Pa
 def test_a_response_head_without_crlf_line_ends_is_a_502(tmp_path: Path) -> None:
     got = _get_all(tmp_path, lambda n: [b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"], 1)
     assert got[0][0] == 502
+
+
+def test_a_response_like_the_last_but_for_its_body_relays_its_own_body(tmp_path: Path) -> None:
+    """The same bytes as the response before are relayed as they were; a body that differs
+    under the same head (and length) is the new body."""
+
+    def answer(n: int) -> list[bytes]:
+        body = b"first" if n < 3 else b"other"
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + body]
+
+    got = _get_all(tmp_path, answer, 6)
+    assert [body for _, _, body in got] == [b"first"] * 3 + [b"other"] * 3
+    assert all(status == 200 and headers["Content-Length"] == "5" for status, headers, _ in got)
+
+
+def test_an_answer_to_head_is_relayed_without_a_body_even_when_it_repeats_a_get(
+    tmp_path: Path,
+) -> None:
+    """An upstream answering HEAD with the bytes it gave GET (body included): the client gets
+    the head alone, and the GET after it its whole answer."""
+    whole = [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"]
+
+    async def scenario() -> list[tuple[str, int, bytes]]:
+        got = []
+        async with (
+            raw_upstream(lambda n: whole) as upstream,
+            gateway_stack(tmp_path, accounts={"user": ["get"]}, upstream_url=upstream) as stack,
+            client_session() as client,
+        ):
+            for method in ("GET", "GET", "HEAD", "GET", "GET"):
+                async with client.request(
+                    method, stack.url / "api/version", headers=bearer(stack.token("user"))
+                ) as resp:
+                    got.append((method, resp.status, await resp.read()))
+        return got
+
+    for method, status, body in asyncio.run(scenario()):
+        assert status == 200
+        assert body == (b"" if method == "HEAD" else b"hello")
