@@ -19,7 +19,8 @@ sched_setaffinity (what `taskset -a -p` does) to the core of one of two arrangem
 Measured: GET /api/version and GET /api/jobs/ at 1 and 16 connections; direct (Ray's own token),
 the naive pass-through (Ray's token, forwarded as is), raygate (a service-account token, decision
 cached, audit log on); all sides alternate within each round, best of the rounds. Reported: req/s
-and the ratio to direct, the p50 added, the CPU per request of the gateway (all its threads) and
+and the ratio to direct (of the best runs, and the median of each round's ratio to that round's
+direct run, which the 16-connection target reads), the p50 added, the CPU per request of the gateway (all its threads) and
 of Ray (all its processes), raygate's peak RSS.
 
     .venv/bin/python benchmarks/bench_ray_overhead.py [--smoke] [--results-dir DIR]
@@ -92,7 +93,7 @@ class Settings:
     rounds: int
 
 
-FULL = Settings(endpoints=ENDPOINTS, connections=(1, 16), seconds=2, warmup=1, rounds=3)
+FULL = Settings(endpoints=ENDPOINTS, connections=(1, 16), seconds=2, warmup=1, rounds=5)
 SMOKE = Settings(endpoints=ENDPOINTS[:1], connections=(1, 16), seconds=1, warmup=0, rounds=1)
 
 
@@ -233,6 +234,16 @@ class Side:
     gateway: Processes | None  # None: straight to Ray
 
 
+def paired_ratio(side: list[dict[str, float]], direct: list[dict[str, float]]) -> float:
+    """The median, over rounds, of the side's req/s ÷ the direct req/s of the same round."""
+    ratios = sorted(
+        s["requests_per_second"] / d["requests_per_second"] for s, d in zip(side, direct)
+    )
+    middle = len(ratios) // 2
+    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return round(median, 3)
+
+
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     """Of the rounds, the one with the most req/s: the machine is shared, the ceiling is the
     signal."""
@@ -255,7 +266,9 @@ def main() -> None:
             "Ray keeps its core, as with a Kubernetes sidecar that has CPU of its own; the "
             "targets are evaluated here) and *shared* (the gateway on Ray's core). "
             f"{settings.seconds} s per measurement after {settings.warmup} s of warm-up, best "
-            f"of {settings.rounds} rounds in which every side alternates. Direct and naive: "
+            f"of {settings.rounds} rounds in which every side alternates (and, for the ratios, "
+            "the median over the rounds of each round's ratio to that round's direct run: "
+            "Ray's own pace drifts by up to 20% from one run to the next). Direct and naive: "
             "Ray's own token. raygate: a service-account token, decision cached, audit log on."
         ),
         smoke=args.smoke,
@@ -338,8 +351,14 @@ def measure(
                     runs.setdefault(key, []).append(
                         one_run(side, core, endpoint, connections, settings, wrk, ray_tree)
                     )
+            direct = runs[sides[0].name, "", endpoint, connections]
             for key, figures in runs.items():
                 measured[key] = best(figures)
+                if key[0] != sides[0].name:
+                    # Ray's own pace drifts by +-20% from one run to the next (its periodic
+                    # work shares its core): each round's ratio to that round's direct run,
+                    # and the median of those, is steadier than the ratio of two best runs.
+                    measured[key]["paired_ratio"] = paired_ratio(figures, direct)
                 side, arrangement = key[0], key[1] or "-"
                 print(
                     f"{side:18} {arrangement:8} {endpoint:13} c={connections:<3} {measured[key]}",
@@ -405,6 +424,7 @@ def report(
                 "naive ÷ direct",
                 "raygate req/s",
                 "raygate ÷ direct",
+                "raygate ÷ direct, median of rounds",
                 "direct p50 ms",
                 "naive p50 added ms",
                 "raygate p50 added ms",
@@ -426,6 +446,7 @@ def report(
                     _ratio(n, d),
                     g["requests_per_second"],
                     _ratio(g, d),
+                    g["paired_ratio"],
                     d["p50_ms"],
                     _added(n, d),
                     _added(g, d),
@@ -502,8 +523,13 @@ def report(
             d = measured[DIRECT, "", endpoint, c]
             g = measured[RAYGATE_SIDE, targeted, endpoint, c]
             if c == 16:
-                ratio = _ratio(g, d)
-                result.target(f"{label}: raygate req/s ÷ direct", ratio, ">= 0.95", ratio >= 0.95)
+                ratio = g["paired_ratio"]
+                result.target(
+                    f"{label}: raygate req/s ÷ direct (median of the rounds' ratios)",
+                    ratio,
+                    ">= 0.95",
+                    ratio >= 0.95,
+                )
             if c == 1:
                 added = _added(g, d)
                 result.target(
