@@ -43,7 +43,10 @@ ReadyCheck = Callable[[], Awaitable[None]]  # raises with a reason when not read
 # terminationGracePeriodSeconds.
 SHUTDOWN_GRACE = 20.0
 FINAL_WRITE_GRACE = 5.0
-METRICS_FLUSH_INTERVAL = 1.0
+# Counts reach the Prometheus metrics in small batches: each upstream latency is one Histogram
+# observation at flush time (~0.7 us), and a second's worth at 24,000 req/s held the event loop
+# for ~17 ms, which was every request's worst latency under load.
+METRICS_FLUSH_INTERVAL = 0.05
 
 
 @dataclass
@@ -457,7 +460,7 @@ async def serve(
 
 
 async def _flush_metrics(metrics: GatewayMetrics) -> None:
-    """Counts reach the Prometheus metrics (and other workers' scrapes) within a second."""
+    """Counts reach the Prometheus metrics (and other workers' scrapes) within 50 ms."""
     while True:
         await asyncio.sleep(METRICS_FLUSH_INTERVAL)
         metrics.flush()
