@@ -237,7 +237,7 @@ class Side:
 def paired_ratio(side: list[dict[str, float]], direct: list[dict[str, float]]) -> float:
     """The median, over rounds, of the side's req/s ÷ the direct req/s of the same round."""
     ratios = sorted(
-        s["requests_per_second"] / d["requests_per_second"] for s, d in zip(side, direct)
+        s["requests_per_second"] / d["requests_per_second"] for s, d in zip(side, direct, strict=True)
     )
     middle = len(ratios) // 2
     median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
