@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from doors_common import Up, median_of, start_up  # noqa: E402
+from harness import Cores, Processes, pin  # noqa: E402
 from report import Result, common_arguments  # noqa: E402
 
 FULL = {"rounds": 3, "tasks": 500, "puts": 10}
@@ -69,9 +70,11 @@ ray.shutdown()
 """
 
 
-def run_driver(up: Up, address: str, token: str, tasks: int, puts: int) -> dict[str, float]:
+def run_driver(
+    up: Up, cores: Cores, address: str, token: str, tasks: int, puts: int
+) -> dict[str, float]:
     result = subprocess.run(
-        [sys.executable, "-c", DRIVER, address, str(tasks), str(puts), str(MB)],
+        cores.loader([sys.executable, "-c", DRIVER, address, str(tasks), str(puts), str(MB)]),
         env=up.env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
         capture_output=True,
         text=True,
@@ -92,20 +95,29 @@ def main() -> None:
         "server (Ray's token) and against the door (service-account token, embedded "
         "authority, audit on), alternating; medians of the rounds. Round trip: "
         "`ray.get(f.remote())` of a trivial task, sequential; throughput: `ray.put` + "
-        f"`ray.get` of {MB} MB.",
+        f"`ray.get` of {MB} MB. On two cores, Ray's whole process tree runs on one, and "
+        "the driver and raygate on the other (a Kubernetes sidecar has CPU of its own).",
         smoke=args.smoke,
     )
-    up = start_up(client=True, serve=False)
+    cores = Cores.detect()
+    result.notes.append(
+        cores.describe()
+        if cores.load is None
+        else f"Ray's processes on core {cores.servers}; the driver and raygate on core "
+        f"{cores.load} (taskset, sched_setaffinity)"
+    )
+    up = start_up(client=True, serve=False, cores=cores)
     try:
+        # The gateway beside the driver, off Ray's core (bench_ray_overhead's sidecar).
+        pin(Processes(up.process.pid).refresh(), cores.load)
         direct_address = f"127.0.0.1:{up.ray_ports['client']}"
         door_address = f"127.0.0.1:{up.client_port}"
         token = up.token()
         direct, through = [], []
         for _ in range(settings["rounds"]):
-            direct.append(
-                run_driver(up, direct_address, up.ray_token, settings["tasks"], settings["puts"])
-            )
-            through.append(run_driver(up, door_address, token, settings["tasks"], settings["puts"]))
+            tasks, puts = settings["tasks"], settings["puts"]
+            direct.append(run_driver(up, cores, direct_address, up.ray_token, tasks, puts))
+            through.append(run_driver(up, cores, door_address, token, tasks, puts))
     finally:
         up.stop()
     ray_direct, via_raygate = median_of(direct), median_of(through)

@@ -50,6 +50,7 @@ from harness import (
     ensure_tools,
     free_port,
     naive_proxy,
+    pin,
     probe,
     stop,
     tempdir,
@@ -214,16 +215,6 @@ def children_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def pin(pids: Iterable[int], core: int | None) -> None:
-    """Every thread of the processes onto one core (`taskset -a -p -c CORE PID`)."""
-    if core is None:
-        return
-    for pid in pids:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):  # a thread that just ended
-                os.sched_setaffinity(int(task.name), {core})
-
-
 @dataclass
 class Side:
     """One way to reach the dashboard: base URL, the headers wrk sends, the gateway's pids."""
@@ -237,7 +228,8 @@ class Side:
 def paired_ratio(side: list[dict[str, float]], direct: list[dict[str, float]]) -> float:
     """The median, over rounds, of the side's req/s ÷ the direct req/s of the same round."""
     ratios = sorted(
-        s["requests_per_second"] / d["requests_per_second"] for s, d in zip(side, direct, strict=True)
+        s["requests_per_second"] / d["requests_per_second"]
+        for s, d in zip(side, direct, strict=True)
     )
     middle = len(ratios) // 2
     median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2

@@ -1,34 +1,36 @@
 """Serve calls through raygate's Serve door vs straight to Serve's HTTP proxy, on one real head.
 
-Starts `raygate up` with the Serve door, deploys a trivial Serve application through the
-gateway (`ray job submit`), then sends the same GET to Serve's proxy directly (no credentials:
-Serve checks none) and through the door (a service-account token, embedded authority, audit
-on), at 1 and 16 connections, alternating ROUNDS times. Targets (issue 8): at least 0.95x
-req/s and at most +0.15 ms p50. Writes benchmarks/results/serve.json.
+Starts `raygate up` with the Serve door under `taskset -c SERVER` (Ray's whole process tree
+inherits the server core), deploys a trivial Serve application through the gateway (`ray job
+submit`), then sends the same GET with wrk (one thread, pinned to the load core) to Serve's proxy
+directly (no credentials: Serve checks none) and through the door (a service-account token,
+embedded authority, audit on), at 1 and 16 connections, alternating ROUNDS times. The gateway is
+measured in the two arrangements of bench_ray_overhead.py: *sidecar* (raygate's threads moved to
+wrk's core, Ray alone on its own: a Kubernetes sidecar; the targets are read here) and *shared*
+(raygate on Ray's core). Targets (issue 8): at least 0.95x req/s and at most +0.15 ms p50.
+Writes benchmarks/results/serve.json.
 
     .venv/bin/python benchmarks/bench_serve.py [--smoke] [--results-dir DIR]
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from doors_common import BIN, Up, median_of, start_up  # noqa: E402
+from harness import Cores, Processes, Wrk, bearer, ensure_tools, pin, probe  # noqa: E402
 from report import Result, common_arguments  # noqa: E402
 
-FULL = {"rounds": 3, "seconds": 10.0}
-SMOKE = {"rounds": 1, "seconds": 1.0}
+FULL = {"rounds": 3, "seconds": 5, "warmup": 1}
+SMOKE = {"rounds": 1, "seconds": 1, "warmup": 0}
 CONNECTIONS = (1, 16)
+SIDECAR, SHARED = "sidecar", "shared"
 
 APP = """
 from ray import serve
@@ -41,36 +43,6 @@ class Hello:
 serve.run(Hello.bind(), name="hello", route_prefix="/hello", blocking=False)
 print("deployed")
 """
-
-
-async def load(url: str, token: str | None, connections: int, seconds: float) -> dict[str, float]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    latencies: list[float] = []
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(20):  # warm up the connections and the replica
-            async with session.get(url, headers=headers) as response:
-                await response.read()
-        deadline = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                async with session.get(url, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise RuntimeError(f"{url} answered {response.status}")
-                latencies.append((time.perf_counter() - start) * 1000)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "requests_per_second": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(latencies[len(latencies) // 2], 3),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 3),
-    }
 
 
 def deploy(up: Up, token: str) -> None:
@@ -104,52 +76,112 @@ def main() -> None:
     result = Result(
         "serve",
         "Ray Serve: direct vs through raygate's Serve door",
-        about="One real Ray head with Serve (`raygate up`), a trivial application deployed "
-        "through the gateway; GET straight to Serve's HTTP proxy (no credentials: Serve checks "
+        about="One real Ray head with Serve (`raygate up`, its process tree pinned to the server "
+        "core), a trivial application deployed through the gateway; wrk (one thread, on the "
+        "load core) sends GET straight to Serve's HTTP proxy (no credentials: Serve checks "
         "none) and through the Serve door (service-account token, embedded authority, "
-        "per-application RBAC, audit on), alternating; medians of the rounds.",
+        "per-application RBAC, audit on). The gateway is measured on wrk's core (*sidecar*: "
+        "Ray keeps its core, as a Kubernetes sidecar has CPU of its own; the targets are read "
+        "here) and on Ray's core (*shared*). "
+        f"{settings['seconds']} s per measurement after {settings['warmup']} s of warm-up, "
+        f"{settings['rounds']} rounds in which every side alternates; medians of the rounds.",
         smoke=args.smoke,
     )
-    table = result.table("Serve calls", ["path", "connections", "req/s", "p50 (ms)", "p99 (ms)"])
-    up = start_up(client=False, serve=True, num_cpus=1)
+    missing = ensure_tools("wrk")
+    if missing:
+        result.skip(missing)
+        result.write(args.results_dir)
+        return
+    cores = Cores.detect()
+    arrangements = {SIDECAR: cores.load, SHARED: cores.servers}
+    if cores.load is None:
+        arrangements = {"unpinned": None}
+    result.notes.append(
+        cores.describe()
+        if cores.load is None
+        else f"wrk on core {cores.load}; Ray's processes on core {cores.servers}; raygate moved "
+        "to the arrangement's core before each measurement, every thread (sched_setaffinity)"
+    )
+    table = result.table(
+        "Serve calls",
+        ["path", "arrangement", "connections", "req/s", "p50 (ms)", "p99 (ms)", "ratio to direct"],
+    )
+    up = start_up(client=False, serve=True, num_cpus=1, cores=cores)
     raw: dict[str, object] = {}
     try:
         token = up.token()
         deploy(up, token)
+        gateway = Processes(up.process.pid)
+        wrk = Wrk(cores, up.workdir)
         direct_url = f"http://127.0.0.1:{up.ray_ports['serve']}/hello"
         door_url = f"http://127.0.0.1:{up.serve_port}/hello"
+        sides: list[tuple[str, str, dict[str, str], int | None, str]] = [
+            ("Serve direct", direct_url, {}, None, "-")
+        ] + [
+            ("through raygate", door_url, bearer(token), core, arrangement)
+            for arrangement, core in arrangements.items()
+        ]
         for connections in CONNECTIONS:
-            direct, through = [], []
+            runs: dict[str, list[dict[str, float]]] = {}
             for _ in range(settings["rounds"]):
-                seconds = settings["seconds"]
-                direct.append(asyncio.run(load(direct_url, None, connections, seconds)))
-                through.append(asyncio.run(load(door_url, token, connections, seconds)))
-            serve_direct, via_raygate = median_of(direct), median_of(through)
-            for label, figures in (
-                ("Serve direct", serve_direct),
-                ("through raygate", via_raygate),
-            ):
+                for name, url, headers, core, arrangement in sides:
+                    if name != "Serve direct":
+                        pin(gateway.refresh(), core)
+                    runs.setdefault(arrangement, []).append(
+                        one_run(wrk, url, headers, connections, settings)
+                    )
+            direct = median_of(runs["-"])
+            raw[str(connections)] = {"serve_direct": direct}
+            table.add("Serve direct", "-", connections, *_figures(direct), 1.0)
+            for arrangement in arrangements:
+                through = median_of(runs[arrangement])
+                raw[str(connections)][f"through_raygate_{arrangement}"] = through  # type: ignore[index]
+                ratio = through["requests_per_second"] / direct["requests_per_second"]
+                added = through["p50_ms"] - direct["p50_ms"]
                 table.add(
-                    label,
-                    connections,
-                    figures["requests_per_second"],
-                    figures["p50_ms"],
-                    figures["p99_ms"],
+                    "through raygate", arrangement, connections, *_figures(through), round(ratio, 3)
                 )
-            ratio = via_raygate["requests_per_second"] / serve_direct["requests_per_second"]
-            added = via_raygate["p50_ms"] - serve_direct["p50_ms"]
-            result.target(
-                f"req/s ÷ direct, c={connections}", round(ratio, 3), ">= 0.95", ratio >= 0.95
-            )
-            result.target(
-                f"p50 added (ms), c={connections}", round(added, 3), "<= 0.15", added <= 0.15
-            )
-            raw[str(connections)] = {"serve_direct": serve_direct, "through_raygate": via_raygate}
+                if arrangement == SHARED:
+                    continue
+                result.target(
+                    f"req/s ÷ direct, c={connections} ({arrangement})",
+                    round(ratio, 3),
+                    ">= 0.95",
+                    ratio >= 0.95,
+                )
+                result.target(
+                    f"p50 added (ms), c={connections} ({arrangement})",
+                    round(added, 3),
+                    "<= 0.15",
+                    added <= 0.15,
+                )
     finally:
         up.stop()
+    table.notes.append(
+        "Shared: Ray and the gateway take turns on one core (`raygate up` on a one-core "
+        "machine); reported, not what the targets are about."
+    )
     result.data.update(settings=settings, measurements=raw)
     result.write(args.results_dir)
     print(json.dumps(raw, indent=2))
+
+
+def one_run(
+    wrk: Wrk, url: str, headers: dict[str, str], connections: int, settings: dict[str, int]
+) -> dict[str, float]:
+    status = probe(url, headers)
+    if status != 200:
+        raise RuntimeError(f"GET {url} answered {status}")
+    if settings["warmup"]:
+        wrk.run(url, connections, settings["warmup"], headers=headers)
+    figures = wrk.run(url, connections, settings["seconds"], headers=headers)
+    if figures["socket_errors"] or figures["status_4xx_5xx"]:
+        raise RuntimeError(f"{url} c={connections}: {figures}")
+    return {k: figures[k] for k in ("requests_per_second", "p50_ms", "p99_ms")}
+
+
+def _figures(figures: dict[str, float]) -> tuple[float, float, float]:
+    return figures["requests_per_second"], figures["p50_ms"], figures["p99_ms"]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import free_port, stop
+from harness import Cores, free_port, stop
 
 BIN = Path(sys.executable).parent
 
@@ -92,24 +92,27 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
 
 
-def start_up(*, client: bool, serve: bool, num_cpus: int = 2) -> Up:
+def start_up(*, client: bool, serve: bool, num_cpus: int = 2, cores: Cores | None = None) -> Up:
+    """`cores`: start it on the server core (Ray's whole process tree inherits it; the gateway
+    can be moved afterwards)."""
     workdir = Path(tempfile.mkdtemp(prefix="raygate-bench-"))
     port, client_port, serve_port = free_port(), free_port(), free_port()
+    command = [
+        str(BIN / "raygate"),
+        "up",
+        "--port",
+        str(port),
+        "--client-port",
+        str(client_port if client else 0),
+        "--serve-port",
+        str(serve_port if serve else 0),
+        "--num-cpus",
+        str(num_cpus),
+        "--object-store-memory",
+        str(400 * 1024 * 1024),
+    ]
     process = subprocess.Popen(
-        [
-            str(BIN / "raygate"),
-            "up",
-            "--port",
-            str(port),
-            "--client-port",
-            str(client_port if client else 0),
-            "--serve-port",
-            str(serve_port if serve else 0),
-            "--num-cpus",
-            str(num_cpus),
-            "--object-store-memory",
-            str(400 * 1024 * 1024),
-        ],
+        cores.server(command) if cores is not None else command,
         cwd=workdir,
         env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
         stdout=subprocess.PIPE,

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -637,6 +637,16 @@ def raygate_up_upstream(
             while len(processes.refresh()) < workers and time.monotonic() < deadline:
                 time.sleep(0.1)
         yield port, processes
+
+
+def pin(pids: Iterable[int], core: int | None) -> None:
+    """Every thread of the processes onto one core (`taskset -a -p -c CORE PID`)."""
+    if core is None:
+        return
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                os.sched_setaffinity(int(task.name), {core})
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -48,6 +48,9 @@ log = logging.getLogger("raygate.dataplane")
 
 # Body bytes held per request while its decision is pending (reading paused beyond).
 HOLD_BYTES = 256 * 1024
+# A request (or upstream response) is kept for a replay of the same bytes only up to this size:
+# what a poller sends and gets, not whatever one read brought.
+REPLAY_MAX_BYTES = 16 * 1024
 # A refused request's unread body is read and dropped up to this size to keep the
 # connection; beyond, the connection is closed after the answer.
 DISCARD_BYTES = 64 * 1024
@@ -391,6 +394,9 @@ class HttpConnection(asyncio.Protocol):
                 fresh
                 and self._begun == 1
                 and not self._in_message
+                and len(data) <= REPLAY_MAX_BYTES
+                and data.endswith(b"\r\n\r\n")  # the head ends the read: nothing after it
+                and not data.startswith(b"\r\n")  # nor blank lines before it
                 and cycle is not None
                 and cycle.body_done
                 and cycle.keep_alive

@@ -38,6 +38,10 @@ def decoded(headers: RawHeaders) -> HeaderList:
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
 
 
+# The last response is kept for a replay of the same bytes only up to this size (a poll's
+# answer, not a large body held per pooled connection).
+REPLAY_MAX_BYTES = 16 * 1024
+
 # A response head larger than this (without its end) is refused: the upstream is not speaking
 # HTTP as raygate reads it.
 MAX_RESPONSE_HEAD = 1024 * 1024
@@ -124,8 +128,10 @@ class UpstreamConnection(asyncio.Protocol):
         # The last response that came whole in one read (head and Content-Length body) from a
         # message boundary and kept the connection: (its bytes, status, head fields, body). The
         # same bytes again (an upstream answering a poll as before) need no parsing.
-        self._repeat: tuple[bytes, int, _HeadFields, bytes] | None = None
+        self._repeat: tuple[bytes, int, _HeadFields, int] | None = None
         self._begun = 0  # responses begun within the current read
+        self._in_message = False  # llhttp is inside a response (its first bytes came)
+        self._ended = False  # a response ended within the current read
         self._kept = False  # the last response read ended with the connection kept
         self._last_status = 0
 
@@ -151,12 +157,19 @@ class UpstreamConnection(asyncio.Protocol):
         fresh = False
         if self._in_head:
             head = self._head_bytes
-            if not head:
+            if not head and not self._in_message:
                 fresh = True  # the first bytes of a response: llhttp between messages
                 repeat = self._repeat
                 if repeat is not None and data == repeat[0] and not self.expect_head_only:
                     try:
                         self._replay(repeat)
+                    except Exception as err:  # as a failing parser callback: 502, not a retry
+                        log.exception("relaying an upstream response failed")
+                        listener = self.listener or listener
+                        self.close()
+                        listener.upstream_lost(
+                            UpstreamError(f"relaying the response failed: {err}")
+                        )
                     finally:
                         if corked is not None:
                             corked.uncork()
@@ -165,6 +178,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._head_bytes = head + data if head else data
             if len(self._head_bytes) > MAX_RESPONSE_HEAD and b"\r\n\r\n" not in self._head_bytes:
                 self._malformed = True
+        self._ended = False
         try:
             if not self._malformed:
                 self.parser.feed_data(data)
@@ -217,6 +231,12 @@ class UpstreamConnection(asyncio.Protocol):
     # Only the head's end, the body and the message's end: the head's own lines are read from
     # its bytes (`_read_head`), and only when they differ from the last head's.
     def on_message_begin(self) -> None:
+        if self._ended or self.listener is None:
+            # A response beginning in the read that ended the one before, or nobody asked for:
+            # the upstream is not in step with the requests. Refused (the connection closes),
+            # never read as the answer to a request sent on it meanwhile.
+            self._malformed = True
+        self._in_message = True
         self._begun += 1
         self._kept = False
 
@@ -259,6 +279,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.listener.response_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         if not self._status or self._status == 101 or self.upgraded:
             return  # the end of an interim response, or of the head of a protocol switch
         self._message_read(self.parser.should_keep_alive() and not self.expect_head_only)
@@ -266,6 +287,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _message_read(self, keep: bool) -> None:
         listener = self.listener
         self._kept = keep
+        self._ended = True
         self.listener = None
         self._status = 0
         self.response_started = False
@@ -291,17 +313,22 @@ class UpstreamConnection(asyncio.Protocol):
         ):
             return
         head = len(self._last_raw)
-        if data[:head] != self._last_raw or len(data) != head + int(fields.length):
+        if (
+            len(data) > REPLAY_MAX_BYTES
+            or len(data) != head + int(fields.length)
+            or not data.startswith(self._last_raw)
+        ):
             return
-        self._repeat = (data, status, fields, data[head:])
+        self._repeat = (data, status, fields, head)
 
-    def _replay(self, repeat: tuple[bytes, int, _HeadFields, bytes]) -> None:
+    def _replay(self, repeat: tuple[bytes, int, _HeadFields, int]) -> None:
         """The events of the response `repeat` holds, again, without parsing its bytes: from
         the same parser state the same bytes make the same events."""
         self._head_read(repeat[1], repeat[2])
         listener = self.listener
-        if listener is not None and repeat[3]:
-            listener.response_body(repeat[3])
+        data, head = repeat[0], repeat[3]
+        if listener is not None and len(data) > head:
+            listener.response_body(data[head:])
         self._message_read(True)
 
     # -- helpers -------------------------------------------------------------------------------
