@@ -7,6 +7,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
+# Upstream latencies are observed into the Histogram in batches of this many (~0.7 ms of work):
+# a second's worth at once (24,000 at 24k req/s) held the event loop ~17 ms, which was every
+# request's worst latency under load.
+LATENCY_BATCH = 1024
+
+
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -64,7 +70,7 @@ class GatewayMetrics:
         )
 
     # The hot path only counts in plain ints; `flush` adds them to the Prometheus metrics
-    # before every scrape and every 50 ms (small batches: no flush holds the loop for long). A
+    # before every scrape, once a second, and every LATENCY_BATCH requests under load. A
     # Prometheus increment costs a lock, and in multiprocess mode a write to a shared file.
     def request_answered(self, status: int, decision: str) -> None:
         key = (status, decision)
@@ -75,7 +81,7 @@ class GatewayMetrics:
         """Time to the upstream's response headers, counted locally until the next flush."""
         latencies = self._latencies
         latencies.append(seconds)
-        if len(latencies) >= 65536:  # nobody flushes (no serving loop): stay bounded
+        if len(latencies) >= LATENCY_BATCH:
             self.flush()
 
     def decision_cached(self) -> None:
