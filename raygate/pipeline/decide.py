@@ -138,6 +138,7 @@ class DecisionMemo:
     source: Headers | None = None
     allowed: _Allowed | None = None
     headers: HeaderList = field(default_factory=list)
+    user_agent: str | None = None  # of the request it holds, for each repeat's audit record
 
 
 def _bearer_token(head: RequestHead) -> str | None:
@@ -595,6 +596,7 @@ class Pipeline:
         memo.source = head.headers
         memo.allowed = allowed
         memo.headers = forward.upstream_headers
+        memo.user_agent = forward.record.user_agent
 
     def repeated(self, head: RequestHead, memo: DecisionMemo) -> Forward | None:
         """`decide`'s answer for a request repeating the one `memo` holds, while its decision
@@ -610,9 +612,10 @@ class Pipeline:
             return None
         allowed = memo.allowed
         settings = self.settings
+        now = time.monotonic()
         if (
             allowed is None
-            or allowed.expires <= time.monotonic()
+            or allowed.expires <= now
             or allowed.revision != settings.authority.revision
             or settings.authority is not self._cached_for
         ):
@@ -621,12 +624,18 @@ class Pipeline:
         audit = settings.audit
         if audit is not None and audit.refusing:
             return None  # answered 503 by decide
-        record = AuditRecord(new_request_id(), head.method, head.target, head.peer)
-        record.user_agent = head.headers.get("User-Agent")
-        record.identity = allowed.identity
-        record.attributes = list(allowed.attributes)
-        record.decision = AuditDecision.ALLOW
-        record.reason = allowed.reason
+        record = AuditRecord(
+            new_request_id(),
+            head.method,
+            head.target,
+            head.peer,
+            started=now,
+            identity=allowed.identity,
+            attributes=list(allowed.attributes),
+            decision=AuditDecision.ALLOW,
+            reason=allowed.reason,
+            user_agent=memo.user_agent,
+        )
         if settings.metrics is not None:
             settings.metrics.decision_cached()
         return Forward(allowed.identity, memo.headers, record)
