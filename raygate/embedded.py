@@ -33,8 +33,22 @@ POLL_INTERVAL = 0.25  # seconds; changes must show within one second
 READ_BUSY_TIMEOUT_MS = 500
 # A request about to be refused waits at most this long for a reload (read-your-writes).
 RECHECK_WAIT = 1.0
+# File times this much older than the look that read them cannot hide a later write: the
+# kernel's coarse clock, which stamps them, ticks every few milliseconds.
+SETTLED = 0.05
 STALLED_READ = 2.0  # seconds: a store read taking longer is reported as an outage
 OUTAGE_REMINDER = 60.0  # seconds between "store still unreadable" log lines
+
+
+def _settled(marks: tuple[object, ...] | None, taken: float) -> tuple[object, ...] | None:
+    """`marks` (taken at `taken`, wall clock) if a later write is sure to change them: every
+    file's last change lies SETTLED or more before the look."""
+    if marks is None:
+        return None
+    for mark in marks:
+        if mark is not None and taken - max(mark[3], mark[4]) / 1e9 < SETTLED:  # type: ignore[index]
+            return None
+    return marks
 
 
 class _RecheckDenials:
@@ -93,6 +107,9 @@ class EmbeddedAuthority:
         self._failure: str | None = None
         self._failed_since = 0.0
         self._failure_logged_at = 0.0
+        # The store's file marks (ObjectStore.file_marks) taken before the last good read, when
+        # settled: while the files still show them, nothing was written since that read.
+        self._quiet: tuple[object, ...] | None = None
 
     @property
     def revision(self) -> int:
@@ -121,8 +138,13 @@ class EmbeddedAuthority:
         then a request within one poll interval must not fail. Waits (at most RECHECK_WAIT, so
         a locked store delays a refusal by that much, never longer, and never blocks the event
         loop) for a reload that started after the caller asked, sharing it with every other
-        caller. True when the policy changed since the caller's answer was given."""
+        caller. True when the policy changed since the caller's answer was given. Waits for
+        nothing when the store's files show nothing written since the last read (a refusal
+        then costs a stat, not a read in a thread)."""
         version = self._snapshot.version
+        quiet = self._quiet
+        if quiet is not None and self.store.file_marks() == quiet:
+            return False  # nothing written since the last read: the policy in memory is current
         try:
             async with asyncio.timeout(RECHECK_WAIT):
                 running = self._reload
@@ -151,13 +173,16 @@ class EmbeddedAuthority:
         with self._reload_lock:
             try:
                 reopened = self._reopen_if_needed()
+                marks, taken = self.store.file_marks(), time.time()
                 version = self.store.data_version()
                 if version == self._snapshot.version and not reopened:
                     self._answering()
+                    self._quiet = _settled(marks, taken)
                     return False
                 snapshot = self.store.snapshot()
             except StoreError as err:
                 self._store_ok = False
+                self._quiet = None
                 self._failed(str(err))
                 raise
             self._answering()
@@ -170,6 +195,7 @@ class EmbeddedAuthority:
             # index first: a request that already sees the new snapshot must see its index too.
             self._rbac.replace(index)
             self._snapshot = snapshot
+            self._quiet = _settled(marks, taken)
         log.info(
             "policy reloaded at revision %s (%d objects)", snapshot.version, len(snapshot.objects)
         )

@@ -253,6 +253,27 @@ class ObjectStore:
     def path(self) -> Path | None:
         return self._path
 
+    def file_marks(self) -> tuple[tuple[int, int, int, int, int] | None, ...] | None:
+        """What the file system says of the database and its WAL: (device, inode, size, mtime
+        and ctime in ns) each, None for a file not there. A committed write changes it, though
+        two writes within one tick of the kernel's coarse clock may leave the times the same.
+        None for an in-memory store, or when a file cannot be looked at."""
+        if self._path is None:
+            return None
+        marks: list[tuple[int, int, int, int, int] | None] = []
+        for path in (self._path, self._path.with_name(self._path.name + "-wal")):
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                marks.append(None)
+                continue
+            except OSError:
+                return None
+            marks.append(
+                (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            )
+        return tuple(marks)
+
     def replaced(self) -> bool:
         """Whether the file at the store's path is no longer the one this connection reads
         (moved away, deleted, or put back from a copy): then only a new connection sees it."""

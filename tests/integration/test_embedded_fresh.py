@@ -126,3 +126,67 @@ def test_a_reload_swaps_the_index_in_before_the_snapshot(tmp_path: Path) -> None
         assert authority._snapshot.version != old_version
     finally:
         authority.store.close()
+
+
+def _counting_reads(authority: EmbeddedAuthority) -> list[int]:
+    reads: list[int] = []
+    refresh = authority.refresh
+
+    def counted() -> bool:
+        reads.append(1)
+        return refresh()
+
+    authority.refresh = counted  # type: ignore[method-assign]
+    return reads
+
+
+def test_refusals_with_nothing_written_meanwhile_read_the_store_no_more(tmp_path: Path) -> None:
+    """A refusal costs a look at the store's files, not a read in a thread, while nothing was
+    written since the last read; the first write after that counts at once."""
+    import time
+
+    prepare_state(tmp_path)
+    with ObjectStore.open(tmp_path) as cli:
+        cli.apply([service_account("waiting")])
+    authority = EmbeddedAuthority(tmp_path, poll_interval=3600)  # opening makes the WAL file
+    try:
+        token = token_for(tmp_path, "waiting")
+        time.sleep(0.1)  # the files settle: a change just now may not show in their times
+
+        async def refusals(count: int) -> list[bool]:
+            identity = await authority.authenticator.authenticate_token(token)
+            assert identity is not None
+            attributes = Attributes(identity=identity, **GET_CLUSTER)
+            return [(await authority.authorizer.authorize(attributes)).allowed for _ in range(count)]
+
+        reads = _counting_reads(authority)
+        assert asyncio.run(refusals(20)) == [False] * 20
+        assert len(reads) == 1  # the first refusal reads; the files then show nothing new
+        with ObjectStore.open(tmp_path) as cli:
+            grant(cli, "waiting", ("get",))
+        assert asyncio.run(refusals(1)) == [True]
+        assert len(reads) == 2
+    finally:
+        authority.store.close()
+
+
+def test_writes_in_quick_succession_each_count_at_once(tmp_path: Path) -> None:
+    """Two writes within one tick of the clock that stamps file times: the second is still
+    seen by the next refusal's recheck (marks of a file changed just now are not trusted)."""
+    prepare_state(tmp_path)
+    authority = EmbeddedAuthority(tmp_path, poll_interval=3600)
+    try:
+        with ObjectStore.open(tmp_path) as cli:
+            for n in range(15):
+                name = f"quick-{n}"
+                cli.apply([service_account(name)])
+                token = token_for(tmp_path, name)
+                identity = asyncio.run(authority.authenticator.authenticate_token(token))
+                assert identity is not None, name
+                attributes = Attributes(identity=identity, **GET_CLUSTER)
+                assert not asyncio.run(authority.authorizer.authorize(attributes)).allowed
+                grant(cli, name, ("get",))  # right after the read the refusal made
+                decision = asyncio.run(authority.authorizer.authorize(attributes))
+                assert decision.allowed, (name, decision.reason)
+    finally:
+        authority.store.close()
