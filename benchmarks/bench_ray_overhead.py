@@ -351,6 +351,7 @@ def measure(
                     # work shares its core): each round's ratio to that round's direct run,
                     # and the median of those, is steadier than the ratio of two best runs.
                     measured[key]["paired_ratio"] = paired_ratio(figures, direct)
+                measured[key]["rounds_rps"] = [f["requests_per_second"] for f in figures]
                 side, arrangement = key[0], key[1] or "-"
                 print(
                     f"{side:18} {arrangement:8} {endpoint:13} c={connections:<3} {measured[key]}",
