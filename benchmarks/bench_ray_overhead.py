@@ -42,6 +42,9 @@ from pathlib import Path
 
 from harness import (
     RAYGATE,
+    SHARED,
+    SIDECAR,
+    UNPINNED,
     Cores,
     Processes,
     Wrk,
@@ -49,6 +52,7 @@ from harness import (
     child_map,
     ensure_tools,
     free_port,
+    gateway_arrangements,
     naive_proxy,
     pin,
     probe,
@@ -60,7 +64,6 @@ from report import Result, common_arguments
 RAY_STARTUP_TIMEOUT = 180.0
 ENDPOINTS = ("/api/version", "/api/jobs/")
 DIRECT, NAIVE, RAYGATE_SIDE = "Ray direct", "naive pass-through", "raygate"
-SIDECAR, SHARED, UNPINNED = "sidecar", "shared", "unpinned"
 ARRANGEMENT_TEXT = {
     SIDECAR: "gateway on its own core (sidecar)",
     SHARED: "gateway on Ray's core (shared)",
@@ -271,9 +274,8 @@ def main() -> None:
         result.write(args.results_dir)
         return
     cores = Cores.detect()
-    arrangements = {SIDECAR: cores.load, SHARED: cores.servers}
+    arrangements = gateway_arrangements(cores)
     if cores.load is None:
-        arrangements = {UNPINNED: None}
         result.notes.append(cores.describe() + ": only the unpinned arrangement is measured")
     else:
         result.notes.append(

@@ -24,13 +24,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from doors_common import BIN, Up, median_of, start_up  # noqa: E402
-from harness import Cores, Processes, Wrk, bearer, ensure_tools, pin, probe  # noqa: E402
+from harness import (  # noqa: E402
+    SHARED,
+    Cores,
+    Processes,
+    Wrk,
+    bearer,
+    ensure_tools,
+    gateway_arrangements,
+    pin,
+    probe,
+)
 from report import Result, common_arguments  # noqa: E402
 
 FULL = {"rounds": 3, "seconds": 5, "warmup": 1}
 SMOKE = {"rounds": 1, "seconds": 1, "warmup": 0}
 CONNECTIONS = (1, 16)
-SIDECAR, SHARED = "sidecar", "shared"
 
 APP = """
 from ray import serve
@@ -93,9 +102,7 @@ def main() -> None:
         result.write(args.results_dir)
         return
     cores = Cores.detect()
-    arrangements = {SIDECAR: cores.load, SHARED: cores.servers}
-    if cores.load is None:
-        arrangements = {"unpinned": None}
+    arrangements = gateway_arrangements(cores)
     result.notes.append(
         cores.describe()
         if cores.load is None

@@ -639,6 +639,18 @@ def raygate_up_upstream(
         yield port, processes
 
 
+# Where a gateway in front of Ray is measured: on wrk's core with Ray alone on the other (a
+# Kubernetes sidecar has CPU of its own), or on Ray's core; on one core, not pinned at all.
+SIDECAR, SHARED, UNPINNED = "sidecar", "shared", "unpinned"
+
+
+def gateway_arrangements(cores: Cores) -> dict[str, int | None]:
+    """Each arrangement the gateway is measured in, with the core it is moved to."""
+    if cores.load is None:
+        return {UNPINNED: None}
+    return {SIDECAR: cores.load, SHARED: cores.servers}
+
+
 def pin(pids: Iterable[int], core: int | None) -> None:
     """Every thread of the processes onto one core (`taskset -a -p -c CORE PID`)."""
     if core is None:

@@ -35,42 +35,6 @@ RESPONSE = (
 )
 
 
-class _Transport(asyncio.Transport):
-    """Collects what is written; reports nothing back (no back-pressure in memory)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        self.written.append(data)
-
-    def writelines(self, parts: Any) -> None:  # type: ignore[override]
-        self.written.append(b"".join(parts))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def _run(args: argparse.Namespace) -> None:
     from raygate.dataplane.http import HttpConnection
     from raygate.dataplane.server import Gateway
@@ -82,6 +46,7 @@ async def _run(args: argparse.Namespace) -> None:
     from raygate.pipeline import AuthHeaders, PipelineSettings, profile_for
     from raygate.store.sqlite import ObjectStore
     from raygate.store.tokens import issue_token, load_signing_key
+    from tests.dataplane.memory_transport import MemoryTransport
     from tests.integration.gateway_helpers import (
         grant,
         guide_attributes,
@@ -129,11 +94,11 @@ async def _run(args: argparse.Namespace) -> None:
             args.path.encode(),
             auth,
         )
-        client = _Transport()
+        client = MemoryTransport()
         conn = HttpConnection(gateway, "http")
         conn.connection_made(client)
         upstream = UpstreamConnection(gateway.pool)
-        upstream_transport = _Transport()
+        upstream_transport = MemoryTransport()
         upstream.connection_made(upstream_transport)
         gateway.pool._all.add(upstream)
         forwards = args.token == "valid"

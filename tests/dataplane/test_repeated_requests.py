@@ -40,6 +40,18 @@ def _get(target: bytes, *lines: bytes, method: bytes = b"GET") -> bytes:
     )
 
 
+async def _next_status(reader: asyncio.StreamReader, timeout: float) -> int:
+    """The status of the next answer on the connection, its body read too."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    length = [
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    ]
+    await reader.readexactly(length[0] if length else 0)
+    return int(head.split(b" ", 2)[1])
+
+
 def test_a_repeated_request_is_forwarded_each_time_and_anything_new_is_checked(
     gateway: tuple,
 ) -> None:
@@ -108,14 +120,7 @@ def test_a_revoked_binding_refuses_the_next_repeat_on_the_same_connection(
                     await asyncio.sleep(1.5)  # the store's change reaches the gateway
                 writer.write(request)
                 await writer.drain()
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-                statuses.append(int(head.split(b" ", 2)[1]))
-                length = [
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ]
-                await reader.readexactly(length[0] if length else 0)
+                statuses.append(await _next_status(reader, 10))
         finally:
             writer.close()
         return statuses
@@ -133,18 +138,11 @@ async def _one_at_a_time(gate: object, pieces: list[bytes]) -> list[int]:
             writer.write(piece)
             await writer.drain()
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.5)
+                statuses.append(await _next_status(reader, 0.5))
             except TimeoutError:
                 continue  # a part of a request: nothing to answer yet
             except (asyncio.IncompleteReadError, ConnectionError):
                 break
-            statuses.append(int(head.split(b" ", 2)[1]))
-            length = [
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ]
-            await reader.readexactly(length[0] if length else 0)
     finally:
         writer.close()
     return statuses

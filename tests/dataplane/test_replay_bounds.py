@@ -17,41 +17,8 @@ from raygate.dataplane.settings import GatewaySettings
 from raygate.dataplane.upstream import UpstreamConnection
 from raygate.embedded import EmbeddedAuthority
 from raygate.pipeline import PipelineSettings, profile_for
+from tests.dataplane.memory_transport import MemoryTransport
 from tests.integration.gateway_helpers import UPSTREAM_TOKEN, guide_attributes, prepare_state
-
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: Any) -> None:
-        self.written.append(bytes(data))
-
-    def writelines(self, parts: Any) -> None:
-        self.written.append(b"".join(parts))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -73,9 +40,9 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
         asyncio.set_event_loop(None)
 
 
-def _client(gateway: Gateway) -> tuple[HttpConnection, _Transport]:
+def _client(gateway: Gateway) -> tuple[HttpConnection, MemoryTransport]:
     conn = HttpConnection(gateway, "http")
-    transport = _Transport()
+    transport = MemoryTransport()
     conn.connection_made(transport)
     return conn, transport
 
@@ -150,7 +117,7 @@ def test_an_upstream_answer_is_kept_for_a_replay_only_when_small(
     gateway: Gateway, size: int
 ) -> None:
     upstream = UpstreamConnection(gateway.pool)
-    upstream.connection_made(_Transport())
+    upstream.connection_made(MemoryTransport())
     body = b"x" * size
     for _ in range(3):  # relayed whole each time, replayed or not
         assert _exchange(upstream, _answer(body)) == [("head", 200), ("body", body), ("complete",)]
@@ -163,7 +130,7 @@ def test_a_response_beginning_in_the_read_that_ended_the_last_closes_the_connect
     """An upstream out of step (an extra, partial response after the one asked for): the
     connection is closed, not pooled, and nothing of the extra bytes answers a later request."""
     upstream = UpstreamConnection(gateway.pool)
-    transport = _Transport()
+    transport = MemoryTransport()
     upstream.connection_made(transport)
     events = _exchange(upstream, _answer(b"ok") + b"HTTP/1.1 200 OK\r\nX-Junk: ")
     assert events[:3] == [("head", 200), ("body", b"ok"), ("complete",)]
@@ -178,7 +145,7 @@ def test_extra_bytes_are_not_read_as_the_answer_to_a_request_sent_meanwhile(
     the last response is still being parsed: the extra bytes after that response are refused,
     not parsed as the start of the next answer."""
     upstream = UpstreamConnection(gateway.pool)
-    transport = _Transport()
+    transport = MemoryTransport()
     upstream.connection_made(transport)
     following = _Listener()
 
