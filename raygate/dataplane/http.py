@@ -20,6 +20,7 @@ import httptools
 
 from raygate.dataplane import framing, websocket
 from raygate.dataplane.upstream import (
+    REPLAY_MAX_BYTES,
     WRITE_HIGH_WATER,
     WRITE_LOW_WATER,
     RawHeaders,
@@ -48,9 +49,6 @@ log = logging.getLogger("raygate.dataplane")
 
 # Body bytes held per request while its decision is pending (reading paused beyond).
 HOLD_BYTES = 256 * 1024
-# A request (or upstream response) is kept for a replay of the same bytes only up to this size:
-# what a poller sends and gets, not whatever one read brought.
-REPLAY_MAX_BYTES = 16 * 1024
 # A refused request's unread body is read and dropped up to this size to keep the
 # connection; beyond, the connection is closed after the answer.
 DISCARD_BYTES = 64 * 1024

@@ -38,8 +38,8 @@ def decoded(headers: RawHeaders) -> HeaderList:
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
 
 
-# The last response is kept for a replay of the same bytes only up to this size (a poll's
-# answer, not a large body held per pooled connection).
+# A request, or an upstream response, is kept for a replay of the same bytes only up to this
+# size: what a poller sends and gets, not whatever one read brought (held per connection).
 REPLAY_MAX_BYTES = 16 * 1024
 
 # A response head larger than this (without its end) is refused: the upstream is not speaking
