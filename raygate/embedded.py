@@ -22,7 +22,7 @@ from raygate.errors import StoreError
 from raygate.identity import Attributes, Decision, Identity
 from raygate.rbac.authorizer import LocalRBACAuthorizer
 from raygate.rbac.index import PolicyIndex
-from raygate.store.sqlite import ObjectStore, Snapshot
+from raygate.store.sqlite import FileMarks, ObjectStore, Snapshot
 from raygate.store.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, load_signing_key
 
 log = logging.getLogger("raygate.embedded")
@@ -40,13 +40,13 @@ STALLED_READ = 2.0  # seconds: a store read taking longer is reported as an outa
 OUTAGE_REMINDER = 60.0  # seconds between "store still unreadable" log lines
 
 
-def _settled(marks: tuple[object, ...] | None, taken: float) -> tuple[object, ...] | None:
+def _settled(marks: FileMarks | None, taken: float) -> FileMarks | None:
     """`marks` (taken at `taken`, wall clock) if a later write is sure to change them: every
     file's last change lies SETTLED or more before the look."""
     if marks is None:
         return None
     for mark in marks:
-        if mark is not None and taken - max(mark[3], mark[4]) / 1e9 < SETTLED:  # type: ignore[index]
+        if mark is not None and taken - max(mark[3], mark[4]) / 1e9 < SETTLED:
             return None
     return marks
 
@@ -109,7 +109,7 @@ class EmbeddedAuthority:
         self._failure_logged_at = 0.0
         # The store's file marks (ObjectStore.file_marks) taken before the last good read, when
         # settled: while the files still show them, nothing was written since that read.
-        self._quiet: tuple[object, ...] | None = None
+        self._quiet: FileMarks | None = None
 
     @property
     def revision(self) -> int:

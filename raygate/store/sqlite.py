@@ -147,6 +147,10 @@ def _from_row(row: tuple[str, str, str, str, int, str, str]) -> StoredObject:
 _COLUMNS = "kind, namespace, name, uid, resource_version, creation_timestamp, manifest"
 
 
+# (device, inode, size, mtime ns, ctime ns) of the database file and of its WAL (None: absent).
+FileMarks = tuple[tuple[int, int, int, int, int] | None, ...]
+
+
 class ObjectStore:
     """The stored objects. Safe to share between threads; one connection per store."""
 
@@ -253,7 +257,7 @@ class ObjectStore:
     def path(self) -> Path | None:
         return self._path
 
-    def file_marks(self) -> tuple[tuple[int, int, int, int, int] | None, ...] | None:
+    def file_marks(self) -> FileMarks | None:
         """What the file system says of the database and its WAL: (device, inode, size, mtime
         and ctime in ns) each, None for a file not there. A committed write changes it, though
         two writes within one tick of the kernel's coarse clock may leave the times the same.
