@@ -126,8 +126,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.response_length: str | None = None  # Content-Length of the response being read
         self.response_chunked = False
         # The last response that came whole in one read (head and Content-Length body) from a
-        # message boundary and kept the connection: (its bytes, status, head fields, body). The
-        # same bytes again (an upstream answering a poll as before) need no parsing.
+        # message boundary and kept the connection: (its bytes, status, head fields, head length).
+        # The same bytes again (an upstream answering a poll as before) need no parsing.
         self._repeat: tuple[bytes, int, _HeadFields, int] | None = None
         self._begun = 0  # responses begun within the current read
         self._in_message = False  # llhttp is inside a response (its first bytes came)
