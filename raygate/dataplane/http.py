@@ -371,10 +371,10 @@ class HttpConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._start_pending()
             offset = upgrade.args[0] if upgrade.args else len(data)
             self.upgrade_rest = data[offset:]
             self.pause("upgrade")  # bytes after the handshake wait for the decision
+            self._start_pending()  # (which may come at once: it sees the pause)
         except httptools.HttpParserCallbackError as err:
             refused = err.__context__
             if isinstance(refused, RequestRefused):
@@ -837,7 +837,9 @@ class HttpConnection(asyncio.Protocol):
             cycle.discarding = True
             cycle.body_hold = []
             self.resume("hold")
-        if answer.status >= 400 and self.parser.should_upgrade():
+        if "upgrade" in self.paused or (answer.status >= 400 and self.parser.should_upgrade()):
+            # A handshake answered here, whatever the status: what follows it on the connection
+            # is not HTTP llhttp reads any more (reading stays paused), so the connection ends.
             cycle.close_after = True
         headers = answer.headers
         body = answer.body

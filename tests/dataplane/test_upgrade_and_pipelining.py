@@ -193,3 +193,37 @@ def test_a_refused_get_body_is_skipped_and_the_next_request_decided_alone(record
     assert requests_with(b"refused-first", connections)[0] == 0
     assert requests_with(b"c=inner", connections)[0] == 0
     assert len(requests_with(b"allowed-second", connections)[1]) == 1
+
+
+def test_an_upgrade_the_gateway_answers_itself_ends_the_connection(tmp_path: Path) -> None:
+    """A handshake to a route the gateway answers itself (here its public OIDC discovery): the
+    answer says the connection closes, and it does, at once: the bytes after a handshake are
+    not HTTP llhttp will read, so waiting for another request would hang until the idle
+    timeout."""
+    upstream = RecorderThread()
+    gateway = start_gateway(tmp_path, upstream.url, {ALLOWED: ["*"]})
+
+    async def run() -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+        try:
+            writer.write(handshake("", b"/.well-known/openid-configuration"))
+            await writer.drain()
+            began = time.monotonic()
+            answer = b""
+            try:
+                while chunk := await asyncio.wait_for(reader.read(65536), 10):
+                    answer += chunk
+            except TimeoutError:
+                pass
+            return answer, time.monotonic() - began
+        finally:
+            writer.close()
+
+    try:
+        answer, waited = asyncio.run(run())
+    finally:
+        stop_gateway(gateway)
+        upstream.stop()
+    assert statuses(answer) == [200], answer
+    assert b"Connection: close" in answer.split(b"\r\n\r\n", 1)[0]
+    assert waited < 5, f"the connection stayed open {waited:.1f}s after the answer"
