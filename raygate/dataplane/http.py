@@ -94,6 +94,7 @@ class Cycle:
         "declared_length",
         "discarding",
         "head",
+        "handshake",
         "head_only",
         "held",
         "hold_limit",
@@ -126,6 +127,7 @@ class Cycle:
         self.declared_length: int | None = None
         self.continue_expected = False
         self.upgrade = False  # the request has an Upgrade header
+        self.handshake = False  # llhttp read it as an upgrade: what follows is not HTTP
         self.body_hold: list[bytes] = []
         self.held = 0
         self.hold_limit = 0
@@ -373,6 +375,9 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0] if upgrade.args else len(data)
             self.upgrade_rest = data[offset:]
+            handshake = self.queue[-1] if self.queue else self.cycle  # the last one parsed
+            if handshake is not None:
+                handshake.handshake = True
             self.pause("upgrade")  # bytes after the handshake wait for the decision
             self._start_pending()  # (which may come at once: it sees the pause)
         except httptools.HttpParserCallbackError as err:
@@ -667,9 +672,7 @@ class HttpConnection(asyncio.Protocol):
         if cycle.upgrade and websocket.is_websocket(cycle.head):
             websocket.start(self, cycle, outcome)
             return
-        if (cycle.upgrade or self.upgrade_rest) and (
-            self.upgrade_rest or self.parser.should_upgrade()
-        ):
+        if cycle.handshake:
             cycle.close_after = True  # any other upgrade: answered as a plain request, then closed
         settings = self.settings
         if cycle.declared_length is not None and cycle.declared_length > settings.max_body_bytes:
@@ -837,7 +840,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.discarding = True
             cycle.body_hold = []
             self.resume("hold")
-        if "upgrade" in self.paused or (answer.status >= 400 and self.parser.should_upgrade()):
+        if cycle.handshake:
             # A handshake answered here, whatever the status: what follows it on the connection
             # is not HTTP llhttp reads any more (reading stays paused), so the connection ends.
             cycle.close_after = True

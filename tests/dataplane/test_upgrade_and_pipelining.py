@@ -227,3 +227,27 @@ def test_an_upgrade_the_gateway_answers_itself_ends_the_connection(tmp_path: Pat
     assert statuses(answer) == [200], answer
     assert b"Connection: close" in answer.split(b"\r\n\r\n", 1)[0]
     assert waited < 5, f"the connection stayed open {waited:.1f}s after the answer"
+
+
+def test_a_request_pipelined_before_a_handshake_is_answered_and_kept_apart(
+    recorded: tuple,
+) -> None:
+    """An allowed request, then in the same write a handshake with no credential and bytes
+    after it: the first is forwarded and answered as any other, the handshake is refused, and
+    neither it nor the bytes after it reach the upstream. (The handshake is the request llhttp
+    read last; the request before it is not one, and is not closed as one.)"""
+    gateway, upstream = recorded
+    auth = b"Authorization: Bearer " + gateway.token(ALLOWED).encode() + b"\r\n"
+    first = b"GET /api/jobs/?c=before-handshake HTTP/1.1\r\nHost: ray\r\n" + auth + b"\r\n"
+    refused = handshake("", b"/api/logs/stream?c=refused-handshake").replace(
+        b"Authorization: Bearer \r\n", b""
+    )
+    answer = asyncio.run(
+        exchange(gateway.host, gateway.port, first + refused + b"after-handshake", want=2)
+    )
+    assert complete_answers(answer)[0] == [200, 401], answer
+    time.sleep(0.05)
+    connections = upstream.connection_bytes()
+    assert len(requests_with(b"before-handshake", connections)[1]) == 1
+    assert requests_with(b"refused-handshake", connections)[0] == 0
+    assert not any(b"after-handshake" in c for c in connections)
