@@ -209,6 +209,7 @@ async def assemble(
         else None,
         client_certificates=bool(config.listen.tls and config.listen.tls.client_ca_file),
         forward_client_authorization=config.upstream.forward_client_authorization,
+        forwarded_headers=config.upstream.forwarded_headers,
         browser_login=config.browser_login,
         browser_sign_in=sign_in,
     )

@@ -552,6 +552,13 @@ def gateway_config(
         "browserLogin": True,
         "stateDir": str(options.state_dir),
     }
+    if head is not None:
+        # Ray's dashboard reads none of X-Remote-* and X-Forwarded-*, and copies every request
+        # header into a second request to its module processes: each header costs it about 1%
+        # of its capacity (docs/design.md, "What the gateway costs Ray"). Serve's applications
+        # get them (their door, below).
+        data["authHeader"] = {"fieldsEnabled": False}
+        data["upstream"]["forwardedHeaders"] = False
     if options.oidc is not None:
         data["authentication"] = {"mode": ["embedded", "oidc"], "oidc": options.oidc}
     if options.admin_port:
@@ -568,6 +575,7 @@ def gateway_config(
         data["serve"] = {
             "listen": f"{listen_host}:{options.serve_port}",
             "upstream": f"http://127.0.0.1:{head.ports['serve']}",
+            "identityHeaders": True,
         }
         if options.serve_rate_limit:
             data["serve"]["rateLimit"] = options.serve_rate_limit

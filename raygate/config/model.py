@@ -89,12 +89,15 @@ class ListenConfig(ConfigModel):
 class UpstreamConfig(ConfigModel):
     """Ray's dashboard. When Ray runs in token mode the gateway sends Ray's token upstream in
     place of the caller's: read from `tokenFile` when set, else from the `tokenEnv` variable
-    (default RAY_AUTH_TOKEN, which KubeRay's token mode sets); `tokenEnv: null` sends none."""
+    (default RAY_AUTH_TOKEN, which KubeRay's token mode sets); `tokenEnv: null` sends none.
+    `forwardedHeaders` (default on) adds X-Forwarded-For, -Proto and -Host; off, none is sent,
+    the client's own included."""
 
     url: str
     token_env: str | None = RAY_AUTH_TOKEN_ENV
     token_file: str | None = None
     forward_client_authorization: bool = False
+    forwarded_headers: bool = True
     ca_file: str | None = Field(default=None, alias="caFile")
     client_cert_file: str | None = None
     client_key_file: str | None = None
@@ -391,6 +394,9 @@ class ServeDoorConfig(ConfigModel):
     rate_burst: int | None = Field(default=None, ge=1)
     # How long Serve's application list (routes) is reused.
     applications_ttl: Duration = Field(default=2.0, alias="applicationsTTL")
+    # X-Remote-User/-Group (authHeader's names) for Serve's applications; None: as
+    # authHeader.fieldsEnabled. X-Forwarded-* are always sent to Serve.
+    identity_headers: bool | None = None
 
     @field_validator("listen")
     @classmethod

@@ -151,6 +151,8 @@ def gateway_config(options: ManifestOptions) -> dict[str, Any]:
         "upstream": {
             "url": f"http://127.0.0.1:{RAY_DASHBOARD_PORT}/",
             "tokenEnv": "RAY_AUTH_TOKEN",
+            # Ray's dashboard reads no X-Forwarded-*, and each header costs it (docs/design.md).
+            "forwardedHeaders": False,
         },
         "authentication": {"mode": ["kubernetes"]},
         "authorization": authorization,

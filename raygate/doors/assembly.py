@@ -52,13 +52,20 @@ class Doors:
         self._metrics = metrics
         self.opened: list[Door] = []
 
-    def _pipeline_settings(self, profile: Profile) -> PipelineSettings:
-        """The dashboard's pipeline settings (authority, audit, metrics, identity headers),
-        with this door's profile. Nothing of the dashboard's own routes: no public routes, path
-        rules or browser login; and no Ray token in the upstream headers: the client door puts
-        it in gRPC metadata itself, and Serve must never see it (its applications would)."""
+    def _pipeline_settings(
+        self, profile: Profile, identity_headers: bool | None = None
+    ) -> PipelineSettings:
+        """The dashboard's pipeline settings (authority, audit, metrics, identity header
+        names), with this door's profile. Nothing of the dashboard's own routes: no public
+        routes, path rules or browser login; and no Ray token in the upstream headers: the
+        client door puts it in gRPC metadata itself, and Serve must never see it (its
+        applications would). X-Forwarded-* always: what an application behind a proxy reads."""
+        settings = self._settings.pipeline
+        auth_headers = settings.auth_headers
+        if identity_headers is not None:
+            auth_headers = dataclasses.replace(auth_headers, enabled=identity_headers)
         return dataclasses.replace(
-            self._settings.pipeline,
+            settings,
             profile=profile,
             upstream_token=None,
             public_routes={},
@@ -66,6 +73,8 @@ class Doors:
             client_certificates=False,
             forward_client_authorization=False,
             browser_login=False,
+            auth_headers=auth_headers,
+            forwarded_headers=True,
         )
 
     async def open(self) -> None:
@@ -96,7 +105,8 @@ class Doors:
             serve = ServeDoor(
                 config.serve,
                 self._pipeline_settings(
-                    ServeProfile(config.authorization, applications.application_of)
+                    ServeProfile(config.authorization, applications.application_of),
+                    config.serve.identity_headers,
                 ),
                 applications,
                 dashboard_settings=settings,

@@ -89,6 +89,8 @@ class PipelineSettings:
     # Identify callers without a token by their verified TLS client certificate.
     client_certificates: bool = False
     forward_client_authorization: bool = False
+    # X-Forwarded-For/-Proto/-Host for the upstream (config: upstream.forwardedHeaders).
+    forwarded_headers: bool = True
     # Ray's dashboard UI logs in with a raygate token (see pipeline/browser.py).
     browser_login: bool = False
     realm: str = "raygate"
@@ -685,6 +687,7 @@ class Pipeline:
             # Unauthenticated requests (UI shell, ignorePaths) go as the anonymous caller they are.
             upstream_token=settings.upstream_token if identity is not None else None,
             forward_client_authorization=settings.forward_client_authorization,
+            forwarded=settings.forwarded_headers,
         )
         auth_headers = settings.auth_headers
         if identity is not None and auth_headers.enabled:

@@ -83,13 +83,14 @@ def _dropped_names(
     host: bool,
     forward_client_authorization: bool,
     upstream_token: bool,
+    forwarded: bool,
 ) -> frozenset[str]:
     """The header names never forwarded as the client sent them (computed once per setting)."""
     dropped = set(_GATEWAY_SET) | {_header_key(h) for h in identity_headers}
     dropped.add("x-forwarded-proto")
-    if remote:
+    if remote or not forwarded:
         dropped.add("x-forwarded-for")
-    if host:
+    if host or not forwarded:
         dropped.add("x-forwarded-host")
     if not forward_client_authorization:
         dropped |= CLIENT_CREDENTIAL_HEADERS
@@ -107,13 +108,16 @@ def upstream_request_headers(
     host: str | None,
     upstream_token: str | None,
     forward_client_authorization: bool = False,
+    forwarded: bool = True,
 ) -> list[tuple[str, str]]:
     """Headers for the upstream request, as (name, value) pairs.
 
     Drops hop-by-hop headers, every identity header a client might forge (the gateway sets
-    its own afterwards), the client's credentials, and Ray's token cookie; adds X-Forwarded-*.
-    Host and the body framing (Content-Length or chunked) are the data plane's to add: they
-    must match what it sends, never a client value it did not check.
+    its own afterwards), the client's credentials, and Ray's token cookie; adds X-Forwarded-*
+    (`forwarded`; without it, the client's own X-Forwarded-* are dropped too, never passed on
+    as if the gateway had set them). Host and the body framing (Content-Length or chunked) are
+    the data plane's to add: they must match what it sends, never a client value it did not
+    check.
     """
     dropped = _dropped_names(
         tuple(identity_headers),
@@ -121,6 +125,7 @@ def upstream_request_headers(
         bool(host),
         forward_client_authorization,
         bool(upstream_token),
+        forwarded,
     )
     if "connection" in incoming:
         dropped = dropped | connection_tokens(incoming)
@@ -137,12 +142,13 @@ def upstream_request_headers(
             if not value:
                 continue
         out.append((name, value))
-    prior = incoming.get("X-Forwarded-For")
-    if remote:
-        out.append(("X-Forwarded-For", f"{prior}, {remote}" if prior else remote))
-    out.append(("X-Forwarded-Proto", scheme))
-    if host:
-        out.append(("X-Forwarded-Host", host))
+    if forwarded:
+        prior = incoming.get("X-Forwarded-For")
+        if remote:
+            out.append(("X-Forwarded-For", f"{prior}, {remote}" if prior else remote))
+        out.append(("X-Forwarded-Proto", scheme))
+        if host:
+            out.append(("X-Forwarded-Host", host))
     if upstream_token:
         out.append(("Authorization", f"Bearer {upstream_token}"))
     return out

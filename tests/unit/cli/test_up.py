@@ -12,6 +12,7 @@ from raygate.authz.attributes import Profile, request_attributes
 from raygate.cli.up import UpOptions, gateway_config, up
 from raygate.config.model import AuditConfig
 from raygate.identity import service_account_identity
+from raygate.ray.launcher import RayHead
 
 USER = service_account_identity("ml", "ray-user")
 
@@ -60,3 +61,31 @@ def test_up_refuses_an_unknown_profile() -> None:
     result = CliRunner().invoke(up, ["--profile", "rbac"])
     assert result.exit_code == 2
     assert "'kube-rbac-proxy', 'ray-k8s', 'ray'" in result.output
+
+
+def test_up_sends_rays_dashboard_no_header_it_does_not_read_and_serve_who_is_calling(
+    tmp_path: Path,
+) -> None:
+    """Ray's dashboard reads neither X-Remote-* nor X-Forwarded-*, and each header costs it
+    (docs/design.md, "What the gateway costs Ray"); Serve's applications may read both."""
+    opts = options(tmp_path)
+    opts.serve_port = 8000
+    head = RayHead(
+        process=None,  # type: ignore[arg-type]
+        dashboard_url="http://127.0.0.1:8266",
+        temp_dir=tmp_path,
+        log_path=tmp_path / "ray.log",
+        ports={"serve": 8001},
+    )
+    config = gateway_config(opts, URL(head.dashboard_url), None, head)
+    assert not config.auth_header.fields_enabled
+    assert not config.upstream.forwarded_headers
+    assert config.serve is not None and config.serve.identity_headers is True
+
+
+def test_up_in_front_of_another_upstream_sends_identity_and_forwarded_headers(
+    tmp_path: Path,
+) -> None:
+    config = gateway_config(options(tmp_path), URL("http://127.0.0.1:9"), None)
+    assert config.auth_header.fields_enabled
+    assert config.upstream.forwarded_headers

@@ -198,6 +198,23 @@ def test_client_sent_forwarded_proto_and_host_are_replaced() -> None:
 
 
 @pytest.mark.parametrize(
+    "incoming",
+    [
+        (),
+        (("X-Forwarded-For", "203.0.113.9"),),
+        (("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil"), ("x-forwarded-for", "1.2.3.4")),
+    ],
+)
+def test_without_forwarded_headers_none_reaches_the_upstream_not_even_the_clients(
+    incoming: tuple[tuple[str, str], ...],
+) -> None:
+    out = _upstream(_headers(*incoming, ("X-Request-Id", "1")), forwarded=False)
+    assert not [name for name in out if name.lower().startswith("x-forwarded-")]
+    assert out["X-Request-Id"] == "1"
+    assert out.getall("Authorization") == [f"Bearer {UPSTREAM_TOKEN}"]
+
+
+@pytest.mark.parametrize(
     ("forward_client_authorization", "upstream_token", "expected"),
     [
         (False, UPSTREAM_TOKEN, [f"Bearer {UPSTREAM_TOKEN}"]),
