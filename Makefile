@@ -59,7 +59,7 @@ test: test-deps
 lint: test-deps
 	$(BIN)/ruff check raygate tests benchmarks
 
-# Every benchmarks/bench_*.py, the hot-path profile, then benchmarks/RESULTS.md (about 14 minutes).
+# Every benchmarks/bench_*.py, the hot-path profile, then benchmarks/RESULTS.md (about 18 minutes).
 bench: test-deps
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 

@@ -31,7 +31,6 @@ from harness import (
     Processes,
     Wrk,
     bearer,
-    ensure_tools,
     minimal_proxy,
     naive_proxy,
     nginx_reverse_proxy,
@@ -40,6 +39,7 @@ from harness import (
     probe,
     raise_open_file_limit,
     raygate_up_upstream,
+    skipped_without,
     tempdir,
 )
 from report import Result, common_arguments
@@ -131,10 +131,7 @@ def main() -> None:
         ),
         smoke=args.smoke,
     )
-    missing = ensure_tools("nginx", "wrk")
-    if missing:
-        result.skip(missing)
-        result.write(args.results_dir)
+    if skipped_without(result, args.results_dir, "nginx", "wrk"):
         return
     raise_open_file_limit()
     cores = Cores.detect()

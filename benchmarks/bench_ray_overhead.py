@@ -58,12 +58,12 @@ from harness import (
     Wrk,
     bearer,
     child_map,
-    ensure_tools,
     free_port,
     gateway_arrangements,
     naive_proxy,
     pin,
     probe,
+    skipped_without,
     stop,
     tempdir,
 )
@@ -306,10 +306,7 @@ def main() -> None:
         ),
         smoke=args.smoke,
     )
-    missing = ensure_tools("wrk")
-    if missing:
-        result.skip(missing)
-        result.write(args.results_dir)
+    if skipped_without(result, args.results_dir, "wrk"):
         return
     cores = Cores.detect()
     arrangements = gateway_arrangements(cores)

@@ -30,10 +30,10 @@ from harness import (  # noqa: E402
     Processes,
     Wrk,
     bearer,
-    ensure_tools,
     gateway_arrangements,
     pin,
     probe,
+    skipped_without,
 )
 from report import Result, common_arguments  # noqa: E402
 
@@ -96,10 +96,7 @@ def main() -> None:
         f"{settings['rounds']} rounds in which every side alternates; medians of the rounds.",
         smoke=args.smoke,
     )
-    missing = ensure_tools("wrk")
-    if missing:
-        result.skip(missing)
-        result.write(args.results_dir)
+    if skipped_without(result, args.results_dir, "wrk"):
         return
     cores = Cores.detect()
     arrangements = gateway_arrangements(cores)

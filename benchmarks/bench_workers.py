@@ -19,13 +19,13 @@ from harness import (
     Cores,
     Wrk,
     bearer,
-    ensure_tools,
     nginx_tiny_upstream,
     prepare_state,
     probe,
     raise_open_file_limit,
     raygate_has_workers_flag,
     raygate_up_upstream,
+    skipped_without,
     tempdir,
 )
 from report import Result, common_arguments
@@ -62,10 +62,7 @@ def main() -> None:
         result.skip("this raygate has no --workers flag (`raygate up --help`); nothing measured")
         result.write(args.results_dir)
         return
-    missing = ensure_tools("nginx", "wrk")
-    if missing:
-        result.skip(missing)
-        result.write(args.results_dir)
+    if skipped_without(result, args.results_dir, "nginx", "wrk"):
         return
     raise_open_file_limit()
     pinned = Cores.detect()

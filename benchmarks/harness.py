@@ -31,6 +31,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from report import Result
+
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 RAYGATE = str(Path(PYTHON).parent / "raygate")
@@ -63,6 +65,15 @@ def ensure_tools(*names: str) -> str | None:
             return f"`{' '.join(command)}` failed: {done.stderr.strip()[-300:]}"
     still = [name for name in names if shutil.which(name) is None]
     return f"{', '.join(still)} still missing after apt-get install" if still else None
+
+
+def skipped_without(result: Result, results_dir: Path | None, *tools: str) -> bool:
+    """When a tool is missing, write `result` as skipped (saying which) and say so."""
+    missing = ensure_tools(*tools)
+    if missing:
+        result.skip(missing)
+        result.write(results_dir)
+    return bool(missing)
 
 
 def raise_open_file_limit() -> None:

@@ -1109,7 +1109,7 @@ def _check_upgrade(index: dict[str, list[str]], cycle: Cycle) -> None:
             raise RequestRefused(responses.bad_request("an upgrade request cannot carry a body"))
     connection = index.get("connection")
     if connection is not None and (len(connection) > 1 or "," in connection[0]):
-        tokens = {t.strip().lower() for v in connection for t in v.split(",")}
+        tokens = {t.strip(" \t").lower() for v in connection for t in v.split(",")}
         if "close" in tokens and ("keep-alive" in tokens or "upgrade" in tokens):
             raise RequestRefused(
                 responses.bad_request("the Connection header both closes and keeps or upgrades")

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 
 def _tokens(value: str | None) -> set[str]:
-    return {t.strip().lower() for t in (value or "").split(",") if t.strip()}
+    # HTTP's optional whitespace is space and tab only (llhttp's reading): str.strip() would
+    # also take \xa0 or \x85, and see an upgrade where llhttp sees none.
+    return {t.strip(" \t").lower() for t in (value or "").split(",") if t.strip(" \t")}
 
 
 def is_websocket(head: RequestHead) -> bool:
@@ -52,7 +54,9 @@ def valid_handshake(head: RequestHead, version: str) -> bool:
 def start(conn: HttpConnection, cycle: Cycle, forward: Forward) -> None:
     """Open the upstream side of an authorized upgrade; a bad handshake opens nothing."""
     cycle.close_after = True  # after a WebSocket (or a refused one) the connection is done
-    if not valid_handshake(cycle.head, cycle.version):
+    # llhttp must have read it as an upgrade too: otherwise it went on parsing what follows as
+    # requests, which a 101 would leave unanswered.
+    if not cycle.handshake or not valid_handshake(cycle.head, cycle.version):
         conn.answer(cycle, responses.bad_request("not a valid WebSocket handshake"))
         return
     cycle.websocket = True

@@ -72,26 +72,22 @@ def _header_key(name: str) -> str:
 
 
 # What the gateway always sets or re-frames itself. Expect: it answers `100 Continue` itself,
-# once the request is authorized.
-_GATEWAY_SET = HOP_BY_HOP | {"host", "content-length", "expect"}
+# once the request is authorized. Where a request came from is the gateway's to say (its own
+# X-Forwarded-For/-Proto/-Host, or nothing): a client's word for it is never passed on, in any
+# of the forms proxies and frameworks read.
+_GATEWAY_SET = HOP_BY_HOP | {"host", "content-length", "expect", "forwarded", "x-real-ip"}
+_GATEWAY_PREFIXES = ("x-remote-", "x-forwarded-")
 
 
 @functools.lru_cache(maxsize=64)
 def _dropped_names(
     identity_headers: tuple[str, ...],
-    remote: bool,
-    host: bool,
     forward_client_authorization: bool,
     upstream_token: bool,
-    forwarded: bool,
 ) -> frozenset[str]:
-    """The header names never forwarded as the client sent them (computed once per setting)."""
+    """The header names never forwarded as the client sent them (computed once per setting),
+    besides every X-Remote-* and X-Forwarded-* name."""
     dropped = set(_GATEWAY_SET) | {_header_key(h) for h in identity_headers}
-    dropped.add("x-forwarded-proto")
-    if remote or not forwarded:
-        dropped.add("x-forwarded-for")
-    if host or not forwarded:
-        dropped.add("x-forwarded-host")
     if not forward_client_authorization:
         dropped |= CLIENT_CREDENTIAL_HEADERS
     elif upstream_token:
@@ -113,19 +109,14 @@ def upstream_request_headers(
     """Headers for the upstream request, as (name, value) pairs.
 
     Drops hop-by-hop headers, every identity header a client might forge (the gateway sets
-    its own afterwards), the client's credentials, and Ray's token cookie; adds X-Forwarded-*
-    (`forwarded`; without it, the client's own X-Forwarded-* are dropped too, never passed on
-    as if the gateway had set them). Host and the body framing (Content-Length or chunked) are
-    the data plane's to add: they must match what it sends, never a client value it did not
-    check.
+    its own afterwards), the client's credentials, Ray's token cookie, and the client's word on
+    where the request came from (X-Forwarded-*, Forwarded, X-Real-IP); adds its own
+    X-Forwarded-For (the client's list, then the peer), -Proto and -Host when `forwarded`.
+    Host and the body framing (Content-Length or chunked) are the data plane's to add: they
+    must match what it sends, never a client value it did not check.
     """
     dropped = _dropped_names(
-        tuple(identity_headers),
-        bool(remote),
-        bool(host),
-        forward_client_authorization,
-        bool(upstream_token),
-        forwarded,
+        tuple(identity_headers), forward_client_authorization, bool(upstream_token)
     )
     if "connection" in incoming:
         dropped = dropped | connection_tokens(incoming)
@@ -134,7 +125,7 @@ def upstream_request_headers(
         lname = name.lower()
         if "_" in lname:
             lname = lname.replace("_", "-")
-        if lname in dropped or lname.startswith("x-remote-"):
+        if lname in dropped or lname.startswith(_GATEWAY_PREFIXES):
             continue
         if lname == "cookie":
             for cookie in GATEWAY_COOKIES:

@@ -251,3 +251,23 @@ def test_a_request_pipelined_before_a_handshake_is_answered_and_kept_apart(
     assert len(requests_with(b"before-handshake", connections)[1]) == 1
     assert requests_with(b"refused-handshake", connections)[0] == 0
     assert not any(b"after-handshake" in c for c in connections)
+
+
+def test_a_handshake_llhttp_does_not_read_as_one_is_refused_not_opened(recorded: tuple) -> None:
+    """`Connection: Upgrade` followed by a no-break space: Python's str.strip() would see the
+    upgrade token, llhttp does not, and goes on reading the next bytes as a request. The two
+    readings must not both be acted on: the handshake is refused and nothing reaches the
+    upstream."""
+    gateway, upstream = recorded
+    token = gateway.token(ALLOWED)
+    odd = handshake(token, b"/api/logs/stream?c=odd-handshake").replace(
+        b"Connection: Upgrade\r\n", b"Connection: Upgrade\xa0\r\n"
+    )
+    after = b"GET /api/jobs/?c=after-odd-handshake HTTP/1.1\r\nHost: ray\r\n\r\n"
+    answer = asyncio.run(exchange(gateway.host, gateway.port, odd + after, want=1))
+    assert complete_answers(answer)[0][:1] == [400], answer
+    assert b"101" not in answer.split(b"\r\n", 1)[0]
+    time.sleep(0.05)
+    connections = upstream.connection_bytes()
+    assert requests_with(b"odd-handshake", connections)[0] == 0
+    assert requests_with(b"after-odd-handshake", connections)[0] == 0

@@ -27,6 +27,11 @@ GATEWAY_SET = {
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    # where the request came from: the gateway's to say, never the client's
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "forwarded",
+    "x-real-ip",
 }
 CREDENTIALS = {"authorization", "x-ray-authorization"}
 # What the gateway adds after filtering (so a client's Connection header cannot remove it).
@@ -80,7 +85,7 @@ def _is_end_to_end_request_header(name: str, named_by_connection: set[str]) -> b
         or lname in named_by_connection
         or lname in CREDENTIALS
         or lname in GATEWAY_SET
-        or lname.startswith("x-remote-")
+        or lname.startswith(("x-remote-", "x-forwarded-"))
         or lname == "cookie"
     )
 
@@ -255,3 +260,29 @@ def test_connection_tokens_are_every_listed_name_lowercased(
     values: list[str], expected: set[str]
 ) -> None:
     assert connection_tokens(_headers(*[("Connection", v) for v in values])) == expected
+
+
+@pytest.mark.parametrize("forwarded", [True, False])
+@pytest.mark.parametrize(
+    "name",
+    ["X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "Forwarded", "X-Real-IP"],
+)
+def test_a_clients_word_on_where_the_request_came_from_never_reaches_the_upstream(
+    name: str, forwarded: bool
+) -> None:
+    out = _upstream(_headers((name, "evil"), ("X-Request-Id", "1")), forwarded=forwarded)
+    assert name not in out
+    assert out["X-Request-Id"] == "1"
+
+
+def test_a_clients_forwarded_host_is_dropped_even_when_the_gateway_has_none() -> None:
+    """An HTTP/1.0 request may come without Host: the client's X-Forwarded-Host must not stand
+    in for the gateway's."""
+    out = _upstream(
+        _headers(("X-Forwarded-Host", "evil"), ("X-Forwarded-For", "203.0.113.9")),
+        host=None,
+        remote=None,
+    )
+    assert "X-Forwarded-Host" not in out
+    assert "X-Forwarded-For" not in out
+    assert out["X-Forwarded-Proto"] == "http"
