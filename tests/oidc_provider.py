@@ -99,3 +99,13 @@ def sign_in_at_provider(page, login: str, password: str = "any-password") -> Non
     if consent.count():
         page.locator("button[type=submit]").click()
         page.wait_for_load_state()
+
+
+def token_requests(provider: Provider, grant_type: str) -> list[str]:
+    """The provider's own record of the token requests of `grant_type` it answered, in order:
+    `grant.success refresh_token`, `grant.error refresh_token invalid_grant`, ..."""
+    return [
+        line.strip()
+        for line in list(provider.output)
+        if line.startswith(("grant.success ", "grant.error ")) and line.split()[1:2] == [grant_type]
+    ]

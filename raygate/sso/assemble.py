@@ -8,6 +8,7 @@ from raygate.authn.oidc import OIDCAuthenticator, OIDCOptions
 from raygate.config import OIDCConfig
 from raygate.sso.flow import BrowserSignIn
 from raygate.sso.provider import OIDCProviderClient
+from raygate.sso.renewal_lock import RenewalLocks
 from raygate.sso.store import SessionStore
 
 
@@ -26,7 +27,7 @@ def oidc_options(oidc: OIDCConfig) -> OIDCOptions:
 
 def browser_sign_in(oidc: OIDCConfig, state_dir: Path, *, timeout: float = 10.0) -> BrowserSignIn:
     """The step for `oidc` (its client secret read now: a missing file fails at start-up),
-    with sessions in `state_dir`."""
+    with sessions in `state_dir` (and their renewal locks, shared with the other workers)."""
     options = oidc_options(oidc)
     provider = OIDCProviderClient(
         oidc.issuer_url,
@@ -37,4 +38,11 @@ def browser_sign_in(oidc: OIDCConfig, state_dir: Path, *, timeout: float = 10.0)
         timeout=timeout,
     )
     verifier = OIDCAuthenticator(options, timeout=timeout)
-    return BrowserSignIn(provider, verifier, options, SessionStore(state_dir))
+    return BrowserSignIn(
+        provider,
+        verifier,
+        options,
+        SessionStore(state_dir),
+        RenewalLocks(state_dir),
+        renewal_wait=2 * timeout,
+    )

@@ -15,7 +15,9 @@ request: bearer tokens, client certificates and the token dialog take it from th
   cookie named `__Host-raygate-session` with `Secure` (https, or http on a loopback address,
   which browsers treat as secure); on plain http elsewhere the `__Host-` prefix cannot be used
   and the cookie is `raygate-session`. It ends at the ID token's expiry unless the provider
-  gave a refresh token, which renews it.
+  gave a refresh token, which renews it: one request at a time per session, in this process
+  (an asyncio.Lock) and across the workers sharing the state directory
+  (`raygate.sso.renewal_lock`), since a provider that rotates refresh tokens accepts each once.
 - Requests that change state need same-origin proof (`Origin`, else `Sec-Fetch-Site`).
 """
 
@@ -43,6 +45,7 @@ from raygate.sso.provider import (
     in_task,
     new_state,
 )
+from raygate.sso.renewal_lock import RenewalLocks
 from raygate.sso.store import PENDING_TTL, PendingSignIn, Session, SessionStore, SessionTokens
 
 CALLBACK_PATH = "/oauth2/callback"
@@ -57,6 +60,10 @@ TOKEN_LOGIN_PARAM = "login"
 RAY_TOKEN_COOKIE = "ray-authentication-token"
 # Renew a little before the ID token expires, so a request in flight does not carry a dead one.
 REFRESH_MARGIN = 10.0
+# How long a request waits for another worker renewing the same session before answering 503
+# (the session is kept): twice the backend timeout (5 s by default; `browser_sign_in` passes
+# the configured one), for the holder's provider call and then its ID-token check.
+RENEWAL_WAIT = 10.0
 # The cookie outlives the ID token when a refresh token can renew the session server-side.
 REFRESHABLE_COOKIE_AGE = 7 * 24 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -245,13 +252,16 @@ class BrowserSignIn:
     verifier: OIDCAuthenticator
     options: OIDCOptions
     store: SessionStore
+    locks: RenewalLocks
     clock: Callable[[], float] = time.time
+    renewal_wait: float = RENEWAL_WAIT
     _refreshing: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def close(self) -> None:
         await self.provider.close()
         await self.verifier.close()
         self.store.close()
+        self.locks.close()
 
     # -- routes of its own ----------------------------------------------------------------------
     def is_route(self, head: RequestHeadLike) -> bool:
@@ -342,6 +352,8 @@ class BrowserSignIn:
     async def _refresh(
         self, head: RequestHeadLike, secret: str, session: Session
     ) -> Session | BrowserAnswer:
+        """Renew the session once, whichever request of whichever worker gets there first;
+        the others use what it stored."""
         lock = self._refreshing.setdefault(session.key, asyncio.Lock())
         try:
             async with lock:
@@ -351,32 +363,54 @@ class BrowserSignIn:
                     return await self._ended(head, "session revoked")
                 if not self._renewal_due(current, secret):
                     return current
-                tokens = current.tokens(secret)
-                if tokens is None or tokens.refresh_token is None:
-                    self.store.delete_secret(secret)
-                    return await self._ended(head, "session expired with its ID token")
+                # Another worker may be renewing it: while its ID token holds, go on with it
+                # rather than wait; once expired, wait for that renewal (bounded).
+                still_valid = self.clock() < current.expires
+                wait = 0.0 if still_valid else self.renewal_wait
+                if not await self.locks.acquire(current.key, wait):
+                    if still_valid:
+                        return current
+                    raise BackendUnavailable(
+                        "another gateway worker has been renewing this sign-in session for "
+                        f"over {self.renewal_wait:g}s (is the identity provider slow?)"
+                    )
                 try:
-                    renewed = await self.provider.refresh(tokens.refresh_token)
-                    identity, expires = await self._verify(renewed, nonce=None)
-                except SignInError as err:
-                    self.store.delete_secret(secret)
-                    return await self._ended(head, f"session could not be renewed: {err}")
-                if not self.store.update(
-                    secret,
-                    identity,
-                    expires,
-                    SessionTokens(renewed.id_token, renewed.refresh_token),
-                ):
-                    return await self._ended(head, "session revoked")
-                updated = self.store.lookup(secret)
-                return (
-                    updated if updated is not None else await self._ended(head, "session revoked")
-                )
+                    return await self._renew(head, secret)
+                finally:
+                    self.locks.release(current.key)
         except StoreError as err:
             raise BackendUnavailable(str(err)) from None
         finally:
             if not lock.locked():
                 self._refreshing.pop(session.key, None)
+
+    async def _renew(self, head: RequestHeadLike, secret: str) -> Session | BrowserAnswer:
+        """The renewal itself, under the session's locks (raises StoreError)."""
+        # Read again: another worker may have renewed it before this one got the lock.
+        current = self.store.lookup(secret)
+        if current is None:
+            return await self._ended(head, "session revoked")
+        if not self._renewal_due(current, secret):
+            return current
+        tokens = current.tokens(secret)
+        if tokens is None or tokens.refresh_token is None:
+            self.store.delete_secret(secret)
+            return await self._ended(head, "session expired with its ID token")
+        try:
+            renewed = await self.provider.refresh(tokens.refresh_token)
+            identity, expires = await self._verify(renewed, nonce=None)
+        except SignInError as err:
+            self.store.delete_secret(secret)
+            return await self._ended(head, f"session could not be renewed: {err}")
+        if not self.store.update(
+            secret,
+            identity,
+            expires,
+            SessionTokens(renewed.id_token, renewed.refresh_token),
+        ):
+            return await self._ended(head, "session revoked")
+        updated = self.store.lookup(secret)
+        return updated if updated is not None else await self._ended(head, "session revoked")
 
     # -- sign-in ------------------------------------------------------------------------------
     def redirect_uri(self, head: RequestHeadLike) -> str:
