@@ -588,8 +588,10 @@ def report(
             )
         table.notes.append(
             "Paired: at one connection, the median of each round's ratio to that round's "
-            "direct run; at 16, the blocks of adjacent windows (above). raygate's ratio in "
-            "each block, sorted: "
+            "direct run; at 16, the blocks of adjacent windows (above). The unpaired ratio at "
+            "16 divides by the mean of every direct window of the run, taken at other times "
+            "(for the other gateways too): the paired one compares like with like. raygate's "
+            "ratio in each block, sorted: "
             + "; ".join(
                 f"{endpoint} c={c}: {sorted(g['block_ratios'])}"
                 for (side, where, endpoint, c), g in measured.items()
