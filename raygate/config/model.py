@@ -90,8 +90,8 @@ class UpstreamConfig(ConfigModel):
     """Ray's dashboard. When Ray runs in token mode the gateway sends Ray's token upstream in
     place of the caller's: read from `tokenFile` when set, else from the `tokenEnv` variable
     (default RAY_AUTH_TOKEN, which KubeRay's token mode sets); `tokenEnv: null` sends none.
-    `forwardedHeaders` (default on) adds X-Forwarded-For, -Proto and -Host; off, none is sent,
-    the client's own included."""
+    `forwardedHeaders` (default on) adds X-Forwarded-For, -Proto and -Host; off, none is sent.
+    A client's own X-Forwarded-*, Forwarded and X-Real-IP are never passed on."""
 
     url: str
     token_env: str | None = RAY_AUTH_TOKEN_ENV
