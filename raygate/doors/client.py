@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,42 @@ STREAMS = frozenset({DATAPATH, LOGSTREAM})
 INIT_LOOKAHEAD = 3
 
 # Metadata the gRPC runtime sets itself, or that carries the caller's credential.
-_DROPPED_METADATA = frozenset({"authorization", "user-agent", "content-type", "te", "host"})
+_DROPPED_METADATA = frozenset(
+    {
+        "authorization",
+        "user-agent",
+        "content-type",
+        "te",
+        "host",
+        # A caller's word on who it is or where it came from is never passed on (as the
+        # HTTP doors: raygate.pipeline.headers).
+        "x-ray-authorization",
+        "forwarded",
+        "x-real-ip",
+    }
+)
+_DROPPED_PREFIXES = (":", "grpc-", "x-remote-", "x-forwarded-")
+
+
+def read_metadata(
+    metadata: Iterable[tuple[str, Any]],
+) -> tuple[str | None, str | None, list[tuple[str, Any]]]:
+    """A call's credential, its Ray Client session id, and the metadata that goes upstream:
+    everything else but transport keys and what a caller might forge."""
+    authorization = None
+    client_id = None
+    forwarded: list[tuple[str, Any]] = []
+    for key, value in metadata:
+        if key == "authorization":
+            authorization = value if isinstance(value, str) else None
+            continue
+        if key == "client_id" and isinstance(value, str):
+            client_id = value
+        if key in _DROPPED_METADATA or key.startswith(_DROPPED_PREFIXES):
+            continue
+        forwarded.append((key, value))
+    return authorization, client_id, forwarded
+
 
 # Ray's client treats these codes as final (ray.util.client.common.GRPC_UNRECOVERABLE_ERRORS);
 # any other code on the data stream makes it reconnect for its 30 s grace period, and only
@@ -151,21 +186,9 @@ class ClientDoor:
         return call
 
     # -- one call ----------------------------------------------------------------------------
-    # -- one call ----------------------------------------------------------------------------
     async def _admit(self, method: str, context: aio.ServicerContext) -> _Admission:
         """Decide the call and bind its session; the metadata to send upstream."""
-        authorization = None
-        client_id = None
-        forwarded: list[tuple[str, Any]] = []
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                authorization = value if isinstance(value, str) else None
-                continue
-            if key == "client_id" and isinstance(value, str):
-                client_id = value
-            if key in _DROPPED_METADATA or key.startswith((":", "grpc-")):
-                continue
-            forwarded.append((key, value))
+        authorization, client_id, forwarded = read_metadata(context.invocation_metadata() or ())
         guard = self.guard
         peer = context.peer()
         verdict = await guard.check(authorization, method, peer=peer)
