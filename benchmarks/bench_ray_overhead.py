@@ -41,6 +41,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import threading
 import time
@@ -262,7 +263,7 @@ class Side:
 def paired_ratio(side: list[dict[str, float]], direct: list[dict[str, float]]) -> float:
     """The median, over rounds, of the side's req/s ÷ the direct req/s of the same round."""
     return round(
-        median(
+        statistics.median(
             [
                 s["requests_per_second"] / d["requests_per_second"]
                 for s, d in zip(side, direct, strict=True)
@@ -467,8 +468,8 @@ def combine(windows: list[dict[str, float]]) -> dict[str, float]:
     figures: dict[str, float] = {
         "requests": requests,
         "requests_per_second": round(rps_sum(windows) / len(windows), 1),
-        "p50_ms": round(median([w["p50_ms"] for w in windows]), 3),
-        "p99_ms": round(median([w["p99_ms"] for w in windows]), 3),
+        "p50_ms": round(statistics.median([w["p50_ms"] for w in windows]), 3),
+        "p99_ms": round(statistics.median([w["p99_ms"] for w in windows]), 3),
         "other_load_cores": max(w["other_load_cores"] for w in windows),
         "windows": len(windows),
     }
@@ -477,12 +478,6 @@ def combine(windows: list[dict[str, float]]) -> dict[str, float]:
             spent = sum(w[part] * w["requests"] for w in windows)
             figures[part] = round(spent / max(requests, 1), 1)
     return figures
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def one_run(
